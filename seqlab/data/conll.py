@@ -1,0 +1,165 @@
+"""Read and write CoNLL-style column files and JSON lines of tagged sentences.
+
+CoNLL: one token a line, columns separated by spaces or tabs, the token first and the tag in a
+configurable column (the last by default). ``-DOCSTART-`` lines start a new document; blank or
+whitespace-only lines end a sentence. JSON lines: ``{"tokens": [...], "tags": [...]}`` a line.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DataError
+from .schemes import split_tag
+
+_COLUMN_SPLIT = re.compile(r"[ \t]+")
+
+
+@dataclass
+class Sentence:
+    """One tagged sentence, with the document it belongs to and where it came from."""
+
+    tokens: list[str]
+    tags: list[str]
+    doc_id: int = 0
+    line: int = 0  # 1-based line of the first token in its file
+    extra: dict = field(default_factory=dict)
+
+
+def _open_text(path: str | os.PathLike, member: str | None = None) -> tuple[str, str]:
+    """Return ``(text, display_name)``; ``member`` reads one file out of a zip archive."""
+    path = Path(path)
+    name = f"{path}!{member}" if member else str(path)
+    if not path.exists():
+        raise DataError("file not found", str(path))
+    if path.is_dir():
+        raise DataError("is a directory, expected a data file", str(path))
+    try:
+        if member is not None:
+            with zipfile.ZipFile(path) as zf:
+                raw = zf.read(member)
+        else:
+            raw = path.read_bytes()
+    except (KeyError, zipfile.BadZipFile) as exc:
+        raise DataError(f"cannot read {member!r} from the archive: {exc}", str(path)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                        "convert the file to UTF-8", name, line) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text, name
+
+
+def read_conll(path: str | os.PathLike, *, tag_column: int = -1, member: str | None = None,
+               token_transform: Callable[[str], str] | None = None) -> list[Sentence]:
+    """Read a CoNLL column file.
+
+    Args:
+        path: the file (or a zip archive, with ``member``).
+        tag_column: index of the tag column; negative counts from the end (default: last).
+        member: a file inside the zip archive ``path``.
+        token_transform: applied to each token (Weibo strips a word-segmentation digit).
+
+    Raises:
+        DataError: an empty file, a line with too few columns, or a tag that fits no scheme;
+            the message names the file and line.
+    """
+    text, name = _open_text(path, member)
+    sentences: list[Sentence] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    doc_id, first_line = 0, 0
+    need = max(2, tag_column + 1 if tag_column >= 0 else 1 - tag_column)
+
+    def flush() -> None:
+        nonlocal tokens, tags
+        if tokens:
+            sentences.append(Sentence(tokens, tags, doc_id, first_line))
+        tokens, tags = [], []
+
+    for lineno, raw_line in enumerate(io.StringIO(text), start=1):
+        line = raw_line.rstrip("\r\n")
+        if not line.strip():
+            flush()
+            continue
+        cols = _COLUMN_SPLIT.split(line.strip(" \t"))
+        if cols[0] == "-DOCSTART-":
+            flush()
+            if sentences or doc_id:
+                doc_id += 1
+            continue
+        if len(cols) < need:
+            raise DataError(f"expected at least {need} columns (token ... tag), found {len(cols)}: "
+                            f"{line.strip()!r}", name, lineno)
+        tag = cols[tag_column]
+        try:
+            split_tag(tag)
+        except ValueError as exc:
+            raise DataError(str(exc), name, lineno) from None
+        token = cols[0] if token_transform is None else token_transform(cols[0])
+        if not tokens:
+            first_line = lineno
+        tokens.append(token)
+        tags.append(tag)
+    flush()
+    if not sentences:
+        raise DataError("no sentences found (the file is empty or holds only blank and "
+                        "-DOCSTART- lines)", name)
+    return sentences
+
+
+def read_jsonl(path: str | os.PathLike) -> list[Sentence]:
+    """Read JSON lines ``{"tokens": [...], "tags": [...]}`` (``doc_id`` optional)."""
+    text, name = _open_text(path)
+    sentences = []
+    for lineno, line in enumerate(io.StringIO(text), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"invalid JSON ({exc.msg}, column {exc.colno})", name, lineno) from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("tokens"), list) \
+                or not isinstance(obj.get("tags"), list):
+            raise DataError('expected an object {"tokens": [...], "tags": [...]}', name, lineno)
+        toks, tgs = obj["tokens"], obj["tags"]
+        if len(toks) != len(tgs):
+            raise DataError(f"{len(toks)} tokens but {len(tgs)} tags", name, lineno)
+        if not toks:
+            continue
+        for tag in tgs:
+            try:
+                split_tag(str(tag))
+            except ValueError as exc:
+                raise DataError(str(exc), name, lineno) from None
+        sentences.append(Sentence([str(t) for t in toks], [str(t) for t in tgs],
+                                  int(obj.get("doc_id", 0)), lineno))
+    if not sentences:
+        raise DataError("no sentences found (the file is empty)", name)
+    return sentences
+
+
+def read_sentences(path: str | os.PathLike, **kwargs) -> list[Sentence]:
+    """Read ``.jsonl``/``.json`` as JSON lines, anything else as CoNLL columns."""
+    if str(path).endswith((".jsonl", ".json")):
+        return read_jsonl(path)
+    return read_conll(path, **kwargs)
+
+
+def write_conll(path: str | os.PathLike, sentences: Iterable[Sequence[Sequence[str]]]) -> None:
+    """Write sentences given as rows of columns (``token gold pred``), a blank line after each."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for rows in sentences:
+            for cols in rows:
+                fh.write(" ".join(cols) + "\n")
+            fh.write("\n")

@@ -1,0 +1,174 @@
+"""Named NER datasets, read from a data directory, with the hub as fallback when online.
+
+The data directory is ``--data-dir`` (``data.data_dir`` in a config), else the ``SEQLAB_DATA``
+environment variable. Its layout is that of the files' public releases (see README, "Data").
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DataError
+from .conll import Sentence, read_conll, read_sentences
+from .schemes import check_tags, detect_scheme
+
+
+def _strip_segmentation_digit(token: str) -> str:
+    # Weibo: "科0" -> "科"; the digit is the character's position in its word.
+    return token[:-1] if len(token) > 1 and token[-1].isdigit() else token
+
+
+@dataclass(frozen=True)
+class NamedDataset:
+    """Where a dataset's splits live under the data directory and how to read them."""
+
+    name: str
+    files: dict[str, str]  # split -> relative path ("archive.zip!member" for a zip member)
+    scheme: str
+    language: str = "en"
+    hub: tuple[str, str | None] | None = None  # (hub id, config name)
+    token_transform: Callable[[str], str] | None = None
+    dev_from_train: float = 0.0  # hold out this share of train as dev when there is no dev file
+    notes: str = ""
+    tag_column: int = -1
+    extra: dict = field(default_factory=dict)
+
+
+DATASETS: dict[str, NamedDataset] = {d.name: d for d in [
+    NamedDataset("conll2003", {"train": "conll2003/eng.train", "dev": "conll2003/eng.testa",
+                               "test": "conll2003/eng.testb"}, "iob1",
+                 hub=("eriktks/conll2003", None)),
+    NamedDataset("wnut17", {"train": "wnut17/wnut17train.conll", "dev": "wnut17/emerging.dev.conll",
+                            "test": "wnut17/emerging.test.annotated"}, "iob2",
+                 hub=("leondz/wnut_17", None)),
+    NamedDataset("conll2002-es", {"train": "conll2002/esp.train", "dev": "conll2002/esp.testa",
+                                  "test": "conll2002/esp.testb"}, "iob2", language="es",
+                 hub=("eriktks/conll2002", "es")),
+    NamedDataset("conll2002-nl", {"train": "conll2002/ned.train", "dev": "conll2002/ned.testa",
+                                  "test": "conll2002/ned.testb"}, "iob2", language="nl",
+                 hub=("eriktks/conll2002", "nl")),
+    NamedDataset("bc5cdr", {"train": "bc5cdr/train.tsv", "dev": "bc5cdr/devel.tsv",
+                            "test": "bc5cdr/test.tsv"}, "iob2", hub=("tner/bc5cdr", None)),
+    NamedDataset("ncbi-disease", {"train": "ncbi_disease/train.tsv", "dev": "ncbi_disease/devel.tsv",
+                                  "test": "ncbi_disease/test.tsv"}, "iob2",
+                 hub=("ncbi/ncbi_disease", None)),
+    NamedDataset("msra", {"train": "msra_ner/MSRA.zip!msra_train_bio",
+                          "test": "msra_ner/MSRA.zip!msra_test_bio"}, "iob2", language="zh",
+                 hub=("levow/msra_ner", None), dev_from_train=0.05,
+                 notes="MSRA has no dev split: a fixed 5% of train (by a hash of the sentence "
+                       "index) is held out as dev."),
+    NamedDataset("weibo", {"train": "weibo_ner/weiboNER_2nd_conll.train",
+                           "dev": "weibo_ner/weiboNER_2nd_conll.dev",
+                           "test": "weibo_ner/weiboNER_2nd_conll.test"}, "iob2", language="zh",
+                 token_transform=_strip_segmentation_digit,
+                 notes="The token column carries a word-segmentation digit, stripped on read."),
+    NamedDataset("resume", {"train": "resume_ner/train.char.bmes", "dev": "resume_ner/dev.char.bmes",
+                            "test": "resume_ner/test.char.bmes"}, "bmes", language="zh"),
+]}
+
+
+def available_datasets() -> list[str]:
+    return sorted(DATASETS)
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
+    value = data_dir or os.environ.get("SEQLAB_DATA")
+    return Path(value).expanduser() if value else None
+
+
+def _split_path(root: Path, rel: str) -> tuple[Path, str | None]:
+    if "!" in rel:
+        archive, member = rel.split("!", 1)
+        return root / archive, member
+    return root / rel, None
+
+
+def _hold_out(sentences: list[Sentence], share: float) -> tuple[list[Sentence], list[Sentence]]:
+    keep, held = [], []
+    for i, sent in enumerate(sentences):
+        (held if zlib.crc32(str(i).encode()) % 10_000 < share * 10_000 else keep).append(sent)
+    return keep, held
+
+
+def load_named(name: str, data_dir: str | os.PathLike | None = None) -> tuple[dict[str, list[Sentence]], NamedDataset]:
+    """Read a named dataset's splits. Falls back to the hub when the files are absent.
+
+    Raises:
+        DataError: an unknown name, or files absent and the hub unreachable; the message lists
+            every path looked for.
+    """
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(available_datasets())}"
+                        " (or give data.train_file/dev_file/test_file)")
+    spec = DATASETS[name]
+    root = resolve_data_dir(data_dir)
+    looked = []
+    if root is not None:
+        paths = {split: _split_path(root, rel) for split, rel in spec.files.items()}
+        missing = [str(p) for p, _ in paths.values() if not p.exists()]
+        if not missing:
+            splits = {split: read_conll(p, member=m, token_transform=spec.token_transform,
+                                        tag_column=spec.tag_column)
+                      for split, (p, m) in paths.items()}
+            if "dev" not in splits and spec.dev_from_train:
+                splits["train"], splits["dev"] = _hold_out(splits["train"], spec.dev_from_train)
+            return splits, spec
+        looked = missing
+    try:
+        return _load_from_hub(spec), spec
+    except Exception as exc:  # the hub is unreachable or the id moved: report what we looked for
+        where = (f"looked for {', '.join(looked)}" if looked else
+                 "no data directory given (use --data-dir or set SEQLAB_DATA)")
+        hub = f"; the hub fallback {spec.hub[0]!r} failed: {type(exc).__name__}: {str(exc)[:200]}" \
+            if spec.hub else "; this dataset has no hub copy"
+        raise DataError(f"dataset {name!r} not found: {where}{hub}") from None
+
+
+def _load_from_hub(spec: NamedDataset) -> dict[str, list[Sentence]]:
+    if spec.hub is None:
+        raise LookupError("no hub id")
+    import datasets
+
+    hub_id, config = spec.hub
+    dd = datasets.load_dataset(hub_id, config)
+    out: dict[str, list[Sentence]] = {}
+    rename = {"train": "train", "validation": "dev", "test": "test"}
+    for hub_split, split in rename.items():
+        if hub_split not in dd:
+            continue
+        ds = dd[hub_split]
+        tag_key = "ner_tags" if "ner_tags" in ds.column_names else "tags"
+        names = ds.features[tag_key].feature.names
+        out[split] = [Sentence(list(r["tokens"]), [names[t] for t in r[tag_key]])
+                      for r in ds if r["tokens"]]
+    if "dev" not in out and spec.dev_from_train:
+        out["train"], out["dev"] = _hold_out(out["train"], spec.dev_from_train)
+    return out
+
+
+def load_files(train_file: str | None, dev_file: str | None, test_file: str | None, *,
+               tag_column: int = -1) -> dict[str, list[Sentence]]:
+    """Read splits from explicit files (CoNLL columns, or JSON lines for .jsonl/.json)."""
+    splits = {}
+    for split, path in (("train", train_file), ("dev", dev_file), ("test", test_file)):
+        if path:
+            splits[split] = read_sentences(path, tag_column=tag_column) \
+                if not str(path).endswith((".jsonl", ".json")) else read_sentences(path)
+    return splits
+
+
+def resolve_scheme(splits: dict[str, list[Sentence]], declared: str) -> str:
+    """The declared scheme, or the one detected on the training data; checks every split."""
+    first = splits.get("train") or next(iter(splits.values()))
+    scheme = detect_scheme([s.tags for s in first]) if declared == "auto" else declared
+    for split, sentences in splits.items():
+        for sent in sentences:
+            try:
+                check_tags(sent.tags, scheme)
+            except ValueError as exc:
+                raise DataError(f"{exc} (split {split}, sentence starting at line {sent.line})") from None
+    return scheme

@@ -1,0 +1,23 @@
+"""Errors a user can act on. The CLI prints them as one line and exits with status 2."""
+
+from __future__ import annotations
+
+
+class SeqlabError(Exception):
+    """Base class of every error caused by input (files, configs, arguments), not by a bug."""
+
+
+class ConfigError(SeqlabError, ValueError):
+    """A configuration key or value that does not fit; the message names the key."""
+
+
+class DataError(SeqlabError, ValueError):
+    """A data file that cannot be read as expected; the message names the file and line."""
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None):
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(where + message)
+        self.path = path
+        self.line = line
