@@ -1,0 +1,233 @@
+"""``seqlab``: train, evaluate and predict from the command line. Thin: parse, call the library.
+
+Errors caused by input (a config key, a data line, a missing file) are printed as one line and
+exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from .errors import SeqlabError
+
+_WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|\w+(?:[-'’.]\w+)*|[^\w\s]")
+
+
+def split_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """Split raw text into words with half-open character offsets (CJK: one character a word)."""
+    words, offsets = [], []
+    for m in _WORD.finditer(text):
+        words.append(m.group())
+        offsets.append((m.start(), m.end()))
+    return words, offsets
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="seqlab", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="fine-tune an encoder from a YAML config")
+    t.add_argument("config", help="YAML config (see configs/)")
+    t.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. loss.gamma=1 train.seed=7")
+    t.add_argument("--data-dir", help="data directory for named datasets (default: $SEQLAB_DATA)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    e = sub.add_parser("evaluate", help="score a trained model on a dataset split or a file")
+    e.add_argument("model_dir")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", help="a named dataset")
+    src.add_argument("--file", help="a CoNLL / JSON lines (NER) or SQuAD JSON (QA) file")
+    e.add_argument("--split", default="test", help="split of the named dataset (default: test)")
+    e.add_argument("--data-dir", help="data directory (default: $SEQLAB_DATA)")
+    e.add_argument("--output", help="predictions file (default: in MODEL_DIR)")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--no-progress", action="store_true")
+
+    r = sub.add_parser("predict", help="raw text in, JSON lines of entities (or answers) out")
+    r.add_argument("model_dir")
+    r.add_argument("files", nargs="*", help="text files, one text a line (default: stdin)")
+    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--output", help="write JSON lines here instead of stdout")
+    r.add_argument("--question", help="QA: the question")
+    r.add_argument("--context-file", help="QA: a file holding the context")
+
+    sub.add_parser("datasets", help="list the named datasets")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        # Overrides may come after options (`train c.yaml --no-progress loss.gamma=1`).
+        args, rest = parser.parse_known_args(argv)
+        if rest and (args.command != "train" or any("=" not in r or r.startswith("-") for r in rest)):
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        if rest:
+            args.overrides = list(args.overrides) + rest
+    except SystemExit as exc:  # argparse has printed its message
+        return int(exc.code or 0)
+    if args.version:
+        from . import __version__
+
+        print(f"seqlab {__version__}")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return {"train": _train, "evaluate": _evaluate, "predict": _predict,
+                "datasets": _datasets}[args.command](args)
+    except SeqlabError as exc:
+        print(f"seqlab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("seqlab: interrupted", file=sys.stderr)
+        return 130
+
+
+def _datasets(args) -> int:
+    from .data.registry import DATASETS
+
+    for name, spec in sorted(DATASETS.items()):
+        print(f"{name:<14} {spec.scheme:<6} {spec.language}  " + ", ".join(
+            f"{k}={v}" for k, v in spec.files.items()))
+    return 0
+
+
+def _train(args) -> int:
+    from .config import load_config
+    from .train import prepare_output_dir
+
+    overrides = list(args.overrides)
+    if args.data_dir:
+        overrides.append(f"data.data_dir={args.data_dir}")
+    cfg = load_config(args.config, overrides)
+    prepare_output_dir(cfg)  # fail on an occupied output directory before any work
+    if cfg.task == "qa":
+        from .tasks.qa import run_training
+        return run_training(cfg, progress=not args.no_progress)
+
+    from accelerate.utils import set_seed
+
+    from .metrics import format_scores
+    from .models import load_token_classifier, load_tokenizer
+    from .tasks.ner import NerTask, load_corpus
+    from .train import train
+
+    corpus = load_corpus(cfg)
+    tokenizer = load_tokenizer(cfg.model.encoder)
+    task = NerTask(cfg, tokenizer, corpus)
+    set_seed(cfg.train.seed)
+    model = load_token_classifier(cfg.model.encoder, corpus.labels)
+    result = train(cfg, task, model, tokenizer, progress=not args.no_progress)
+    for split in ("dev", "test"):
+        if split in result:
+            print(format_scores(result[split]["default"], f"{split} (seqeval default mode)"))
+            print(f"{split} entity F1: {100 * result[split]['default']['f1']:.2f} "
+                  f"(strict {100 * result[split]['strict']['f1']:.2f})")
+    print(f"model and metrics in {cfg.train.output_dir}")
+    return 0
+
+
+def _load_run(model_dir: str) -> tuple[dict, object]:
+    from .config import load_config
+
+    path = Path(model_dir)
+    meta_path = path / "seqlab.json"
+    if not meta_path.is_file():
+        raise SeqlabError(f"{model_dir}: not a seqlab model directory (no seqlab.json); "
+                          "expected the output_dir of `seqlab train`")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    cfg = load_config(path / "config.yaml")
+    return meta, cfg
+
+
+def _evaluate(args) -> int:
+    meta, cfg = _load_run(args.model_dir)
+    if meta["task"] == "qa":
+        from .tasks.qa import run_evaluate
+        return run_evaluate(args, meta, cfg)
+
+    from .data.registry import load_files, load_named, resolve_scheme
+    from .metrics import format_scores
+    from .models import load_token_classifier, load_tokenizer
+    from .tasks.ner import NerCorpus, NerTask
+
+    if args.dataset:
+        splits, spec = load_named(args.dataset, args.data_dir)
+        if args.split not in splits:
+            raise SeqlabError(f"dataset {args.dataset!r} has no split {args.split!r}; "
+                              f"it has {', '.join(splits)}")
+        sents = splits[args.split]
+        scheme = resolve_scheme({args.split: sents}, spec.scheme)
+        name = f"{args.dataset}-{args.split}"
+    else:
+        sents = load_files(None, None, args.file, tag_column=cfg.data.tag_column)["test"]
+        scheme = resolve_scheme({"test": sents}, "auto")
+        name = Path(args.file).stem
+    corpus = NerCorpus({"eval": sents}, scheme, meta["train_scheme"], meta["labels"], name)
+    cfg.model.max_length, cfg.model.window_overlap = meta["max_length"], meta["window_overlap"]
+    cfg.train.eval_batch_size = args.batch_size
+    tokenizer = load_tokenizer(args.model_dir)
+    model = load_token_classifier(args.model_dir)
+    task = NerTask(cfg, tokenizer, corpus)
+    out = Path(args.output) if args.output else Path(args.model_dir) / f"predictions_{name}.conll"
+    result = task.evaluate(model, "eval", out_file=out, progress=not args.no_progress)
+    print(format_scores(result["default"], f"{name}: seqeval default mode (conlleval)"))
+    print()
+    print(format_scores(result["strict"], f"{name}: seqeval strict mode ({meta['train_scheme']})"))
+    print(f"predictions written to {out}")
+    return 0
+
+
+def _read_texts(files: list[str]) -> list[str]:
+    texts = []
+    if not files:
+        texts = [line.rstrip("\n") for line in sys.stdin]
+    for f in files:
+        path = Path(f)
+        if not path.is_file():
+            raise SeqlabError(f"{f}: file not found")
+        try:
+            texts.extend(path.read_text(encoding="utf-8").splitlines())
+        except UnicodeDecodeError:
+            raise SeqlabError(f"{f}: not UTF-8") from None
+    return texts
+
+
+def _predict(args) -> int:
+    meta, cfg = _load_run(args.model_dir)
+    if meta["task"] == "qa":
+        from .tasks.qa import run_predict
+        return run_predict(args, meta, cfg)
+
+    from .models import load_token_classifier, load_tokenizer
+    from .tasks.ner import decode_entities, predict_words
+
+    texts = _read_texts(args.files)
+    tokenizer = load_tokenizer(args.model_dir)
+    model = load_token_classifier(args.model_dir)
+    split = [split_words(t) for t in texts]
+    preds = predict_words(model, tokenizer, [w for w, _ in split], max_length=meta["max_length"],
+                          overlap=meta["window_overlap"], batch_size=args.batch_size,
+                          progress=sys.stderr.isatty())
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        for text, (words, offsets), pred in zip(texts, split, preds):
+            ents = decode_entities(words, pred, meta["labels"], meta["train_scheme"], offsets, text)
+            ents = [{k: e[k] for k in ("text", "type", "start", "end", "score")} for e in ents]
+            out.write(json.dumps({"text": text, "entities": ents}, ensure_ascii=False) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

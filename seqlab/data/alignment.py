@@ -1,0 +1,114 @@
+"""Words <-> subwords, written once: first-subword labels and overlapping windows.
+
+A sentence longer than ``max_length`` subwords is never truncated: it is cut into overlapping
+windows of whole words, every window is a model input, and each word's prediction is taken from
+the window in which it has the most context on both sides (:func:`merge_windows`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+IGNORE = -100
+
+
+def subwords_per_word(tokenizer, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+    """Subword ids of each word, from one batched fast-tokenizer call and its ``word_ids()``.
+
+    A word the tokenizer turns into nothing (a lone zero-width space, say) gets the unknown
+    token, so that every word has a first subword and receives a prediction.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("a fast tokenizer is needed (word_ids() maps subwords to words)")
+    enc = tokenizer([list(s) for s in sentences], is_split_into_words=True,
+                    add_special_tokens=False, truncation=False)
+    out = []
+    unk = tokenizer.unk_token_id
+    for i, words in enumerate(sentences):
+        per_word: list[list[int]] = [[] for _ in words]
+        for tok_id, wid in zip(enc["input_ids"][i], enc.word_ids(i)):
+            if wid is not None:
+                per_word[wid].append(tok_id)
+        for sub in per_word:
+            if not sub:
+                sub.append(unk)
+        out.append(per_word)
+    return out
+
+
+def make_windows(lengths: Sequence[int], budget: int, overlap: int) -> list[tuple[int, int]]:
+    """Cut words of the given subword lengths into windows of at most ``budget`` subwords.
+
+    Consecutive windows share about ``overlap`` subwords of whole words. A single word longer
+    than the budget gets a window of its own (its subwords are cut there, its first kept).
+
+    Returns:
+        Half-open word ranges ``[(start, end), ...]`` covering every word.
+    """
+    n = len(lengths)
+    if n == 0:
+        return [(0, 0)]
+    if sum(lengths) <= budget:
+        return [(0, n)]
+    overlap = max(0, min(overlap, budget // 2))
+    windows = []
+    start = 0
+    while True:
+        end, used = start, 0
+        while end < n and (used + lengths[end] <= budget or end == start):
+            used += lengths[end]
+            end += 1
+        windows.append((start, end))
+        if end >= n:
+            return windows
+        nxt, shared = end, 0
+        while nxt - 1 > start and shared + lengths[nxt - 1] <= overlap:
+            nxt -= 1
+            shared += lengths[nxt]
+        start = nxt
+
+
+def build_features(per_word: Sequence[Sequence[int]], labels: Sequence[int] | None, *,
+                   max_length: int, overlap: int, cls_id: int, sep_id: int) -> list[dict]:
+    """Model inputs for one sentence: one feature per window.
+
+    Each feature has ``input_ids``, ``labels`` (the word's label on its first subword, -100 on the
+    others and on special tokens), ``word_index`` (the word's index in the sentence on its first
+    subword, -1 elsewhere) and ``window`` (its word range).
+    """
+    budget = max_length - 2
+    feats = []
+    for start, end in make_windows([len(w) for w in per_word], budget, overlap):
+        ids, labs, widx = [cls_id], [IGNORE], [-1]
+        for w in range(start, end):
+            sub = list(per_word[w])[: budget]
+            ids.extend(sub)
+            labs.append(labels[w] if labels is not None else IGNORE)
+            labs.extend([IGNORE] * (len(sub) - 1))
+            widx.append(w)
+            widx.extend([-1] * (len(sub) - 1))
+        ids.append(sep_id)
+        labs.append(IGNORE)
+        widx.append(-1)
+        feats.append({"input_ids": ids, "labels": labs, "word_index": widx,
+                      "window": [start, end]})
+    return feats
+
+
+def merge_windows(num_words: int, windows: Sequence[tuple[int, int]],
+                  window_values: Sequence[dict[int, object]]) -> list[object]:
+    """Pick, for each word, the value from the window where it sits farthest from an edge.
+
+    Args:
+        num_words: words in the sentence.
+        windows: each window's half-open word range.
+        window_values: for each window, ``{word_index: value}``.
+    """
+    best: list[object] = [None] * num_words
+    score = [-1] * num_words
+    for (start, end), values in zip(windows, window_values):
+        for w, value in values.items():
+            centred = min(w - start, end - 1 - w)
+            if centred > score[w]:
+                best[w], score[w] = value, centred
+    return best

@@ -1,0 +1,181 @@
+"""Entity scores through seqeval, and SQuAD / CMRC2018 exact match and F1.
+
+NER: ``mode="default"`` is seqeval's default (conlleval-compatible: an ``I-X`` after ``O`` opens an
+entity); ``mode="strict"`` counts only well-formed entities of the declared scheme.
+
+QA: :func:`squad_em_f1` follows the official SQuAD v1.1 evaluation script (lowercase, strip
+punctuation and the articles a/an/the, split on whitespace, max over the references);
+:func:`cmrc_em_f1` follows the official CMRC2018 script (characters as tokens after removing
+its punctuation list, F1 on the longest common run of tokens, max over references).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Sequence
+
+_SEQEVAL_SCHEMES = {"iob2": "IOB2", "bioes": "IOBES"}
+
+
+def entity_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], *,
+                  mode: str = "default", scheme: str = "iob2") -> dict:
+    """Micro precision, recall and F1 over entities, overall and per type, from seqeval.
+
+    Args:
+        gold: gold tag sequences.
+        pred: predicted tag sequences, each as long as its gold one.
+        mode: ``"default"`` (conlleval) or ``"strict"``.
+        scheme: the scheme of both (``iob2`` or ``bioes``), used in strict mode.
+
+    Returns:
+        ``{"precision", "recall", "f1", "support", "per_type": {type: {...}}}``, as fractions.
+
+    Raises:
+        ValueError: sequences of different lengths, or an unknown mode.
+    """
+    from seqeval.metrics import classification_report
+
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold sequences but {len(pred)} predicted")
+    for i, (g, p) in enumerate(zip(gold, pred)):
+        if len(g) != len(p):
+            raise ValueError(f"sequence {i}: {len(g)} gold tags but {len(p)} predicted")
+    if mode not in ("default", "strict"):
+        raise ValueError(f"mode must be 'default' or 'strict', got {mode!r}")
+    gold, pred = [list(g) for g in gold], [list(p) for p in pred]
+    kwargs = {}
+    if mode == "strict":
+        from seqeval import scheme as seqeval_scheme
+
+        kwargs = {"mode": "strict", "scheme": getattr(seqeval_scheme, _SEQEVAL_SCHEMES[scheme])}
+    if not any(t != "O" for s in gold + pred for t in s):
+        return {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0, "per_type": {}}
+    report = classification_report(gold, pred, output_dict=True, zero_division=0, **kwargs)
+    micro = report.pop("micro avg")
+    for key in ("macro avg", "weighted avg"):
+        report.pop(key, None)
+    per_type = {k: {"precision": float(v["precision"]), "recall": float(v["recall"]),
+                    "f1": float(v["f1-score"]), "support": int(v["support"])}
+                for k, v in sorted(report.items())}
+    return {"precision": float(micro["precision"]), "recall": float(micro["recall"]),
+            "f1": float(micro["f1-score"]), "support": int(micro["support"]),
+            "per_type": per_type}
+
+
+def format_scores(scores: dict, title: str = "") -> str:
+    """A conlleval-like table of entity scores, percentages with two decimals."""
+    lines = [title] if title else []
+    lines.append(f"{'type':<16}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
+    rows = list(scores.get("per_type", {}).items()) + [("overall", scores)]
+    for name, s in rows:
+        lines.append(f"{name:<16}{100 * s['precision']:>10.2f}{100 * s['recall']:>10.2f}"
+                     f"{100 * s['f1']:>10.2f}{s['support']:>9d}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- SQuAD v1.1
+
+
+def normalize_answer(s: str) -> str:
+    """Lowercase, strip punctuation, the articles a/an/the and extra whitespace (SQuAD v1.1)."""
+    s = s.lower()
+    exclude = set(string.punctuation)
+    s = "".join(ch for ch in s if ch not in exclude)
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def _squad_f1(prediction: str, truth: str) -> float:
+    pred_tokens = normalize_answer(prediction).split()
+    truth_tokens = normalize_answer(truth).split()
+    common = Counter(pred_tokens) & Counter(truth_tokens)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision = same / len(pred_tokens)
+    recall = same / len(truth_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _check_references(references: Sequence[str]) -> None:
+    if isinstance(references, str):
+        raise ValueError("references must be a list of answer strings, got one string")
+    if not references:
+        raise ValueError("at least one reference answer is needed")
+
+
+def squad_em_f1(prediction: str, references: Sequence[str]) -> tuple[float, float]:
+    """Exact match and F1 of one prediction, max over the references (official v1.1 semantics).
+
+    For SQuAD v2 an unanswerable question has references ``[""]``: the empty prediction scores 1.
+    """
+    _check_references(references)
+    em = max(float(normalize_answer(prediction) == normalize_answer(r)) for r in references)
+    if all(normalize_answer(r) == "" for r in references):
+        return em, em
+    f1 = max(_squad_f1(prediction, r) for r in references)
+    return em, f1
+
+
+# --------------------------------------------------------------------------- CMRC2018
+
+# The official script's ``sp_char`` list, verbatim ("……" is two characters and so never matches).
+_CMRC_SP_CHAR = ["-", ":", "_", "*", "^", "/", "\\", "~", "`", "+", "=", "，", "。", "：", "？", "！",
+                 "“", "”", "；", "’", "《", "》", "……", "·", "、", "「", "」", "（", "）", "－",
+                 "～", "『", "』"]
+_CMRC_RUN = re.compile(r"\w+|[^\w\s]")
+
+
+def _cmrc_segment(text: str, rm_punc: bool = True) -> list[str]:
+    """The official ``mixed_segmentation``: each Chinese character is a token; runs of other
+    characters are word-tokenised (a regex stands in for nltk's tokenizer on them)."""
+    out, run = [], ""
+    for ch in str(text).lower().strip():
+        if rm_punc and ch in _CMRC_SP_CHAR:
+            continue
+        if re.search(r"[\u4e00-\u9fa5]", ch) or ch in _CMRC_SP_CHAR:
+            if run:
+                out.extend(_CMRC_RUN.findall(run))
+                run = ""
+            out.append(ch)
+        else:
+            run += ch
+    if run:
+        out.extend(_CMRC_RUN.findall(run))
+    return out
+
+
+def _cmrc_remove_punctuation(text: str) -> str:
+    return "".join(ch for ch in str(text).lower().strip() if ch not in _CMRC_SP_CHAR)
+
+
+def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common contiguous run (the official script's ``find_lcs``)."""
+    best = 0
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0] * (len(b) + 1)
+        for j, y in enumerate(b, start=1):
+            if x == y:
+                cur[j] = prev[j - 1] + 1
+                best = max(best, cur[j])
+        prev = cur
+    return best
+
+
+def cmrc_em_f1(prediction: str, references: Sequence[str]) -> tuple[float, float]:
+    """Exact match and F1 of one prediction as the official CMRC2018 evaluation defines them."""
+    _check_references(references)
+    pred_seg = _cmrc_segment(prediction)
+    f1 = 0.0
+    for ref in references:
+        lcs = _lcs_length(_cmrc_segment(ref), pred_seg)
+        if lcs == 0:
+            continue
+        precision, recall = lcs / len(pred_seg), lcs / len(_cmrc_segment(ref))
+        f1 = max(f1, 2 * precision * recall / (precision + recall))
+    em = max(float(_cmrc_remove_punctuation(prediction) == _cmrc_remove_punctuation(r))
+             for r in references)
+    return em, f1

@@ -1,0 +1,267 @@
+"""NER as a task: sentences -> windowed features -> logits -> loss; decode, score, write."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..config import Config
+from ..data.alignment import IGNORE, build_features, merge_windows, subwords_per_word
+from ..data.conll import Sentence, write_conll
+from ..data.registry import load_files, load_named, resolve_scheme
+from ..data.schemes import label_set, spans_to_tags, tags_to_spans
+from ..errors import DataError
+from ..losses import build_loss
+from ..metrics import entity_scores
+
+
+@dataclass
+class NerCorpus:
+    """Splits of original sentences, their scheme, and the label set the model learns."""
+
+    splits: dict[str, list[Sentence]]
+    scheme: str          # the files' scheme
+    train_scheme: str    # the model's scheme
+    labels: list[str]
+    name: str = "files"
+
+
+def _types(sentences: Sequence[Sentence], scheme: str) -> set[str]:
+    return {t for s in sentences for t, _, _ in tags_to_spans(s.tags, scheme)}
+
+
+def load_corpus(cfg: Config, labels: list[str] | None = None) -> NerCorpus:
+    """Read the configured splits, resolve the scheme, build the label set.
+
+    Raises:
+        DataError: no data configured, a missing file, or a dev/test entity type absent from train.
+    """
+    d = cfg.data
+    if d.dataset and (d.train_file or d.dev_file or d.test_file):
+        raise DataError("give either data.dataset or data.train_file/dev_file/test_file, not both")
+    if d.dataset:
+        splits, spec = load_named(d.dataset, d.data_dir)
+        declared = spec.scheme if d.scheme == "auto" else d.scheme
+        name = d.dataset
+    elif d.train_file or d.dev_file or d.test_file:
+        splits = load_files(d.train_file, d.dev_file, d.test_file, tag_column=d.tag_column)
+        declared, name = d.scheme, Path(d.train_file or d.dev_file or d.test_file).name
+    else:
+        raise DataError("no data: set data.dataset (e.g. conll2003) or data.train_file")
+    if d.limit and "train" in splits:
+        splits["train"] = splits["train"][: d.limit]
+    if d.eval_limit:
+        for split in ("dev", "test"):
+            if split in splits:
+                splits[split] = splits[split][: d.eval_limit]
+    scheme = resolve_scheme(splits, declared)
+    if labels is None:
+        if "train" not in splits:
+            raise DataError("no training split: set data.train_file")
+        train_types = _types(splits["train"], scheme)
+        for split in ("dev", "test"):
+            extra = _types(splits.get(split, []), scheme) - train_types
+            if extra:
+                first = next(s for s in splits[split]
+                             if {t for t, _, _ in tags_to_spans(s.tags, scheme)} & extra)
+                raise DataError(f"{split} split has entity type(s) {', '.join(sorted(extra))} that "
+                                f"the training data never uses (first at line {first.line}); "
+                                f"training types: {', '.join(sorted(train_types))}")
+        labels = label_set(sorted(train_types), cfg.data.train_scheme)
+    return NerCorpus(splits, scheme, cfg.data.train_scheme, labels, name)
+
+
+def gold_in_scheme(sent: Sentence, source: str, target: str) -> list[str]:
+    return spans_to_tags(tags_to_spans(sent.tags, source), len(sent.tags), target)
+
+
+class NerTask:
+    """Everything NER-specific the training loop needs."""
+
+    primary_metric = "f1"
+    prediction_ext = "conll"
+
+    def __init__(self, cfg: Config, tokenizer, corpus: NerCorpus):
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.corpus = corpus
+        self.label2id = {l: i for i, l in enumerate(corpus.labels)}
+        opts = dict(cfg.loss.options)
+        if "weight" in opts and opts["weight"] is not None and len(opts["weight"]) != len(corpus.labels):
+            raise DataError(f"loss.weight has {len(opts['weight'])} values, expected one per label "
+                            f"({len(corpus.labels)}: {', '.join(corpus.labels)})")
+        self.loss_fn = build_loss(cfg.loss.name, **opts)
+
+    def has_split(self, split: str) -> bool:
+        return bool(self.corpus.splits.get(split))
+
+    @staticmethod
+    def summary(result: dict) -> dict:
+        d, s = result["default"], result["strict"]
+        return {"precision": d["precision"], "recall": d["recall"], "f1": d["f1"],
+                "f1_strict": s["f1"]}
+
+    def save_extra(self, directory: Path) -> None:
+        from .. import __version__
+
+        write_json(directory / "seqlab.json", {
+            "seqlab_version": __version__, "task": "ner", "dataset": self.corpus.name,
+            "scheme": self.corpus.scheme, "train_scheme": self.corpus.train_scheme,
+            "labels": self.corpus.labels, "max_length": self.cfg.model.max_length,
+            "window_overlap": self.cfg.model.window_overlap})
+
+    # ----------------------------------------------------------------- features
+
+    def features(self, split: str):
+        """A ``datasets.Dataset`` of windowed training features for ``split``."""
+        import datasets
+
+        sents = self.corpus.splits[split]
+        table = datasets.Dataset.from_dict({
+            "tokens": [s.tokens for s in sents],
+            "tags": [gold_in_scheme(s, self.corpus.scheme, self.corpus.train_scheme) for s in sents],
+        })
+        tok, m = self.tokenizer, self.cfg.model
+
+        def encode(batch):
+            out = {"input_ids": [], "labels": [], "length": []}
+            per_word = subwords_per_word(tok, batch["tokens"])
+            for words, tags in zip(per_word, batch["tags"]):
+                ids = [self.label2id[t] for t in tags]
+                for f in build_features(words, ids, max_length=m.max_length,
+                                        overlap=m.window_overlap, cls_id=tok.cls_token_id,
+                                        sep_id=tok.sep_token_id):
+                    out["input_ids"].append(f["input_ids"])
+                    out["labels"].append(f["labels"])
+                    out["length"].append(len(f["input_ids"]))
+            return out
+
+        return table.map(encode, batched=True, batch_size=1000, remove_columns=table.column_names,
+                         desc=f"tokenising {split}", load_from_cache_file=False)
+
+    def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        return pad_batch(rows, self.tokenizer.pad_token_id)
+
+    def compute_loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        labels = batch["labels"]
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return self.loss_fn(logits, labels)
+
+    # ----------------------------------------------------------------- evaluation
+
+    def evaluate(self, model, split: str, *, device=None, out_file: Path | None = None,
+                 progress: bool = True) -> dict:
+        """Predict every word of ``split`` (windows merged) and score against the original gold."""
+        sents = self.corpus.splits[split]
+        preds = predict_words(model, self.tokenizer, [s.tokens for s in sents],
+                              max_length=self.cfg.model.max_length,
+                              overlap=self.cfg.model.window_overlap,
+                              batch_size=self.cfg.train.eval_batch_size, device=device,
+                              desc=f"evaluating {split}", progress=progress)
+        id2label = self.corpus.labels
+        pred_tags = [[id2label[i] for i, _ in p] for p in preds]
+        return score_and_write(sents, pred_tags, self.corpus.scheme, self.corpus.train_scheme,
+                               out_file)
+
+
+def score_and_write(sents: Sequence[Sentence], pred_tags: list[list[str]], scheme: str,
+                    train_scheme: str, out_file: Path | None) -> dict:
+    gold = [gold_in_scheme(s, scheme, train_scheme) for s in sents]
+    result = {"default": entity_scores(gold, pred_tags, mode="default", scheme=train_scheme),
+              "strict": entity_scores(gold, pred_tags, mode="strict", scheme=train_scheme),
+              "sentences": len(sents), "words": sum(len(s.tokens) for s in sents)}
+    if out_file is not None:
+        rows = []
+        for s, p in zip(sents, pred_tags):
+            p_orig = spans_to_tags(tags_to_spans(p, train_scheme), len(p), scheme)
+            rows.append([(tok, g, q) for tok, g, q in zip(s.tokens, s.tags, p_orig)])
+        write_conll(out_file, rows)
+    return result
+
+
+def pad_batch(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad ``input_ids``/``labels`` of the rows to the longest one (dynamic padding)."""
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        ids[i, :n] = torch.as_tensor(r["input_ids"])
+        mask[i, :n] = 1
+        if "labels" in r:
+            labels[i, :n] = torch.as_tensor(r["labels"])
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+@torch.inference_mode()
+def predict_words(model, tokenizer, sentences: Sequence[Sequence[str]], *, max_length: int,
+                  overlap: int, batch_size: int = 64, device=None, desc: str = "predicting",
+                  progress: bool = True) -> list[list[tuple[int, float]]]:
+    """``(label id, probability)`` for every word of every sentence, windows merged.
+
+    Features are sorted by length and batched, so padding stays small.
+    """
+    was_training = model.training
+    model.eval()
+    device = device or next(model.parameters()).device
+    per_word = subwords_per_word(tokenizer, sentences) if sentences else []
+    feats = []  # (sentence, window, feature)
+    windows: list[list[tuple[int, int]]] = []
+    for si, words in enumerate(per_word):
+        fs = build_features(words, None, max_length=max_length, overlap=overlap,
+                            cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id)
+        windows.append([tuple(f["window"]) for f in fs])
+        feats.extend((si, wi, f) for wi, f in enumerate(fs))
+    order = sorted(range(len(feats)), key=lambda k: len(feats[k][2]["input_ids"]))
+    values: list[list[dict[int, tuple[int, float]]]] = [[{} for _ in w] for w in windows]
+    bar = tqdm(total=len(sentences), desc=desc, unit="sent", disable=not progress, leave=False)
+    for b in range(0, len(order), batch_size):
+        chunk = [feats[k] for k in order[b: b + batch_size]]
+        batch = pad_batch([f for _, _, f in chunk], tokenizer.pad_token_id)
+        logits = model(input_ids=batch["input_ids"].to(device),
+                       attention_mask=batch["attention_mask"].to(device)).logits.float()
+        prob, label = logits.softmax(-1).max(-1)
+        prob, label = prob.cpu().tolist(), label.cpu().tolist()
+        for row, (si, wi, f) in enumerate(chunk):
+            for pos, w in enumerate(f["word_index"]):
+                if w >= 0:
+                    values[si][wi][w] = (label[row][pos], prob[row][pos])
+        bar.update(sum(1 for si, wi, _ in chunk if wi == 0))
+    bar.close()
+    if was_training:
+        model.train()
+    return [merge_windows(len(sentences[si]), windows[si], values[si]) for si in range(len(sentences))]
+
+
+def decode_entities(words: Sequence[str], preds: Sequence[tuple[int, float]], labels: Sequence[str],
+                    scheme: str, offsets: Sequence[tuple[int, int]] | None = None,
+                    text: str | None = None) -> list[dict]:
+    """Entities from word predictions: type, word span, character span and a score (the mean
+    probability of the entity's words)."""
+    tags = [labels[i] for i, _ in preds]
+    out = []
+    for typ, start, end in tags_to_spans(tags, scheme):
+        score = sum(p for _, p in preds[start:end]) / (end - start)
+        ent = {"type": typ, "word_start": start, "word_end": end, "score": round(score, 4)}
+        if offsets is not None:
+            ent["start"], ent["end"] = offsets[start][0], offsets[end - 1][1]
+            ent["text"] = text[ent["start"]: ent["end"]] if text is not None else " ".join(words[start:end])
+        else:
+            ent["text"] = " ".join(words[start:end])
+        out.append(ent)
+    return out
+
+
+def write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None

@@ -1,0 +1,239 @@
+"""The one training loop, on accelerate, for every task.
+
+A task supplies ``features(split)`` (a dataset of rows with a ``length``), ``collate(rows)``,
+``compute_loss(model, batch)``, ``evaluate(model, split, device=..., out_file=...)`` returning a
+dict whose ``["default"][task.primary_metric]`` (NER) or ``[task.primary_metric]`` (QA) is the
+score that picks the best epoch, and ``save_extra(dir)`` for anything beyond the model.
+
+The output directory is written as ``<output_dir>.incomplete`` while training and renamed to
+``<output_dir>`` only when everything is in place, so a run that stops half-way never leaves a
+directory that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+from tqdm.auto import tqdm
+
+from . import __version__
+from .config import Config, save_config
+from .errors import ConfigError
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Shuffled batches of similar length: shuffle, cut into mega-batches of ``50 x batch_size``,
+    sort each by length, cut into batches, shuffle the batches. Deterministic given seed and
+    epoch."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, group: bool = True,
+                 mega: int = 50):
+        self.lengths, self.batch_size, self.seed, self.group, self.mega = \
+            lengths, batch_size, seed, group, mega
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        perm = torch.randperm(len(self.lengths), generator=g).tolist()
+        batches = []
+        if self.group:
+            span = self.batch_size * self.mega
+            for i in range(0, len(perm), span):
+                chunk = sorted(perm[i: i + span], key=lambda k: -self.lengths[k])
+                batches.extend(chunk[j: j + self.batch_size] for j in range(0, len(chunk), self.batch_size))
+            order = torch.randperm(len(batches), generator=g).tolist()
+            batches = [batches[k] for k in order]
+        else:
+            batches = [perm[j: j + self.batch_size] for j in range(0, len(perm), self.batch_size)]
+        return iter(batches)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no decay on biases and LayerNorm weights."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or name.endswith(".bias"):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def prepare_output_dir(cfg: Config) -> tuple[Path, Path]:
+    """Check the output directory before any work; return (final, staging) paths."""
+    out = Path(cfg.train.output_dir)
+    if out.exists() and any(out.iterdir()) and not cfg.train.overwrite:
+        raise ConfigError(f"train.output_dir: {out} exists and is not empty; choose another "
+                          "directory or pass train.overwrite=true")
+    staging = out.with_name(out.name + ".incomplete")
+    return out, staging
+
+
+def _finish(staging: Path, out: Path) -> None:
+    old = out.with_name(out.name + ".old")
+    if out.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)
+    staging.rename(out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _score(task, result: dict) -> float:
+    if "default" in result:
+        return float(result["default"][task.primary_metric])
+    return float(result[task.primary_metric])
+
+
+def train(cfg: Config, task, model, tokenizer, *, progress: bool = True) -> dict:
+    """Fine-tune ``model`` on ``task``; evaluate on dev each epoch, keep the best, test it, save.
+
+    Returns:
+        The final metrics (also written to ``metrics.json``).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_linear_schedule_with_warmup
+
+    t = cfg.train
+    out, staging = prepare_output_dir(cfg)
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    accelerator = Accelerator(gradient_accumulation_steps=t.gradient_accumulation_steps,
+                              mixed_precision="bf16" if t.bf16 else "no")
+    set_seed(t.seed)
+
+    with accelerator.main_process_first():
+        train_rows = task.features("train")
+    lengths = list(train_rows["length"])
+    sampler = LengthGroupedBatchSampler(lengths, t.batch_size, t.seed, group=t.group_by_length)
+    loader = DataLoader(train_rows, batch_sampler=sampler, collate_fn=task.collate)
+
+    optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.learning_rate)
+    steps_per_epoch = math.ceil(len(loader) / t.gradient_accumulation_steps)
+    total_steps = math.ceil(steps_per_epoch * t.epochs)
+    if t.max_steps:
+        total_steps = min(total_steps, t.max_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps),
+                                                total_steps)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+
+    if accelerator.is_main_process:
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+        save_config(cfg, staging / "config.yaml")
+    log_path = staging / "metrics.jsonl"
+
+    def log(record: dict) -> None:
+        if accelerator.is_main_process:
+            with open(log_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    best_score, best_state, best_epoch = -math.inf, None, -1
+    step, real_tokens, all_tokens, train_time = 0, 0, 0, 0.0
+    history = []
+    epochs = math.ceil(t.epochs)
+    done = False
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        model.train()
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", unit="step",
+                   disable=not (progress and accelerator.is_local_main_process))
+        t0 = time.perf_counter()
+        epoch_real = epoch_all = 0
+        run_loss, run_n = 0.0, 0
+        for batch in loader:
+            with accelerator.accumulate(model):
+                loss = task.compute_loss(model, batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and t.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            n_real = int(batch["attention_mask"].sum())
+            epoch_real += n_real
+            epoch_all += batch["attention_mask"].numel()
+            run_loss += float(loss.detach())
+            run_n += 1
+            if accelerator.sync_gradients:
+                step += 1
+                elapsed = time.perf_counter() - t0
+                bar.update(1)
+                bar.set_postfix(loss=f"{run_loss / run_n:.4f}", tok_s=f"{epoch_real / elapsed:.0f}")
+                if step % t.log_every == 0:
+                    log({"event": "train", "epoch": epoch + 1, "step": step,
+                         "loss": run_loss / run_n, "lr": scheduler.get_last_lr()[0],
+                         "tokens_per_s": epoch_real / elapsed})
+                    history.append(run_loss / run_n)
+                    run_loss, run_n = 0.0, 0
+                if step >= total_steps:
+                    done = True
+                    break
+        bar.close()
+        if run_n:
+            history.append(run_loss / run_n)
+            log({"event": "train", "epoch": epoch + 1, "step": step, "loss": run_loss / run_n,
+                 "lr": scheduler.get_last_lr()[0]})
+        epoch_time = time.perf_counter() - t0
+        train_time += epoch_time
+        real_tokens += epoch_real
+        all_tokens += epoch_all
+        unwrapped = accelerator.unwrap_model(model)
+        dev = task.evaluate(unwrapped, "dev", device=accelerator.device, progress=progress) \
+            if task.has_split("dev") else None
+        record = {"event": "eval", "split": "dev", "epoch": epoch + 1, "step": step,
+                  "epoch_time_s": epoch_time, "train_tokens_per_s": epoch_real / epoch_time}
+        if dev is not None:
+            record.update(task.summary(dev))
+            score = _score(task, dev)
+            accelerator.print(f"epoch {epoch + 1}: dev {task.primary_metric} {100 * score:.2f}")
+        else:
+            score = -epoch  # no dev split: the last epoch is the one kept
+        log(record)
+        if score > best_score:
+            best_score, best_epoch = score, epoch + 1
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in unwrapped.state_dict().items()}
+        if done:
+            break
+
+    accelerator.wait_for_everyone()
+    model = accelerator.unwrap_model(model)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    result: dict = {"seqlab_version": __version__, "best_epoch": best_epoch, "steps": step,
+                    "train_time_s": round(train_time, 2),
+                    "train_tokens_per_s": real_tokens / train_time if train_time else None,
+                    "train_tokens_per_s_with_padding": all_tokens / train_time if train_time else None,
+                    "loss_history": history}
+    if accelerator.is_main_process:
+        for split in ("dev", "test"):
+            if task.has_split(split):
+                res = task.evaluate(model, split, device=accelerator.device,
+                                    out_file=staging / f"predictions_{split}.{task.prediction_ext}",
+                                    progress=progress)
+                result[split] = res
+                log({"event": "final", "split": split, **task.summary(res)})
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        task.save_extra(staging)
+        (staging / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        _finish(staging, out)
+    return result

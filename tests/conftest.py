@@ -1,0 +1,79 @@
+"""Shared fixtures: tiny offline encoders built in code, fixture data, the shared data directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+FIXTURES = Path(__file__).parent / "fixtures"
+DATA_DIR = Path(os.environ.get("SEQLAB_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def build_tiny_encoder(directory: Path, texts: list[str], *, hidden: int = 32, layers: int = 2,
+                       vocab_size: int = 400, max_positions: int = 512) -> Path:
+    """A random BERT with a WordPiece vocab trained on ``texts``, saved as a transformers dir."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size,
+                                        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    tok.train_from_iterator(texts, trainer)
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    (directory / "vocab.txt").write_text("\n".join(t for t, _ in vocab) + "\n", encoding="utf-8")
+    fast = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
+    fast.save_pretrained(directory)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=2 * hidden,
+                        max_position_embeddings=max_positions)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(directory)
+    return directory
+
+
+def fixture_texts() -> list[str]:
+    lines = []
+    for name in ("train.conll", "dev.conll", "test.conll"):
+        words = [l.split()[0] for l in (FIXTURES / name).read_text().splitlines()
+                 if l.strip() and not l.startswith("-DOCSTART-")]
+        lines.append(" ".join(words))
+    return lines
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> Path:
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny-bert"), fixture_texts() * 3)
+
+
+@pytest.fixture(scope="session")
+def fixtures() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"shared data directory {DATA_DIR} not found (set SEQLAB_DATA)")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer():
+    try:
+        from seqlab.models import load_tokenizer
+
+        return load_tokenizer("minilm-l6")
+    except Exception as exc:  # the package is installed by `make install`
+        pytest.skip(f"embedded encoder unavailable: {exc}")
