@@ -31,7 +31,9 @@ def build_tiny_encoder(directory: Path, texts: list[str], *, hidden: int = 32, l
     directory.mkdir(parents=True, exist_ok=True)
     vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
     (directory / "vocab.txt").write_text("\n".join(t for t, _ in vocab) + "\n", encoding="utf-8")
-    fast = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
+    fast = BertTokenizerFast(vocab=dict(vocab), do_lower_case=True)  # transformers >= 5
+    if fast.vocab_size != len(vocab):  # transformers 4
+        fast = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
     fast.save_pretrained(directory)
     config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=2, intermediate_size=2 * hidden,
