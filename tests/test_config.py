@@ -1,0 +1,58 @@
+"""Every file in configs/ loads and validates; overrides and bad keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from seqlab.config import load_config
+from seqlab.errors import ConfigError
+from seqlab.losses import build_loss
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+def test_there_are_configs():
+    names = {p.stem for p in CONFIGS}
+    for dataset in ("conll2003", "wnut17", "conll2002-es", "conll2002-nl", "bc5cdr",
+                    "ncbi-disease", "msra", "weibo", "resume"):
+        assert dataset in names
+    assert {"conll2003-focal", "conll2003-soft-truncation", "wnut17-focal",
+            "wnut17-soft-truncation"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_config_loads_and_validates(path):
+    cfg = load_config(path)
+    build_loss(cfg.loss.name, **cfg.loss.options)
+    assert cfg.train.learning_rate > 0 and isinstance(cfg.train.learning_rate, float)
+    if cfg.task == "ner":
+        from seqlab.data.registry import DATASETS
+        assert cfg.data.dataset in DATASETS
+
+
+def test_overrides_and_coercion(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train: {learning_rate: 5e-5}\nloss: {name: focal, gamma: 2}\n")
+    cfg = load_config(p, ["loss.gamma=1", "train.seed=7", "model.encoder=/x/y"])
+    assert cfg.train.learning_rate == 5e-5 and isinstance(cfg.train.learning_rate, float)
+    assert cfg.loss.options == {"gamma": 1.0} and cfg.train.seed == 7
+
+
+@pytest.mark.parametrize("text, overrides, match", [
+    ("train: {epoch: 3}\n", [], r"unknown config key train\.epoch; valid keys under train: epochs"),
+    ("trian: {}\n", [], r"unknown config key trian; valid keys: task, data"),
+    ("train: {}\n", ["train.batch_size=big"], r"train\.batch_size: expected an integer, got 'big'"),
+    ("train: {}\n", ["train.learning_rate=fast"], r"train\.learning_rate: expected a number"),
+    ("loss: {name: focal, gama: 2}\n", [], r"unknown config key loss\.gama for loss 'focal'"),
+    ("loss: {name: focall}\n", [], r"loss\.name: unknown loss 'focall'; known losses"),
+    ("loss: {name: focal, gamma: -1}\n", [], r"loss: gamma must be in \[0"),
+    ("task: pos\n", [], r"task: expected one of ner, qa"),
+    ("train: {}\n", ["train.seed"], r"expected dotted\.key=value"),
+])
+def test_bad_config(tmp_path, text, overrides, match):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(p, overrides)
