@@ -1,0 +1,187 @@
+"""End to end through cli.main on a tiny model built in code, and every bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from seqlab.cli import main, split_words
+
+
+def _train_args(fixtures: Path, encoder: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", str(fixtures.parent.parent / "configs" / "conll2003.yaml"),
+            "data.dataset=null", f"data.train_file={fixtures / 'train.conll'}",
+            f"data.dev_file={fixtures / 'dev.conll'}", f"data.test_file={fixtures / 'test.conll'}",
+            f"model.encoder={encoder}", "model.max_length=24", "train.epochs=15",
+            "train.batch_size=2", "train.learning_rate=2e-3", "train.warmup_ratio=0",
+            f"train.output_dir={out}", "train.log_every=5", "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, fixtures, tiny_encoder):
+    out = tmp_path_factory.mktemp("run") / "model"
+    assert main(_train_args(fixtures, tiny_encoder, out)) == 0
+    return out
+
+
+def test_train_writes_everything_and_loss_goes_down(trained, fixtures):
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "config.yaml",
+                 "seqlab.json", "metrics.json", "metrics.jsonl", "predictions_dev.conll",
+                 "predictions_test.conll"):
+        assert (trained / name).is_file(), name
+    assert not trained.with_name(trained.name + ".incomplete").exists()
+    metrics = json.loads((trained / "metrics.json").read_text())
+    history = metrics["loss_history"]
+    assert history[-1] < 0.5 * history[0]
+    for split in ("dev", "test"):
+        assert 0.0 <= metrics[split]["default"]["f1"] <= 1.0
+        assert "per_type" in metrics[split]["strict"]
+    events = [json.loads(l)["event"] for l in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert events.count("eval") == 15 and "final" in events
+    assert json.loads((trained / "seqlab.json").read_text())["scheme"] == "iob1"
+    # predictions: token, gold (the file's own IOB1 tags), predicted; every word present
+    rows = [l.split() for l in (trained / "predictions_test.conll").read_text().splitlines() if l]
+    words = [l for l in (fixtures / "test.conll").read_text().splitlines()
+             if l.strip() and not l.startswith("-DOCSTART-")]
+    assert len(rows) == len(words) and all(len(r) == 3 for r in rows)
+    assert rows[0][:2] == ["Peter", "I-PER"]
+
+
+def test_saved_model_loads_in_transformers_pipeline(trained):
+    from transformers import pipeline
+
+    ner = pipeline("token-classification", model=str(trained))
+    out = ner("Peter Blackburn said EU rejects German call")
+    assert isinstance(out, list)
+    assert ner.model.config.id2label[0] == "O"
+
+
+def test_same_seed_same_scores(tmp_path, fixtures, tiny_encoder, trained):
+    out = tmp_path / "again"
+    assert main(_train_args(fixtures, tiny_encoder, out)) == 0
+    a = json.loads((trained / "metrics.json").read_text())
+    b = json.loads((out / "metrics.json").read_text())
+    assert a["loss_history"] == b["loss_history"]
+    assert a["test"]["default"] == b["test"]["default"]
+
+
+def test_evaluate_and_predict(trained, fixtures, tmp_path, capsys):
+    out_file = tmp_path / "pred.conll"
+    assert main(["evaluate", str(trained), "--file", str(fixtures / "test.conll"),
+                 "--output", str(out_file), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "default mode" in printed and "strict mode" in printed and "overall" in printed
+    assert out_file.is_file()
+    text = tmp_path / "in.txt"
+    text.write_text("Peter Blackburn visited Germany .\nEU rejects German call\n")
+    jsonl = tmp_path / "out.jsonl"
+    assert main(["predict", str(trained), str(text), "--output", str(jsonl)]) == 0
+    lines = [json.loads(l) for l in jsonl.read_text().splitlines()]
+    assert [l["text"] for l in lines] == text.read_text().splitlines()
+    for line in lines:
+        for ent in line["entities"]:
+            assert line["text"][ent["start"]: ent["end"]] == ent["text"]
+            assert set(ent) == {"text", "type", "start", "end", "score"}
+
+
+def test_split_words_offsets():
+    words, offsets = split_words("Dr. Smith's café, 北京 2024-01-02!")
+    assert all("Dr. Smith's café, 北京 2024-01-02!"[s:e] == w for w, (s, e) in zip(words, offsets))
+    assert "北" in words and "京" in words
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _run_bad(args, capsys):
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "Traceback" not in err
+    return err
+
+
+def test_bad_conll_line(tmp_path, fixtures, tiny_encoder, capsys):
+    bad = tmp_path / "bad.conll"
+    bad.write_text("EU NNP B-NP I-ORG\nrejects\n")
+    out = tmp_path / "out"
+    args = _train_args(fixtures, tiny_encoder, out)
+    args[3] = f"data.train_file={bad}"
+    err = _run_bad(args, capsys)
+    assert "bad.conll:2: expected at least 2 columns" in err
+    assert not out.exists() and not out.with_name("out.incomplete").exists()
+
+
+@pytest.mark.parametrize("content, match", [
+    ("EU NNP B-NP B_ORG\n", "bad.conll:1: tag 'B_ORG' fits no scheme"),
+    ("", "bad.conll: no sentences found"),
+])
+def test_bad_train_files(tmp_path, fixtures, tiny_encoder, capsys, content, match):
+    bad = tmp_path / "bad.conll"
+    bad.write_text(content)
+    args = _train_args(fixtures, tiny_encoder, tmp_path / "out")
+    args[3] = f"data.train_file={bad}"
+    assert match in _run_bad(args, capsys)
+
+
+def test_not_utf8(tmp_path, fixtures, tiny_encoder, capsys):
+    bad = tmp_path / "bad.conll"
+    bad.write_bytes("K\xf6ln NNP B-NP I-LOC\n".encode("latin-1"))
+    args = _train_args(fixtures, tiny_encoder, tmp_path / "out")
+    args[3] = f"data.train_file={bad}"
+    assert "bad.conll:1: not UTF-8" in _run_bad(args, capsys)
+
+
+def test_dev_tag_absent_from_training(tmp_path, fixtures, tiny_encoder, capsys):
+    dev = tmp_path / "dev.conll"
+    dev.write_text("Bonn NNP B-NP I-LOC\nis VBZ O O\nfun NN O I-EVENT\n")
+    args = _train_args(fixtures, tiny_encoder, tmp_path / "out")
+    args[4] = f"data.dev_file={dev}"
+    err = _run_bad(args, capsys)
+    assert "dev split has entity type(s) EVENT that the training data never uses" in err
+
+
+@pytest.mark.parametrize("override, match", [
+    ("train.epoch=3", "unknown config key train.epoch"),
+    ("train.batch_size=many", "train.batch_size: expected an integer, got 'many'"),
+    ("loss.name=focall", "unknown loss 'focall'"),
+])
+def test_bad_overrides(tmp_path, fixtures, tiny_encoder, capsys, override, match):
+    out = tmp_path / "out"
+    assert match in _run_bad(_train_args(fixtures, tiny_encoder, out, override), capsys)
+    assert not out.exists()
+
+
+def test_missing_data_file(tmp_path, fixtures, tiny_encoder, capsys):
+    args = _train_args(fixtures, tiny_encoder, tmp_path / "out")
+    args[3] = f"data.train_file={tmp_path / 'nope.conll'}"
+    assert "nope.conll: file not found" in _run_bad(args, capsys)
+
+
+def test_missing_named_dataset(tmp_path, capsys, tiny_encoder):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {{dataset: wnut17, data_dir: {tmp_path}}}\nmodel: {{encoder: {tiny_encoder}}}\n"
+                   f"train: {{output_dir: {tmp_path / 'out'}}}\n")
+    err = _run_bad(["train", str(cfg)], capsys)
+    assert "dataset 'wnut17' not found: looked for" in err and "wnut17train.conll" in err
+
+
+def test_occupied_output_dir_is_left_alone(tmp_path, fixtures, tiny_encoder, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    err = _run_bad(_train_args(fixtures, tiny_encoder, out), capsys)
+    assert "exists and is not empty" in err
+    assert (out / "keep.txt").read_text() == "precious"
+
+
+def test_unknown_encoder_directory(tmp_path, fixtures, capsys):
+    args = _train_args(fixtures, tmp_path / "no" / "such" / "dir", tmp_path / "out")
+    assert "no such directory" in _run_bad(args, capsys)
+
+
+def test_evaluate_needs_a_model_dir(tmp_path, capsys):
+    err = _run_bad(["evaluate", str(tmp_path), "--file", "x.conll"], capsys)
+    assert "not a seqlab model directory" in err
