@@ -1,0 +1,336 @@
+"""Span-extraction QA as a task: pointer (start/end) or tagging (B/I) head, same losses.
+
+Features: question + a window of the context, ``max_length`` subwords, consecutive windows
+overlapping by ``doc_stride``; offsets map subwords back to characters. A window that does not
+hold the answer points at the CLS position (pointer) or is all ``O`` (tagging).
+
+Pointer loss: the configured loss over positions (class dimension = positions), with every
+position outside the context except CLS masked to ``-inf``, averaged over start and end.
+Tagging loss: the configured loss over ``O``/``B-ANS``/``I-ANS`` on context tokens, as NER.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..config import Config
+from ..data.qa import QAExample, load_qa, read_squad
+from ..errors import DataError, SeqlabError
+from ..losses import build_loss
+from ..metrics import cmrc_em_f1, squad_em_f1
+
+TAG_LABELS = ["O", "B-ANS", "I-ANS"]
+IGNORE = -100
+
+
+def encode(tokenizer, examples: list[QAExample], cfg: Config, *, with_labels: bool) -> list[dict]:
+    """Windowed features for the examples, with answer positions when ``with_labels``."""
+    q = cfg.qa
+    questions = [ex.question for ex in examples]
+    pad_right = tokenizer.padding_side == "right"
+    enc = tokenizer(questions, [ex.context for ex in examples], truncation="only_second",
+                    max_length=cfg.model.max_length, stride=q.doc_stride,
+                    return_overflowing_tokens=True, return_offsets_mapping=True, padding=False)
+    if not pad_right:
+        raise SeqlabError("QA needs a tokenizer that pads on the right")
+    feats = []
+    for i, ids in enumerate(enc["input_ids"]):
+        ex_idx = enc["overflow_to_sample_mapping"][i]
+        seq_ids = enc.sequence_ids(i)
+        offsets = enc["offset_mapping"][i]
+        ctx_offsets = [tuple(o) if s == 1 else None for o, s in zip(offsets, seq_ids)]
+        f = {"input_ids": ids, "example": ex_idx, "offsets": ctx_offsets, "length": len(ids)}
+        if "token_type_ids" in enc:
+            f["token_type_ids"] = enc["token_type_ids"][i]
+        if with_labels:
+            ex = examples[ex_idx]
+            start_tok = end_tok = 0
+            if ex.answers and not ex.is_impossible:
+                a = ex.answers[0]
+                s_char, e_char = a["answer_start"], a["answer_start"] + len(a["text"])
+                ctx = [k for k, o in enumerate(ctx_offsets) if o is not None]
+                if ctx and ctx_offsets[ctx[0]][0] <= s_char and ctx_offsets[ctx[-1]][1] >= e_char:
+                    start_tok = next(k for k in ctx if ctx_offsets[k][1] > s_char)
+                    end_tok = next(k for k in reversed(ctx) if ctx_offsets[k][0] < e_char)
+            f["start_positions"], f["end_positions"] = start_tok, end_tok
+            tags = [IGNORE if o is None else 0 for o in ctx_offsets]
+            if start_tok > 0:
+                tags[start_tok] = 1
+                for k in range(start_tok + 1, end_tok + 1):
+                    tags[k] = 2
+            f["labels"] = tags
+        feats.append(f)
+    return feats
+
+
+def best_span(start_scores, end_scores, offsets, *, n_best: int, max_answer_length: int):
+    """Best ``(score, start_char, end_char)`` with end >= start, at most ``max_answer_length``
+    subwords, both inside the context; None when the window has no context."""
+    ctx = [k for k, o in enumerate(offsets) if o is not None]
+    if not ctx:
+        return None
+    def search(starts, ends):
+        best = None
+        for s in starts:
+            for e in ends:
+                if e < s or e - s + 1 > max_answer_length or offsets[e] is None:
+                    continue
+                score = start_scores[s] + end_scores[e]
+                if best is None or score > best[0]:
+                    best = (score, offsets[s][0], offsets[e][1])
+        return best
+
+    best = search(sorted(ctx, key=lambda k: -start_scores[k])[:n_best],
+                  sorted(ctx, key=lambda k: -end_scores[k])[:n_best])
+    if best is None:  # no valid pair among the n-best: search every valid pair
+        best = search(ctx, ctx)
+    return best
+
+
+def tagging_scores(log_probs: torch.Tensor, offsets) -> tuple[list[float], list[float]]:
+    """Turn B/I/O log-probabilities into start/end scores for :func:`best_span`.
+
+    A span s..e scores its tagging's log-probability against tagging every token ``O``:
+    ``[log B(s) - log O(s)] + sum_{k=s+1..e} [log I(k) - log O(k)]``, written as
+    ``start(s) + end(e)`` with prefix sums (the no-answer tagging scores 0).
+    """
+    lp = log_probs.tolist()
+    n = len(lp)
+    cum = [0.0] * (n + 1)
+    for k in range(n):
+        cum[k + 1] = cum[k] + ((lp[k][2] - lp[k][0]) if offsets[k] is not None else 0.0)
+    start = [lp[k][1] - lp[k][0] - cum[k + 1] for k in range(n)]
+    end = [cum[k + 1] for k in range(n)]
+    return start, end
+
+
+class QATask:
+    primary_metric = "f1"
+    prediction_ext = "json"
+
+    def __init__(self, cfg: Config, tokenizer, splits: dict[str, list[QAExample]], language: str):
+        self.cfg, self.tokenizer, self.splits, self.language = cfg, tokenizer, splits, language
+        self.loss_fn = build_loss(cfg.loss.name, **cfg.loss.options)
+        self._cache: dict[str, list[dict]] = {}
+
+    def has_split(self, split: str) -> bool:
+        return bool(self.splits.get(split))
+
+    def _features(self, split: str) -> list[dict]:
+        if split not in self._cache:
+            self._cache[split] = encode(self.tokenizer, self.splits[split], self.cfg, with_labels=True)
+        return self._cache[split]
+
+    def features(self, split: str):
+        import datasets
+
+        keep = ["input_ids", "length", "start_positions", "end_positions", "labels"]
+        feats = self._features(split)
+        if "token_type_ids" in feats[0]:
+            keep.append("token_type_ids")
+        return datasets.Dataset.from_dict({k: [f[k] for f in feats] for k in keep})
+
+    def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(r["input_ids"]) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        b = len(rows)
+        out = {"input_ids": torch.full((b, width), pad, dtype=torch.long),
+               "attention_mask": torch.zeros((b, width), dtype=torch.long),
+               "token_type_ids": torch.zeros((b, width), dtype=torch.long),
+               "labels": torch.full((b, width), IGNORE, dtype=torch.long),
+               "start_positions": torch.tensor([r.get("start_positions", 0) for r in rows]),
+               "end_positions": torch.tensor([r.get("end_positions", 0) for r in rows])}
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            out["input_ids"][i, :n] = torch.as_tensor(r["input_ids"])
+            out["attention_mask"][i, :n] = 1
+            if "token_type_ids" in r:
+                out["token_type_ids"][i, :n] = torch.as_tensor(r["token_type_ids"])
+            if "labels" in r:
+                out["labels"][i, :n] = torch.as_tensor(r["labels"])
+        return out
+
+    def _forward(self, model, batch):
+        kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if "token_type_ids" in batch and getattr(model.config, "type_vocab_size", 0) > 1:
+            kwargs["token_type_ids"] = batch["token_type_ids"]
+        return model(**kwargs)
+
+    def compute_loss(self, model, batch) -> torch.Tensor:
+        out = self._forward(model, batch)
+        if self.cfg.qa.head == "tagging":
+            return self.loss_fn(out.logits, batch["labels"])
+        # positions outside the context (question, specials, padding) cannot be answers;
+        # CLS (position 0) stays for windows without the answer
+        allowed = batch["labels"] != IGNORE
+        allowed[:, 0] = True
+        start = out.start_logits.float().masked_fill(~allowed, -math.inf)
+        end = out.end_logits.float().masked_fill(~allowed, -math.inf)
+        return (self.loss_fn(start, batch["start_positions"]) +
+                self.loss_fn(end, batch["end_positions"])) / 2
+
+    @torch.inference_mode()
+    def predict(self, model, examples: list[QAExample], *, device=None, progress: bool = True,
+                batch_size: int | None = None) -> dict[str, dict]:
+        """``{question id: {"text", "start", "end", "score"}}``, windows merged."""
+        q = self.cfg.qa
+        feats = encode(self.tokenizer, examples, self.cfg, with_labels=False)
+        device = device or next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        best: dict[int, tuple] = {}
+        null: dict[int, float] = {}
+        order = sorted(range(len(feats)), key=lambda k: feats[k]["length"])
+        bs = batch_size or self.cfg.train.eval_batch_size
+        for b in tqdm(range(0, len(order), bs), desc="predicting", unit="batch",
+                      disable=not progress, leave=False):
+            chunk = [feats[k] for k in order[b: b + bs]]
+            batch = {k: v.to(device) for k, v in self.collate(chunk).items()}
+            out = self._forward(model, batch)
+            for row, f in enumerate(chunk):
+                n = f["length"]
+                if q.head == "tagging":
+                    lp = out.logits[row, :n].float().log_softmax(-1).cpu()
+                    s_sc, e_sc = tagging_scores(lp, f["offsets"])
+                    null_score = 0.0
+                else:
+                    s_sc = out.start_logits[row, :n].float().cpu().tolist()
+                    e_sc = out.end_logits[row, :n].float().cpu().tolist()
+                    null_score = s_sc[0] + e_sc[0]
+                ex = f["example"]
+                null[ex] = min(null.get(ex, math.inf), null_score)
+                cand = best_span(s_sc, e_sc, f["offsets"], n_best=q.n_best,
+                                 max_answer_length=q.max_answer_length)
+                if cand is not None and (ex not in best or cand[0] > best[ex][0]):
+                    best[ex] = cand
+        if was_training:
+            model.train()
+        preds = {}
+        for i, ex in enumerate(examples):
+            if i not in best or (q.version_2 and null[i] - best[i][0] > q.null_threshold):
+                preds[ex.id] = {"text": "", "start": None, "end": None,
+                                "score": null.get(i)}
+                continue
+            score, s, e = best[i]
+            preds[ex.id] = {"text": ex.context[s:e], "start": s, "end": e, "score": round(score, 4)}
+        return preds
+
+    def score(self, examples: list[QAExample], preds: dict[str, dict]) -> dict:
+        fn = cmrc_em_f1 if self.language == "zh" else squad_em_f1
+        em = f1 = 0.0
+        for ex in examples:
+            e, f = fn(preds[ex.id]["text"], ex.references)
+            em, f1 = em + e, f1 + f
+        n = max(1, len(examples))
+        return {"exact_match": em / n, "f1": f1 / n, "questions": len(examples)}
+
+    def evaluate(self, model, split: str, *, device=None, out_file: Path | None = None,
+                 progress: bool = True) -> dict:
+        examples = self.splits[split]
+        preds = self.predict(model, examples, device=device, progress=progress)
+        if out_file is not None:
+            out_file.write_text(json.dumps({k: v["text"] for k, v in preds.items()},
+                                           ensure_ascii=False, indent=1), encoding="utf-8")
+        return self.score(examples, preds)
+
+    @staticmethod
+    def summary(result: dict) -> dict:
+        return {"exact_match": result["exact_match"], "f1": result["f1"]}
+
+    def save_extra(self, directory: Path) -> None:
+        from .. import __version__
+        from .ner import write_json
+
+        write_json(directory / "seqlab.json", {
+            "seqlab_version": __version__, "task": "qa", "head": self.cfg.qa.head,
+            "language": self.language, "dataset": self.cfg.data.dataset,
+            "max_length": self.cfg.model.max_length})
+
+
+def _load_model(name: str, head: str):
+    from ..models import load_question_answering, load_token_classifier
+
+    if head == "tagging":
+        return load_token_classifier(name, TAG_LABELS if not Path(name).joinpath("seqlab.json").exists()
+                                     else None)
+    return load_question_answering(name)
+
+
+def run_training(cfg: Config, progress: bool = True) -> int:
+    from accelerate.utils import set_seed
+
+    from ..models import load_tokenizer
+    from ..train import train
+
+    d = cfg.data
+    splits, language = load_qa(d.dataset, d.data_dir, train_split=d.train_split,
+                               eval_split=d.eval_split, train_file=d.train_file,
+                               eval_file=d.dev_file)
+    if d.limit:
+        splits["train"] = splits["train"][: d.limit]
+    if d.eval_limit and "dev" in splits:
+        splits["dev"] = splits["dev"][: d.eval_limit]
+    if "train" not in splits:
+        raise DataError("no training questions: set data.dataset or data.train_file")
+    tokenizer = load_tokenizer(cfg.model.encoder)
+    task = QATask(cfg, tokenizer, splits, language)
+    set_seed(cfg.train.seed)
+    model = _load_model(cfg.model.encoder, cfg.qa.head)
+    result = train(cfg, task, model, tokenizer, progress=progress)
+    if "dev" in result:
+        print(f"eval ({len(splits['dev'])} questions): EM {100 * result['dev']['exact_match']:.2f} "
+              f"F1 {100 * result['dev']['f1']:.2f}")
+    print(f"model and metrics in {cfg.train.output_dir}")
+    return 0
+
+
+def _task_for(args, meta: dict, cfg: Config, splits: dict, language: str):
+    from ..models import load_tokenizer
+
+    cfg.qa.head = meta["head"]
+    cfg.model.max_length = meta["max_length"]
+    tokenizer = load_tokenizer(args.model_dir)
+    model = _load_model(args.model_dir, meta["head"])
+    return QATask(cfg, tokenizer, splits, language), model
+
+
+def run_evaluate(args, meta: dict, cfg: Config) -> int:
+    if args.dataset:
+        splits, language = load_qa(args.dataset, args.data_dir,
+                                   eval_split="dev" if args.split == "test" else args.split)
+        examples, name = splits["dev"], f"{args.dataset}-eval"
+    else:
+        examples, name, language = read_squad(args.file)[0], Path(args.file).stem, meta["language"]
+    cfg.train.eval_batch_size = args.batch_size
+    task, model = _task_for(args, meta, cfg, {"eval": examples}, language)
+    out = Path(args.output) if args.output else Path(args.model_dir) / f"predictions_{name}.json"
+    result = task.evaluate(model, "eval", out_file=out, progress=not args.no_progress)
+    print(f"{name}: {result['questions']} questions, EM {100 * result['exact_match']:.2f}, "
+          f"F1 {100 * result['f1']:.2f}")
+    print(f"predictions written to {out}")
+    return 0
+
+
+def run_predict(args, meta: dict, cfg: Config) -> int:
+    if not args.question or not args.context_file:
+        raise SeqlabError("a QA model needs --question and --context-file")
+    path = Path(args.context_file)
+    if not path.is_file():
+        raise SeqlabError(f"{path}: file not found")
+    context = path.read_text(encoding="utf-8")
+    ex = QAExample("q", "", context, args.question, [])
+    task, model = _task_for(args, meta, cfg, {}, meta["language"])
+    pred = task.predict(model, [ex], progress=False, batch_size=args.batch_size)["q"]
+    line = json.dumps({"question": args.question, "answer": pred["text"], "start": pred["start"],
+                       "end": pred["end"], "score": pred["score"]}, ensure_ascii=False)
+    if args.output:
+        Path(args.output).write_text(line + "\n", encoding="utf-8")
+    else:
+        sys.stdout.write(line + "\n")
+    return 0
