@@ -149,16 +149,56 @@ def _check_binary(logits: Tensor, target: Tensor, ignore_index: int) -> None:
 # --------------------------------------------------------------------------- core
 
 
-def _log1m_softmax_at(x: Tensor, target: Tensor) -> Tensor:
-    r""":math:`\log(1-p_t) = \mathrm{logsumexp}_{j \ne t} x_j - \mathrm{logsumexp}_j x_j`, exact."""
-    if x.shape[-1] == 1:
-        return torch.full(target.shape, -math.inf, dtype=x.dtype, device=x.device)
-    others = x.scatter(-1, target.unsqueeze(-1), -math.inf)
-    return torch.logsumexp(others, dim=-1) - torch.logsumexp(x, dim=-1)
+class _TargetLogProbs(torch.autograd.Function):
+    r"""``(log p_t, log(1 - p_t))`` from logits, with a hand-written backward.
+
+    Forward: :math:`\log p_t = x_t - \mathrm{lse}(x)` and
+    :math:`\log(1-p_t) = \mathrm{lse}_{j \ne t}(x) - \mathrm{lse}(x)`, both exact.
+    Backward: :math:`\partial \log p_t / \partial x_j = [j=t] - p_j` and
+    :math:`\partial \log(1-p_t) / \partial x_j = q_j - p_j` with
+    :math:`q = \mathrm{softmax}` over the classes other than t (0 at t). Only item-sized
+    tensors go through autograd afterwards, so every loss costs about what cross-entropy costs.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, target: Tensor, need_log1m: bool):
+        lse = torch.logsumexp(x, dim=-1)
+        idx = target.unsqueeze(-1)
+        logp = x.gather(-1, idx).squeeze(-1) - lse
+        if need_log1m:
+            if x.shape[-1] == 1:
+                lse_o = torch.full_like(lse, -math.inf)
+            else:
+                lse_o = torch.logsumexp(x.scatter(-1, idx, -math.inf), dim=-1)
+            log1m = lse_o - lse
+        else:
+            lse_o, log1m = None, torch.zeros_like(logp)
+        ctx.need_log1m = need_log1m
+        ctx.save_for_backward(x, target, lse, lse_o if need_log1m else lse)
+        return logp, log1m
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_logp: Tensor, g_log1m: Tensor):
+        x, target, lse, lse_o = ctx.saved_tensors
+        idx = target.unsqueeze(-1)
+        p = torch.exp(x - lse.unsqueeze(-1))
+        if not ctx.need_log1m or g_log1m is None:
+            grad = p.mul_(-g_logp.unsqueeze(-1))
+            grad.scatter_add_(-1, idx, g_logp.unsqueeze(-1))
+            return grad, None, None
+        grad = p.mul_(-(g_logp + g_log1m).unsqueeze(-1))
+        grad.scatter_add_(-1, idx, g_logp.unsqueeze(-1))
+        # q: softmax over the other classes; rows with no other finite class have q = 0
+        alone = torch.isneginf(lse_o)
+        q = torch.exp(x - torch.where(alone, 0.0, lse_o).unsqueeze(-1)).scatter_(-1, idx, 0.0)
+        q.masked_fill_(alone.unsqueeze(-1), 0.0)
+        grad.add_(q.mul_(g_log1m.unsqueeze(-1)))
+        return grad, None, None
 
 
 def _reduce(item: Tensor, w: Tensor | None, valid: Tensor, reduction: str,
-            num_items_in_batch: int | Tensor | None, out_dtype: torch.dtype) -> Tensor:
+            num_items_in_batch: int | Tensor | None) -> Tensor:
     """Weight, zero the ignored items and reduce. ``item`` is the unweighted per-item loss."""
     if w is not None:
         item = item * w
@@ -188,13 +228,12 @@ def _multiclass(logits: Tensor, target: Tensor, item_loss: ItemLoss, *, needs_lo
     valid = target != ignore_index
     safe = torch.where(valid, target, torch.zeros((), dtype=target.dtype, device=target.device))
     safe = safe.long()
-    logp = x.log_softmax(-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
-    log1m = _log1m_softmax_at(x, safe) if needs_log1m else None
-    item = item_loss(logp, log1m)
+    logp, log1m = _TargetLogProbs.apply(x, safe, needs_log1m)
+    item = item_loss(logp, log1m if needs_log1m else None)
     if factor is not None:
         item = item * factor(x, safe)
     w = w_all[safe] if w_all is not None else None
-    return _reduce(item, w, valid, reduction, num_items_in_batch, logits.dtype)
+    return _reduce(item, w, valid, reduction, num_items_in_batch)
 
 
 def _binary(logits: Tensor, target: Tensor, item_loss: ItemLoss, *, needs_log1m: bool,
@@ -214,7 +253,7 @@ def _binary(logits: Tensor, target: Tensor, item_loss: ItemLoss, *, needs_log1m:
         pos, neg = alpha * pos, (1.0 - alpha) * neg
     item = y * pos + (1.0 - y) * neg
     w = w_all.expand_as(item) if w_all is not None else None
-    return _reduce(item, w, valid, reduction, num_items_in_batch, logits.dtype)
+    return _reduce(item, w, valid, reduction, num_items_in_batch)
 
 
 def _modulator(log1m: Tensor, power: float) -> Tensor:

@@ -354,3 +354,23 @@ def test_module_validates_options_eagerly():
 def test_docstring_examples():
     assert math.isclose(focal_loss(torch.zeros(2, 3), torch.tensor([0, 2]), gamma=0.0).item(),
                         math.log(3), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("name, options", [(n, {}) for n in available_losses()] +
+                         [("soft_truncation", {"form": "softmax"})])
+def test_classes_masked_with_minus_inf_are_no_classes(name, options):
+    # QA masks non-context positions with -inf: the loss must equal the loss over the rest
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    x[:, 3:] = -math.inf
+    x.requires_grad_()
+    t = torch.tensor([0, 1, 2, 0])
+    loss_fn = build_loss(name, **options)
+    loss = loss_fn(x, t)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.all(x.grad[:, 3:] == 0)
+    sub = x.detach()[:, :3].clone().requires_grad_()
+    ref = loss_fn(sub, t)
+    ref.backward()
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(x.grad[:, :3], sub.grad)
