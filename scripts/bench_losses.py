@@ -5,7 +5,9 @@ focal loss and torchvision's sigmoid focal loss, at NER and QA shapes, in one ru
 
 Times are medians over ``--repeats`` runs after warm-up. Peak memory is measured on CUDA with
 ``torch.cuda.max_memory_allocated``; on CPU, with the autograd-saved tensors and outputs counted
-through a ``torch.profiler`` memory trace (extra bytes allocated over the inputs).
+through a ``torch.profiler`` memory trace: the peak of the running sum of every op's own
+allocations and frees during forward+backward, which includes the gradient of the logits
+(N x C x 4 bytes) that any loss must allocate.
 """
 
 from __future__ import annotations
@@ -70,12 +72,13 @@ def peak_extra_bytes(fn, x, t, device) -> int:
     xx = x.detach().clone().requires_grad_()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn(xx, t).backward()
-    # running sum of allocations and frees in order; its maximum is the peak over the inputs
-    events = sorted((e for e in prof.events() if e.cpu_memory_usage != 0),
+    # running sum of each op's own allocations and frees, in order (self_: a parent op's figure
+    # includes its children's); its maximum is the peak over what existed before the call
+    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage != 0),
                     key=lambda e: e.time_range.start)
     cur = peak = 0
     for e in events:
-        cur += e.cpu_memory_usage
+        cur += e.self_cpu_memory_usage
         peak = max(peak, cur)
     return peak
 

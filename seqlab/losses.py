@@ -182,18 +182,21 @@ class _TargetLogProbs(torch.autograd.Function):
     def backward(ctx, g_logp: Tensor, g_log1m: Tensor):
         x, target, lse, lse_o = ctx.saved_tensors
         idx = target.unsqueeze(-1)
-        p = torch.exp(x - lse.unsqueeze(-1))
+        logp = x.gather(-1, idx).squeeze(-1) - lse
         if not ctx.need_log1m or g_log1m is None:
-            grad = p.mul_(-g_logp.unsqueeze(-1))
-            grad.scatter_add_(-1, idx, g_logp.unsqueeze(-1))
-            return grad, None, None
-        grad = p.mul_(-(g_logp + g_log1m).unsqueeze(-1))
-        grad.scatter_add_(-1, idx, g_logp.unsqueeze(-1))
-        # q: softmax over the other classes; rows with no other finite class have q = 0
-        alone = torch.isneginf(lse_o)
-        q = torch.exp(x - torch.where(alone, 0.0, lse_o).unsqueeze(-1)).scatter_(-1, idx, 0.0)
-        q.masked_fill_(alone.unsqueeze(-1), 0.0)
-        grad.add_(q.mul_(g_log1m.unsqueeze(-1)))
+            g_log1m = torch.zeros_like(g_logp)
+        # For j != t: grad_j = p_j * (-(g1 + g2) + g2 / (1 - p_t)), since q_j = p_j / (1 - p_t).
+        # g2 / (1 - p_t) is formed in log space so that neither factor overflows alone.
+        log1m = lse_o - lse
+        alone = torch.isneginf(lse_o) | (g_log1m == 0)
+        g2_over = torch.where(alone, 0.0, torch.sign(g_log1m) *
+                              torch.exp(torch.log(g_log1m.abs()) - torch.where(alone, 0.0, log1m)))
+        coef = g2_over - g_logp - g_log1m
+        grad = torch.exp(x - lse.unsqueeze(-1)).mul_(coef.unsqueeze(-1))
+        # the target column: g1 (1 - p_t) - g2 p_t
+        at_t = g_logp * torch.exp(log1m) - g_log1m * torch.exp(logp) if ctx.need_log1m else \
+            -g_logp * torch.expm1(logp)
+        grad.scatter_(-1, idx, at_t.unsqueeze(-1))
         return grad, None, None
 
 
@@ -336,12 +339,38 @@ def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, alpha: flo
                        num_items_in_batch=num_items_in_batch)
 
 
+class _SoftmaxFactor(torch.autograd.Function):
+    r""":math:`\mathrm{softmax}(-Kx)_t`, classes with a ``-inf`` logit left out, with a hand-written
+    backward (:math:`\partial f / \partial x_j = -K f ([j=t] - r_j)`, :math:`r = \mathrm{softmax}(-Kx)`)
+    that keeps no N x C tensor alive between forward and backward."""
+
+    @staticmethod
+    def _neg(x: Tensor, k: float) -> Tensor:
+        y = x.mul(-k)
+        return y.masked_fill_(torch.isneginf(x), -math.inf)
+
+    @staticmethod
+    def forward(ctx, x: Tensor, target: Tensor, k: float):
+        y = _SoftmaxFactor._neg(x, k)
+        lse = torch.logsumexp(y, dim=-1)
+        factor = torch.exp(y.gather(-1, target.unsqueeze(-1)).squeeze(-1) - lse)
+        ctx.k = k
+        ctx.save_for_backward(x, target, lse, factor)
+        return factor
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: Tensor):
+        x, target, lse, factor = ctx.saved_tensors
+        c = (g * factor * ctx.k).unsqueeze(-1)
+        grad = _SoftmaxFactor._neg(x, ctx.k).sub_(lse.unsqueeze(-1)).exp_().mul_(c)
+        grad.scatter_add_(-1, target.unsqueeze(-1), -c)
+        return grad, None, None
+
+
 def _softmax_factor(k: float) -> Callable[[Tensor, Tensor], Tensor]:
     def factor(x: Tensor, target: Tensor) -> Tensor:
-        neg = -k * x
-        # A class whose logit is -inf (masked out) is no class: keep it out of softmax(-K x).
-        neg = torch.where(torch.isneginf(x), x, neg)
-        return neg.log_softmax(-1).gather(-1, target.unsqueeze(-1)).squeeze(-1).exp()
+        return _SoftmaxFactor.apply(x, target, float(k))
     return factor
 
 
