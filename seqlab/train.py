@@ -95,6 +95,22 @@ def _finish(staging: Path, out: Path) -> None:
         shutil.rmtree(old)
 
 
+def _reset_accelerate_state() -> None:
+    """accelerate keeps its state in process-wide singletons; a second run with other settings
+    (bf16 after fp32, say) needs them cleared. Only done outside distributed launches."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return
+    try:
+        from accelerate.state import AcceleratorState, GradientState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    except (ImportError, AttributeError):
+        pass
+
+
 def _score(task, result: dict) -> float:
     if "default" in result:
         return float(result["default"][task.primary_metric])
@@ -115,6 +131,7 @@ def train(cfg: Config, task, model, tokenizer, *, progress: bool = True) -> dict
     out, staging = prepare_output_dir(cfg)
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
+    _reset_accelerate_state()  # train() may run several times in one process (tests, benchmarks)
     accelerator = Accelerator(gradient_accumulation_steps=t.gradient_accumulation_steps,
                               mixed_precision="bf16" if t.bf16 else "no")
     set_seed(t.seed)

@@ -185,3 +185,25 @@ def test_unknown_encoder_directory(tmp_path, fixtures, capsys):
 def test_evaluate_needs_a_model_dir(tmp_path, capsys):
     err = _run_bad(["evaluate", str(tmp_path), "--file", "x.conll"], capsys)
     assert "not a seqlab model directory" in err
+
+
+def test_hub_id_offline_is_a_clear_error(tmp_path, fixtures, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = _train_args(fixtures, "bert-base-cased", tmp_path / "out")
+    err = _run_bad(args, capsys)
+    assert "cannot load tokenizer from 'bert-base-cased'" in err and "hub" in err
+
+
+def test_bf16_accumulation_and_bioes(tmp_path, fixtures, tiny_encoder, trained):
+    out = tmp_path / "bf16"
+    args = _train_args(fixtures, tiny_encoder, out, "train.bf16=true",
+                       "train.gradient_accumulation_steps=2", "data.train_scheme=bioes",
+                       "train.epochs=4")
+    assert main(args) == 0
+    meta = json.loads((out / "seqlab.json").read_text())
+    assert meta["train_scheme"] == "bioes" and "S-PER" in meta["labels"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    # the same data without accumulation (15 epochs) took one step per micro-batch
+    micro_batches = json.loads((trained / "metrics.json").read_text())["steps"] // 15
+    assert metrics["steps"] == 4 * -(-micro_batches // 2)
+    assert metrics["loss_history"][-1] < metrics["loss_history"][0]
