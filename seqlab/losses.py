@@ -149,6 +149,26 @@ def _check_binary(logits: Tensor, target: Tensor, ignore_index: int) -> None:
 # --------------------------------------------------------------------------- core
 
 
+def _lse_and_lse_others(x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """``logsumexp(x)`` and ``logsumexp`` over the classes other than the target, in one pass of
+    exponentials. Where the others' sum underflows against the row maximum (a margin of about 80
+    or more in float32) those rows are recomputed exactly with the target masked out."""
+    m = x.amax(dim=-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    e = torch.exp(x - m)
+    total = e.sum(-1)
+    others = e.scatter_(-1, idx, 0.0).sum(-1)
+    m = m.squeeze(-1)
+    lse = m + torch.log(total)
+    lse_o = m + torch.log(others)
+    tiny = others < torch.finfo(x.dtype).tiny * 2**24
+    if x.shape[-1] > 1 and bool(tiny.any()):
+        rows = tiny.nonzero(as_tuple=True)
+        exact = torch.logsumexp(x[rows].scatter(-1, idx[rows], -math.inf), dim=-1)
+        lse_o = lse_o.index_put(rows, exact)
+    return lse, lse_o
+
+
 class _TargetLogProbs(torch.autograd.Function):
     r"""``(log p_t, log(1 - p_t))`` from logits, with a hand-written backward.
 
@@ -162,17 +182,16 @@ class _TargetLogProbs(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, target: Tensor, need_log1m: bool):
-        lse = torch.logsumexp(x, dim=-1)
         idx = target.unsqueeze(-1)
-        logp = x.gather(-1, idx).squeeze(-1) - lse
         if need_log1m:
-            if x.shape[-1] == 1:
-                lse_o = torch.full_like(lse, -math.inf)
-            else:
-                lse_o = torch.logsumexp(x.scatter(-1, idx, -math.inf), dim=-1)
+            lse, lse_o = _lse_and_lse_others(x, idx)
             log1m = lse_o - lse
         else:
-            lse_o, log1m = None, torch.zeros_like(logp)
+            lse = torch.logsumexp(x, dim=-1)
+            lse_o, log1m = None, None
+        logp = x.gather(-1, idx).squeeze(-1) - lse
+        if log1m is None:
+            log1m = torch.zeros_like(logp)
         ctx.need_log1m = need_log1m
         ctx.save_for_backward(x, target, lse, lse_o if need_log1m else lse)
         return logp, log1m

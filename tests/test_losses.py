@@ -374,3 +374,23 @@ def test_classes_masked_with_minus_inf_are_no_classes(name, options):
     ref.backward()
     torch.testing.assert_close(loss, ref)
     torch.testing.assert_close(x.grad[:, :3], sub.grad)
+
+
+def test_log_one_minus_p_is_exact_for_large_margins_in_float32():
+    # log(1 - p_t) drives focal, soft truncation and dice; check it against float64 where the
+    # one-pass sum underflows (margin >= ~80) and where it does not
+    from seqlab.losses import _lse_and_lse_others
+
+    g = torch.Generator().manual_seed(7)
+    x64 = torch.randn(200, 9, generator=g, dtype=torch.float64)
+    t = torch.randint(0, 9, (200,), generator=g)
+    margins = torch.linspace(0, 300, 200, dtype=torch.float64)
+    x64[torch.arange(200), t] += margins
+    lse, lse_o = _lse_and_lse_others(x64.float(), t.unsqueeze(-1))
+    ref_o = torch.logsumexp(x64.scatter(-1, t.unsqueeze(-1), -math.inf), -1)
+    torch.testing.assert_close(lse_o.double(), ref_o, atol=1e-4, rtol=1e-6)
+    torch.testing.assert_close(lse.double(), torch.logsumexp(x64, -1), atol=1e-4, rtol=1e-6)
+    # the focal loss stays finite with a finite, nonzero gradient on the other classes
+    x = x64.float().requires_grad_()
+    focal_loss(x, t, gamma=0.5, reduction="sum").backward()
+    assert torch.all(torch.isfinite(x.grad))
