@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,7 +260,3 @@ def decode_entities(words: Sequence[str], preds: Sequence[tuple[int, float]], la
 
 def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
