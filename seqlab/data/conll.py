@@ -149,11 +149,11 @@ def read_jsonl(path: str | os.PathLike) -> list[Sentence]:
     return sentences
 
 
-def read_sentences(path: str | os.PathLike, **kwargs) -> list[Sentence]:
+def read_sentences(path: str | os.PathLike, *, tag_column: int = -1) -> list[Sentence]:
     """Read ``.jsonl``/``.json`` as JSON lines, anything else as CoNLL columns."""
     if str(path).endswith((".jsonl", ".json")):
         return read_jsonl(path)
-    return read_conll(path, **kwargs)
+    return read_conll(path, tag_column=tag_column)
 
 
 def write_conll(path: str | os.PathLike, sentences: Iterable[Sequence[Sequence[str]]]) -> None:

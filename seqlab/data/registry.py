@@ -156,8 +156,7 @@ def load_files(train_file: str | None, dev_file: str | None, test_file: str | No
     splits = {}
     for split, path in (("train", train_file), ("dev", dev_file), ("test", test_file)):
         if path:
-            splits[split] = read_sentences(path, tag_column=tag_column) \
-                if not str(path).endswith((".jsonl", ".json")) else read_sentences(path)
+            splits[split] = read_sentences(path, tag_column=tag_column)
     return splits
 
 

@@ -33,12 +33,11 @@ def encode(tokenizer, examples: list[QAExample], cfg: Config, *, with_labels: bo
     """Windowed features for the examples, with answer positions when ``with_labels``."""
     q = cfg.qa
     questions = [ex.question for ex in examples]
-    pad_right = tokenizer.padding_side == "right"
+    if tokenizer.padding_side != "right":
+        raise SeqlabError("QA needs a tokenizer that pads on the right")
     enc = tokenizer(questions, [ex.context for ex in examples], truncation="only_second",
                     max_length=cfg.model.max_length, stride=q.doc_stride,
                     return_overflowing_tokens=True, return_offsets_mapping=True, padding=False)
-    if not pad_right:
-        raise SeqlabError("QA needs a tokenizer that pads on the right")
     feats = []
     for i, ids in enumerate(enc["input_ids"]):
         ex_idx = enc["overflow_to_sample_mapping"][i]
