@@ -26,6 +26,10 @@ def split_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
     return words, offsets
 
 
+_BF16_HELP = ("NER: run the encoder under bfloat16 autocast; faster on hardware with bf16 units, "
+              "and a few predictions may change")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seqlab", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="store_true", help="print the version and exit")
@@ -46,12 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", help="data directory (default: $SEQLAB_DATA)")
     e.add_argument("--output", help="predictions file (default: in MODEL_DIR)")
     e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--bf16", action="store_true", help=_BF16_HELP)
     e.add_argument("--no-progress", action="store_true")
 
     r = sub.add_parser("predict", help="raw text in, JSON lines of entities (or answers) out")
     r.add_argument("model_dir")
     r.add_argument("files", nargs="*", help="text files, one text a line (default: stdin)")
     r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--bf16", action="store_true", help=_BF16_HELP)
     r.add_argument("--output", help="write JSON lines here instead of stdout")
     r.add_argument("--question", help="QA: the question")
     r.add_argument("--context-file", help="QA: a file holding the context")
@@ -147,8 +153,16 @@ def _load_run(model_dir: str) -> tuple[dict, object]:
     return meta, cfg
 
 
+def _dtype(args):
+    import torch
+
+    return torch.bfloat16 if args.bf16 else None
+
+
 def _evaluate(args) -> int:
     meta, cfg = _load_run(args.model_dir)
+    if meta["task"] == "qa" and args.bf16:
+        raise SeqlabError("--bf16 is available for NER models only")
     if meta["task"] == "qa":
         from .tasks.qa import run_evaluate
         return run_evaluate(args, meta, cfg)
@@ -177,7 +191,8 @@ def _evaluate(args) -> int:
     model = load_token_classifier(args.model_dir)
     task = NerTask(cfg, tokenizer, corpus)
     out = Path(args.output) if args.output else Path(args.model_dir) / f"predictions_{name}.conll"
-    result = task.evaluate(model, "eval", out_file=out, progress=not args.no_progress)
+    result = task.evaluate(model, "eval", out_file=out, progress=not args.no_progress,
+                           dtype=_dtype(args))
     print(format_scores(result["default"], f"{name}: seqeval default mode (conlleval)"))
     print()
     print(format_scores(result["strict"], f"{name}: seqeval strict mode ({meta['train_scheme']})"))
@@ -202,6 +217,8 @@ def _read_texts(files: list[str]) -> list[str]:
 
 def _predict(args) -> int:
     meta, cfg = _load_run(args.model_dir)
+    if meta["task"] == "qa" and args.bf16:
+        raise SeqlabError("--bf16 is available for NER models only")
     if meta["task"] == "qa":
         from .tasks.qa import run_predict
         return run_predict(args, meta, cfg)
@@ -215,7 +232,7 @@ def _predict(args) -> int:
     split = [split_words(t) for t in texts]
     preds = predict_words(model, tokenizer, [w for w, _ in split], max_length=meta["max_length"],
                           overlap=meta["window_overlap"], batch_size=args.batch_size,
-                          progress=sys.stderr.isatty())
+                          progress=sys.stderr.isatty(), dtype=_dtype(args))
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
         for text, (words, offsets), pred in zip(texts, split, preds):

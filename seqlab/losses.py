@@ -239,10 +239,12 @@ def _reduce(item: Tensor, w: Tensor | None, valid: Tensor, reduction: str,
     return item.sum() / denom.clamp_min(torch.finfo(item.dtype).tiny)
 
 
-def _multiclass(logits: Tensor, target: Tensor, item_loss: ItemLoss, *, needs_log1m: bool,
-                weight: Tensor | None, ignore_index: int, reduction: str,
+def _multiclass(logits: Tensor, target: Tensor, item_loss: ItemLoss | None, *,
+                needs_log1m: bool, weight: Tensor | None, ignore_index: int, reduction: str,
                 num_items_in_batch: int | Tensor | None,
-                factor: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
+                fused: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
+    """``item_loss`` on (log p_t, log(1 - p_t)), or ``fused(x, target)`` giving the per-item loss
+    directly; then weights, ignored items and the reduction."""
     _check_multiclass(logits, target, ignore_index)
     _check_reduction(reduction)
     w_all = _check_weight(weight, logits.shape[-1], logits)
@@ -250,10 +252,11 @@ def _multiclass(logits: Tensor, target: Tensor, item_loss: ItemLoss, *, needs_lo
     valid = target != ignore_index
     safe = torch.where(valid, target, torch.zeros((), dtype=target.dtype, device=target.device))
     safe = safe.long()
-    logp, log1m = _TargetLogProbs.apply(x, safe, needs_log1m)
-    item = item_loss(logp, log1m if needs_log1m else None)
-    if factor is not None:
-        item = item * factor(x, safe)
+    if fused is not None:
+        item = fused(x, safe)
+    else:
+        logp, log1m = _TargetLogProbs.apply(x, safe, needs_log1m)
+        item = item_loss(logp, log1m if needs_log1m else None)
     w = w_all[safe] if w_all is not None else None
     return _reduce(item, w, valid, reduction, num_items_in_batch)
 
@@ -307,12 +310,42 @@ def cross_entropy(logits: Tensor, target: Tensor, *, weight: Tensor | None = Non
         >>> cross_entropy(torch.zeros(2, 3), torch.tensor([0, 2]))
         tensor(1.0986)
     """
-    def item(logp: Tensor, _: Tensor | None) -> Tensor:
-        return -logp
+    if binary:
+        return _binary(logits, target, lambda logp, _: -logp, needs_log1m=False, weight=weight,
+                       ignore_index=ignore_index, reduction=reduction,
+                       num_items_in_batch=num_items_in_batch)
+    return _multiclass_ce(logits, target, weight=weight, ignore_index=ignore_index,
+                          reduction=reduction, num_items_in_batch=num_items_in_batch)
 
-    run = _binary if binary else _multiclass
-    return run(logits, target, item, needs_log1m=False, weight=weight, ignore_index=ignore_index,
-               reduction=reduction, num_items_in_batch=num_items_in_batch)
+
+def _multiclass_ce(logits: Tensor, target: Tensor, *, weight: Tensor | None, ignore_index: int,
+                   reduction: str, num_items_in_batch: int | Tensor | None) -> Tensor:
+    """Multiclass cross-entropy through ``F.cross_entropy``'s fused kernel (exact: log-softmax),
+    with seqlab's checks, dtype rule, and contract for all-ignored batches and
+    ``num_items_in_batch``."""
+    _check_multiclass(logits, target, ignore_index)
+    _check_reduction(reduction)
+    num_classes = logits.shape[-1]
+    w = _check_weight(weight, num_classes, logits)
+    x = logits.to(_compute_dtype(logits)).reshape(-1, num_classes)
+    t = target.reshape(-1).long()
+    if num_items_in_batch is None and reduction == "none":
+        return F.cross_entropy(x, t, weight=w, ignore_index=ignore_index,
+                               reduction="none").reshape(target.shape)
+    total = F.cross_entropy(x, t, weight=w, ignore_index=ignore_index, reduction="sum")
+    if num_items_in_batch is not None:
+        if isinstance(num_items_in_batch, Tensor):
+            num_items_in_batch = num_items_in_batch.to(device=total.device, dtype=total.dtype)
+        return total / num_items_in_batch
+    if reduction == "sum":
+        return total
+    valid = t != ignore_index
+    if w is None:
+        denom = valid.sum().to(total.dtype)
+    else:
+        denom = (w[t.masked_fill(~valid, 0)] * valid).sum()
+    # An all-ignored batch: the sum is an exact 0 connected to the graph, so its gradient is 0.
+    return total / denom.clamp_min(torch.finfo(total.dtype).tiny)
 
 
 def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, alpha: float | None = None,
@@ -358,10 +391,14 @@ def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, alpha: flo
                        num_items_in_batch=num_items_in_batch)
 
 
-class _SoftmaxFactor(torch.autograd.Function):
-    r""":math:`\mathrm{softmax}(-Kx)_t`, classes with a ``-inf`` logit left out, with a hand-written
-    backward (:math:`\partial f / \partial x_j = -K f ([j=t] - r_j)`, :math:`r = \mathrm{softmax}(-Kx)`)
-    that keeps no N x C tensor alive between forward and backward."""
+class _SoftmaxForm(torch.autograd.Function):
+    r"""The per-item softmax form of :math:`L^{**}`, :math:`-f \log p_t` with
+    :math:`f = \mathrm{softmax}(-Kx)_t` (classes with a ``-inf`` logit left out), in one function.
+
+    Backward, with :math:`p = \mathrm{softmax}(x)` and :math:`r = \mathrm{softmax}(-Kx)`:
+    :math:`\partial \ell / \partial x_j = f\,(p_j - K \log p_t\, r_j + [j=t](K \log p_t - 1))`.
+    Only item-sized tensors are kept between forward and backward.
+    """
 
     @staticmethod
     def _neg(x: Tensor, k: float) -> Tensor:
@@ -370,27 +407,27 @@ class _SoftmaxFactor(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, target: Tensor, k: float):
-        y = _SoftmaxFactor._neg(x, k)
-        lse = torch.logsumexp(y, dim=-1)
-        factor = torch.exp(y.gather(-1, target.unsqueeze(-1)).squeeze(-1) - lse)
+        idx = target.unsqueeze(-1)
+        lse = torch.logsumexp(x, dim=-1)
+        logp = x.gather(-1, idx).squeeze(-1) - lse
+        y = _SoftmaxForm._neg(x, k)
+        lse_y = torch.logsumexp(y, dim=-1)
+        f = torch.exp(y.gather(-1, idx).squeeze(-1) - lse_y)
         ctx.k = k
-        ctx.save_for_backward(x, target, lse, factor)
-        return factor
+        ctx.save_for_backward(x, target, lse, lse_y, logp, f)
+        return -f * logp
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g: Tensor):
-        x, target, lse, factor = ctx.saved_tensors
-        c = (g * factor * ctx.k).unsqueeze(-1)
-        grad = _SoftmaxFactor._neg(x, ctx.k).sub_(lse.unsqueeze(-1)).exp_().mul_(c)
-        grad.scatter_add_(-1, target.unsqueeze(-1), -c)
+        x, target, lse, lse_y, logp, f = ctx.saved_tensors
+        k = ctx.k
+        c = g * f
+        k_logp = k * logp
+        r = _SoftmaxForm._neg(x, k).sub_(lse_y.unsqueeze(-1)).exp_().mul_(k_logp.unsqueeze(-1))
+        grad = torch.sub(x, lse.unsqueeze(-1)).exp_().sub_(r).mul_(c.unsqueeze(-1))
+        grad.scatter_add_(-1, target.unsqueeze(-1), (c * (k_logp - 1.0)).unsqueeze(-1))
         return grad, None, None
-
-
-def _softmax_factor(k: float) -> Callable[[Tensor, Tensor], Tensor]:
-    def factor(x: Tensor, target: Tensor) -> Tensor:
-        return _SoftmaxFactor.apply(x, target, float(k))
-    return factor
 
 
 def soft_truncation_loss(logits: Tensor, target: Tensor, *, k: float = 1.0,
@@ -439,9 +476,10 @@ def soft_truncation_loss(logits: Tensor, target: Tensor, *, k: float = 1.0,
                        ignore_index=ignore_index, reduction=reduction,
                        num_items_in_batch=num_items_in_batch)
     if form == "softmax":
-        return _multiclass(logits, target, lambda logp, _: -logp, needs_log1m=False,
+        return _multiclass(logits, target, None, needs_log1m=False,
                            weight=weight, ignore_index=ignore_index, reduction=reduction,
-                           num_items_in_batch=num_items_in_batch, factor=_softmax_factor(k))
+                           num_items_in_batch=num_items_in_batch,
+                           fused=lambda x, t: _SoftmaxForm.apply(x, t, float(k)))
     return _multiclass(logits, target, margin, needs_log1m=True, weight=weight,
                        ignore_index=ignore_index, reduction=reduction,
                        num_items_in_batch=num_items_in_batch)

@@ -86,6 +86,21 @@ def test_evaluate_and_predict(trained, fixtures, tmp_path, capsys):
             assert set(ent) == {"text", "type", "start", "end", "score"}
 
 
+def test_predict_bf16_matches_fp32_output_format(trained, tmp_path):
+    text = tmp_path / "in.txt"
+    text.write_text("Peter Blackburn visited Germany .\nEU rejects German call\n")
+    outs = []
+    for extra in ([], ["--bf16"]):
+        jsonl = tmp_path / f"out{len(extra)}.jsonl"
+        assert main(["predict", str(trained), str(text), "--output", str(jsonl), *extra]) == 0
+        outs.append([json.loads(l) for l in jsonl.read_text().splitlines()])
+    assert [l["text"] for l in outs[1]] == [l["text"] for l in outs[0]]
+    for line in outs[1]:
+        for ent in line["entities"]:
+            assert line["text"][ent["start"]: ent["end"]] == ent["text"]
+            assert 0.0 <= ent["score"] <= 1.0
+
+
 def test_split_words_offsets():
     words, offsets = split_words("Dr. Smith's café, 北京 2024-01-02!")
     assert all("Dr. Smith's café, 北京 2024-01-02!"[s:e] == w for w, (s, e) in zip(words, offsets))

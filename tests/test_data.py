@@ -5,12 +5,14 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
 from seqlab.data.alignment import build_features, make_windows, merge_windows, subwords_per_word
 from seqlab.data.conll import read_conll, read_jsonl
 from seqlab.data.registry import available_datasets, load_named, resolve_scheme
 from seqlab.data.schemes import convert, detect_scheme, spans_to_tags, tags_to_spans
 from seqlab.errors import DataError
+from seqlab.tasks.ner import length_batches, pad_batch, predict_words
 
 # --------------------------------------------------------------------------- schemes
 
@@ -218,3 +220,45 @@ def test_missing_dataset_names_the_files(tmp_path):
         load_named("conll2003", tmp_path)
     with pytest.raises(DataError, match=r"unknown dataset 'conll2004'; known datasets: bc5cdr"):
         load_named("conll2004", tmp_path)
+
+
+def test_length_batches_group_equal_lengths():
+    rng = random.Random(3)
+    lengths = [rng.randint(3, 40) for _ in range(500)]
+    batches = length_batches(lengths, batch_size=8)
+    assert sorted(k for b in batches for k in b) == list(range(500))
+    for b in batches:
+        assert len({lengths[k] for k in b}) == 1
+        assert len(b) <= max(8, 8 * 32 // lengths[b[0]])
+    firsts = [lengths[b[0]] for b in batches]
+    assert firsts == sorted(firsts, reverse=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_and_tokenizer(tiny_encoder):
+    from seqlab.models import load_token_classifier, load_tokenizer
+
+    torch.manual_seed(0)
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    return load_token_classifier(str(tiny_encoder), labels).eval(), load_tokenizer(str(tiny_encoder))
+
+
+def test_predict_words_equals_one_padded_forward(tiny_model_and_tokenizer):
+    """Length batches (no padding, no mask) give the labels and probabilities of a plain padded,
+    masked forward of each sentence."""
+    model, tok = tiny_model_and_tokenizer
+    sents = [["EU", "rejects", "German", "call"], ["Peter"], ["to", "boycott", "British", "lamb", "."],
+             ["EU", "call"], ["German", "lamb"]]
+    got = predict_words(model, tok, sents, max_length=64, overlap=8, batch_size=2, progress=False)
+    per_word = subwords_per_word(tok, sents)
+    feats = [build_features(w, None, max_length=64, overlap=8, cls_id=tok.cls_token_id,
+                            sep_id=tok.sep_token_id)[0] for w in per_word]
+    batch = pad_batch(feats, tok.pad_token_id)
+    with torch.no_grad():
+        probs = model(input_ids=batch["input_ids"],
+                      attention_mask=batch["attention_mask"]).logits.softmax(-1)
+    for i, f in enumerate(feats):
+        firsts = [pos for pos, w in enumerate(f["word_index"]) if w >= 0]
+        p, lab = probs[i, firsts].max(-1)
+        assert [l for l, _ in got[i]] == lab.tolist()
+        assert [q for _, q in got[i]] == pytest.approx(p.tolist(), abs=1e-5)
