@@ -155,7 +155,7 @@ def _lse_and_lse_others(x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
     or more in float32) those rows are recomputed exactly with the target masked out."""
     m = x.amax(dim=-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    e = torch.exp(x - m)
+    e = torch.sub(x, m).exp_()
     total = e.sum(-1)
     others = e.scatter_(-1, idx, 0.0).sum(-1)
     m = m.squeeze(-1)
@@ -211,7 +211,7 @@ class _TargetLogProbs(torch.autograd.Function):
         g2_over = torch.where(alone, 0.0, torch.sign(g_log1m) *
                               torch.exp(torch.log(g_log1m.abs()) - torch.where(alone, 0.0, log1m)))
         coef = g2_over - g_logp - g_log1m
-        grad = torch.exp(x - lse.unsqueeze(-1)).mul_(coef.unsqueeze(-1))
+        grad = torch.sub(x, lse.unsqueeze(-1)).exp_().mul_(coef.unsqueeze(-1))
         # the target column: g1 (1 - p_t) - g2 p_t
         at_t = g_logp * torch.exp(log1m) - g_log1m * torch.exp(logp) if ctx.need_log1m else \
             -g_logp * torch.expm1(logp)
