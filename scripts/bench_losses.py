@@ -3,8 +3,8 @@ focal loss and torchvision's sigmoid focal loss, at NER and QA shapes, in one ru
 
     make bench-losses            # or: python scripts/bench_losses.py --repeats 30
 
-Times are medians over ``--repeats`` runs after warm-up. Peak memory is measured on CUDA with
-``torch.cuda.max_memory_allocated``; on CPU, with the autograd-saved tensors and outputs counted
+Times are medians over ``--repeats`` runs after warm-up, in interleaved rounds (one run of each
+loss per round). Peak memory is measured on CUDA with ``torch.cuda.max_memory_allocated``; on CPU, with the autograd-saved tensors and outputs counted
 through a ``torch.profiler`` memory trace: the peak of the running sum of every op's own
 allocations and frees during forward+backward, which includes the gradient of the logits
 (N x C x 4 bytes) that any loss must allocate.
@@ -13,6 +13,7 @@ allocations and frees during forward+backward, which includes the gradient of th
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import statistics
 import sys
 import time
@@ -46,15 +47,47 @@ def candidates():
             x, t, alpha=None, gamma=2.0, reduction="mean")
     except ImportError:
         print("kornia not installed: pip install kornia (make bench-losses does)", file=sys.stderr)
+    tv = torchvision_focal()
+    if tv is not None:
+        fn, label = tv
+        c[f"torchvision sigmoid focal ({label}; binary, N x C)"] = lambda x, t: fn(
+            x, F.one_hot(t, x.shape[-1]).to(x.dtype), reduction="mean")
+    return c
+
+
+def torchvision_focal():
+    """``torchvision.ops.sigmoid_focal_loss`` and a label, or None.
+
+    The torchvision wheel on PyPI for this torch is built against CUDA; beside torch's CPU build
+    its compiled operators fail to register and ``import torchvision`` raises. The focal loss
+    itself is plain torch code, so then its source file, as installed, is run on its own with
+    the one line that needs the package (API-usage logging) replaced by a no-op.
+    """
     try:
+        import torchvision
         from torchvision.ops import sigmoid_focal_loss
 
-        c["torchvision sigmoid focal (binary, N x C)"] = lambda x, t: sigmoid_focal_loss(
-            x, F.one_hot(t, x.shape[-1]).to(x.dtype), reduction="mean")
+        return sigmoid_focal_loss, torchvision.__version__
     except Exception as exc:  # noqa: BLE001 - an incompatible build fails at import with odd errors
-        print(f"torchvision unavailable ({type(exc).__name__}); its column is skipped",
-              file=sys.stderr)
-    return c
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    try:
+        version = importlib.metadata.version("torchvision")
+        files = importlib.metadata.files("torchvision") or []
+        path = next(f.locate() for f in files if str(f).replace("\\", "/") == "torchvision/ops/focal_loss.py")
+    except (importlib.metadata.PackageNotFoundError, StopIteration):
+        print(f"torchvision unavailable ({reason}); its column is skipped", file=sys.stderr)
+        return None
+    source = Path(path).read_text(encoding="utf-8")
+    line = "from ..utils import _log_api_usage_once"
+    if line not in source:
+        print("torchvision's focal_loss.py has changed; its column is skipped", file=sys.stderr)
+        return None
+    namespace: dict = {}
+    exec(compile(source.replace(line, "def _log_api_usage_once(obj):\n    pass"), str(path), "exec"),
+         namespace)
+    print(f"torchvision {version} does not import here ({reason}); its sigmoid_focal_loss is run "
+          f"from its source file {path}", file=sys.stderr)
+    return namespace["sigmoid_focal_loss"], f"{version}, from source"
 
 
 def peak_extra_bytes(fn, x, t, device) -> int:
@@ -83,19 +116,22 @@ def peak_extra_bytes(fn, x, t, device) -> int:
     return peak
 
 
-def time_it(fn, x, t, repeats: int, device) -> float:
-    times = []
+def time_all(fns: dict, x, t_of, repeats: int, device) -> dict[str, float]:
+    """Median seconds of forward+backward for every function, timed in interleaved rounds (one
+    run of each per round), so that a change in the machine's load hits all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for i in range(repeats + 3):
-        xx = x.detach().clone().requires_grad_()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn(xx, t).backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= 3:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            xx = x.detach().clone().requires_grad_()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn(xx, t_of(name)).backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= 3:
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def main(argv=None) -> int:
@@ -106,6 +142,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
+    fns = candidates()
     lines = [f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
              f"median of {args.repeats} forward+backward runs", ""]
     for label, n, c in SHAPES:
@@ -117,15 +154,19 @@ def main(argv=None) -> int:
                   "", "| loss | median ms | x F.cross_entropy | extra peak MiB | x (N*C*4) |",
                   "|---|---:|---:|---:|---:|"]
         base = None
-        for name, fn in candidates().items():
-            tt = t.clamp_min(0) if ("kornia" in name or "torchvision" in name) else t
-            ms = 1000 * time_it(fn, x, tt, args.repeats, device)
-            mem = peak_extra_bytes(fn, x, tt, device)
+
+        def t_of(name, t=t):  # the references have no ignore_index: ignored items become class 0
+            return t.clamp_min(0) if ("kornia" in name or "torchvision" in name) else t
+
+        secs = time_all(fns, x, t_of, args.repeats, device)
+        for name, fn in fns.items():
+            ms = 1000 * secs[name]
+            mem = peak_extra_bytes(fn, x, t_of(name), device)
             base = base or ms
             lines.append(f"| {name} | {ms:.3f} | {ms / base:.2f} | {mem / 2**20:.2f} | "
                          f"{mem / (n * c * 4):.2f} |")
         lines.append("")
-        print("\n".join(lines[-(len(candidates()) + 4):]), flush=True)
+        print("\n".join(lines[-(len(fns) + 4):]), flush=True)
     if args.output:
         Path(args.output).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines[:1]))
