@@ -118,8 +118,11 @@ def _check_multiclass(logits: Tensor, target: Tensor, ignore_index: int) -> None
             f"(logits {tuple(logits.shape)} without the class dimension)"
         )
     num_classes = logits.shape[-1]
-    bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
-    if bool(bad.any()):
+    if target.numel() == 0:
+        return
+    lo, hi = torch.aminmax(target.masked_fill(target == ignore_index, 0))
+    if int(lo) < 0 or int(hi) >= num_classes:
+        bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
         value = int(target[bad].flatten()[0])
         raise ValueError(
             f"target holds {value}, expected a class index in [0, {num_classes}) or "
