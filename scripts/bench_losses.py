@@ -4,8 +4,8 @@ focal loss and torchvision's sigmoid focal loss, at NER and QA shapes, in one ru
     make bench-losses            # or: python scripts/bench_losses.py --repeats 30
 
 Times are medians over ``--repeats`` runs after warm-up, in interleaved rounds (one run of each
-loss per round). Peak memory is measured on CUDA with ``torch.cuda.max_memory_allocated``; on CPU, with the autograd-saved tensors and outputs counted
-through a ``torch.profiler`` memory trace: the peak of the running sum of every op's own
+loss per round). Peak memory is measured on CUDA with ``torch.cuda.max_memory_allocated``; on
+CPU, through a ``torch.profiler`` memory trace: the peak of the running sum of every op's own
 allocations and frees during forward+backward, which includes the gradient of the logits
 (N x C x 4 bytes) that any loss must allocate.
 """
@@ -73,7 +73,8 @@ def torchvision_focal():
     try:
         version = importlib.metadata.version("torchvision")
         files = importlib.metadata.files("torchvision") or []
-        path = next(f.locate() for f in files if str(f).replace("\\", "/") == "torchvision/ops/focal_loss.py")
+        path = next(f.locate() for f in files
+                    if str(f).replace("\\", "/") == "torchvision/ops/focal_loss.py")
     except (importlib.metadata.PackageNotFoundError, StopIteration):
         print(f"torchvision unavailable ({reason}); its column is skipped", file=sys.stderr)
         return None

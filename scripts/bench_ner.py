@@ -32,7 +32,9 @@ from seqlab.config import config_from_dict  # noqa: E402
 from seqlab.data.schemes import convert  # noqa: E402
 from seqlab.metrics import entity_scores  # noqa: E402
 from seqlab.models import load_token_classifier, load_tokenizer  # noqa: E402
-from seqlab.tasks.ner import NerTask, decode_entities, load_corpus, predict_words  # noqa: E402
+from seqlab.cli import split_words  # noqa: E402
+from seqlab.tasks.ner import (NerTask, decode_entities, load_corpus, predict_words,  # noqa: E402
+                              score_and_write)
 from seqlab.train import train  # noqa: E402
 
 
@@ -165,9 +167,6 @@ def predict_speed(model_dir: Path, corpus, repeats: int) -> dict:
     """Sentences/s of seqlab's prediction (fp32, and bf16 autocast) and of the pipeline, timed
     in turn on the same text, with the test F1 of seqlab's predictions in both precisions."""
     from transformers import pipeline
-
-    from seqlab.cli import split_words
-    from seqlab.tasks.ner import score_and_write
 
     sents = corpus.splits["test"]
     tok = load_tokenizer(str(model_dir))

@@ -153,16 +153,20 @@ def _load_run(model_dir: str) -> tuple[dict, object]:
     return meta, cfg
 
 
-def _dtype(args):
+def _dtype(args, meta: dict):
+    """The ``--bf16`` autocast dtype, or None; a clear error for a QA model."""
+    if not args.bf16:
+        return None
+    if meta["task"] == "qa":
+        raise SeqlabError("--bf16 is available for NER models only")
     import torch
 
-    return torch.bfloat16 if args.bf16 else None
+    return torch.bfloat16
 
 
 def _evaluate(args) -> int:
     meta, cfg = _load_run(args.model_dir)
-    if meta["task"] == "qa" and args.bf16:
-        raise SeqlabError("--bf16 is available for NER models only")
+    dtype = _dtype(args, meta)
     if meta["task"] == "qa":
         from .tasks.qa import run_evaluate
         return run_evaluate(args, meta, cfg)
@@ -192,7 +196,7 @@ def _evaluate(args) -> int:
     task = NerTask(cfg, tokenizer, corpus)
     out = Path(args.output) if args.output else Path(args.model_dir) / f"predictions_{name}.conll"
     result = task.evaluate(model, "eval", out_file=out, progress=not args.no_progress,
-                           dtype=_dtype(args))
+                           dtype=dtype)
     print(format_scores(result["default"], f"{name}: seqeval default mode (conlleval)"))
     print()
     print(format_scores(result["strict"], f"{name}: seqeval strict mode ({meta['train_scheme']})"))
@@ -217,8 +221,7 @@ def _read_texts(files: list[str]) -> list[str]:
 
 def _predict(args) -> int:
     meta, cfg = _load_run(args.model_dir)
-    if meta["task"] == "qa" and args.bf16:
-        raise SeqlabError("--bf16 is available for NER models only")
+    dtype = _dtype(args, meta)
     if meta["task"] == "qa":
         from .tasks.qa import run_predict
         return run_predict(args, meta, cfg)
@@ -232,7 +235,7 @@ def _predict(args) -> int:
     split = [split_words(t) for t in texts]
     preds = predict_words(model, tokenizer, [w for w, _ in split], max_length=meta["max_length"],
                           overlap=meta["window_overlap"], batch_size=args.batch_size,
-                          progress=sys.stderr.isatty(), dtype=_dtype(args))
+                          progress=sys.stderr.isatty(), dtype=dtype)
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
         for text, (words, offsets), pred in zip(texts, split, preds):

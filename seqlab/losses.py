@@ -228,18 +228,25 @@ def _reduce(item: Tensor, w: Tensor | None, valid: Tensor, reduction: str,
     if w is not None:
         item = item * w
     item = torch.where(valid, item, torch.zeros((), dtype=item.dtype, device=item.device))
+    if num_items_in_batch is None and reduction == "none":
+        return item
+    return _reduce_total(item.sum(), w, valid, reduction, num_items_in_batch)
+
+
+def _reduce_total(total: Tensor, w: Tensor | None, valid: Tensor, reduction: str,
+                  num_items_in_batch: int | Tensor | None) -> Tensor:
+    """The weighted sum over valid items, divided as ``reduction``/``num_items_in_batch`` say.
+
+    ``w`` holds each item's weight (None = 1)."""
     if num_items_in_batch is not None:
-        total = item.sum()
         if isinstance(num_items_in_batch, Tensor):
             num_items_in_batch = num_items_in_batch.to(device=total.device, dtype=total.dtype)
         return total / num_items_in_batch
-    if reduction == "none":
-        return item
     if reduction == "sum":
-        return item.sum()
-    denom = (w * valid).sum() if w is not None else valid.sum().to(item.dtype)
+        return total
+    denom = (w * valid).sum() if w is not None else valid.sum().to(total.dtype)
     # An all-ignored batch: the sum is an exact 0 connected to the graph, so its gradient is 0.
-    return item.sum() / denom.clamp_min(torch.finfo(item.dtype).tiny)
+    return total / denom.clamp_min(torch.finfo(total.dtype).tiny)
 
 
 def _multiclass(logits: Tensor, target: Tensor, item_loss: ItemLoss | None, *,
@@ -336,19 +343,9 @@ def _multiclass_ce(logits: Tensor, target: Tensor, *, weight: Tensor | None, ign
         return F.cross_entropy(x, t, weight=w, ignore_index=ignore_index,
                                reduction="none").reshape(target.shape)
     total = F.cross_entropy(x, t, weight=w, ignore_index=ignore_index, reduction="sum")
-    if num_items_in_batch is not None:
-        if isinstance(num_items_in_batch, Tensor):
-            num_items_in_batch = num_items_in_batch.to(device=total.device, dtype=total.dtype)
-        return total / num_items_in_batch
-    if reduction == "sum":
-        return total
     valid = t != ignore_index
-    if w is None:
-        denom = valid.sum().to(total.dtype)
-    else:
-        denom = (w[t.masked_fill(~valid, 0)] * valid).sum()
-    # An all-ignored batch: the sum is an exact 0 connected to the graph, so its gradient is 0.
-    return total / denom.clamp_min(torch.finfo(total.dtype).tiny)
+    w_items = w[t.masked_fill(~valid, 0)] if w is not None else None
+    return _reduce_total(total, w_items, valid, reduction, num_items_in_batch)
 
 
 def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, alpha: float | None = None,

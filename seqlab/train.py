@@ -81,6 +81,7 @@ def make_optimizer(model: torch.nn.Module, weight_decay: float, lr: float) -> to
     try:
         return torch.optim.AdamW(groups, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):
+        # fresh groups: the failed constructor may have filled these with fused=True
         return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
 
 
