@@ -19,6 +19,7 @@ from ..data.schemes import label_set, spans_to_tags, tags_to_spans
 from ..errors import DataError
 from ..losses import build_loss
 from ..metrics import entity_scores
+from ..models.fast import FastTokenClassifier
 
 
 @dataclass
@@ -226,17 +227,26 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 @torch.inference_mode()
 def predict_words(model, tokenizer, sentences: Sequence[Sequence[str]], *, max_length: int,
                   overlap: int, batch_size: int = 64, device=None, desc: str = "predicting",
-                  progress: bool = True, dtype: torch.dtype | None = None
+                  progress: bool = True, dtype: torch.dtype | None = None, fast: bool = True
                   ) -> list[list[tuple[int, float]]]:
     """``(label id, probability)`` for every word of every sentence, windows merged.
 
     Features are batched by length (:func:`length_batches`), so no compute goes to padding.
     ``dtype=torch.bfloat16`` runs the encoder under autocast (faster where the hardware has
     bf16 units, at a small cost in precision); the default is the model's own precision.
+    ``fast`` runs float32 BERT models on the CPU through
+    :class:`seqlab.models.fast.FastTokenClassifier` (the same logits to float32 rounding, and
+    faster); other models, devices and dtypes use the model's own forward.
     """
     was_training = model.training
     model.eval()
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    forward = None
+    if fast and dtype is None and device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
+        forward = FastTokenClassifier.build(model)
+    if forward is None:
+        def forward(ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+            return model(input_ids=ids).logits[keep]
     per_word = subwords_per_word(tokenizer, sentences) if sentences else []
     feats = []  # (sentence, window, feature)
     windows: list[list[tuple[int, int]]] = []
@@ -254,13 +264,15 @@ def predict_words(model, tokenizer, sentences: Sequence[Sequence[str]], *, max_l
         for idx in batches:
             chunk = [feats[k] for k in idx]
             ids = torch.tensor([f["input_ids"] for _, _, f in chunk], dtype=torch.long)
-            logits = model(input_ids=ids.to(device)).logits.float()
+            keep = torch.tensor([f["word_index"] for _, _, f in chunk]) >= 0
+            # logits at the first subwords only, in row-major order
+            logits = forward(ids.to(device), keep.to(device)).float()
             prob, label = logits.softmax(-1).max(-1)
-            prob, label = prob.cpu().tolist(), label.cpu().tolist()
-            for row, (si, wi, f) in enumerate(chunk):
-                for pos, w in enumerate(f["word_index"]):
+            flat = iter(zip(label.cpu().tolist(), prob.cpu().tolist()))
+            for si, wi, f in chunk:
+                for w in f["word_index"]:
                     if w >= 0:
-                        values[si][wi][w] = (label[row][pos], prob[row][pos])
+                        values[si][wi][w] = next(flat)
             bar.update(sum(1 for si, wi, _ in chunk if wi == 0))
     bar.close()
     if was_training:
