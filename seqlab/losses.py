@@ -29,6 +29,7 @@ class, :math:`s` the logistic sigmoid, :math:`[\cdot]` is 1 where true and 0 els
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Literal
@@ -98,7 +99,8 @@ def _check_weight(weight: Tensor | None, num_classes: int, logits: Tensor) -> Te
     return weight.to(device=logits.device, dtype=_compute_dtype(logits))
 
 
-def _check_multiclass(logits: Tensor, target: Tensor, ignore_index: int) -> None:
+def _check_multiclass(logits: Tensor, target: Tensor) -> None:
+    """Types and shapes; the target values are checked by :func:`_check_target_values`."""
     if not isinstance(logits, Tensor) or not logits.is_floating_point():
         raise ValueError(
             f"logits must be a floating-point tensor, got "
@@ -117,17 +119,37 @@ def _check_multiclass(logits: Tensor, target: Tensor, ignore_index: int) -> None
             f"target has shape {tuple(target.shape)}, expected {tuple(logits.shape[:-1])} "
             f"(logits {tuple(logits.shape)} without the class dimension)"
         )
-    num_classes = logits.shape[-1]
+
+
+def _check_target_values(target: Tensor, num_classes: int, ignore_index: int) -> None:
+    """ValueError naming the first target outside [0, C) that is not ``ignore_index``."""
     if target.numel() == 0:
         return
-    lo, hi = torch.aminmax(target.masked_fill(target == ignore_index, 0))
-    if int(lo) < 0 or int(hi) >= num_classes:
-        bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
+    bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
+    if bool(bad.any()):
         value = int(target[bad].flatten()[0])
         raise ValueError(
             f"target holds {value}, expected a class index in [0, {num_classes}) or "
             f"ignore_index={ignore_index}"
         )
+
+
+@contextlib.contextmanager
+def _target_errors(target: Tensor, num_classes: int, ignore_index: int):
+    """Turn an out-of-range target into seqlab's ValueError.
+
+    On the CPU, ``gather`` and ``F.cross_entropy`` check every index themselves, so the values
+    are only looked at when they raise (no extra pass and no synchronisation per call). On other
+    devices an out-of-range index is a device-side assertion, so they are checked first."""
+    if target.device.type != "cpu":
+        _check_target_values(target, num_classes, ignore_index)
+        yield
+        return
+    try:
+        yield
+    except (RuntimeError, IndexError):
+        _check_target_values(target, num_classes, ignore_index)
+        raise
 
 
 def _check_binary(logits: Tensor, target: Tensor, ignore_index: int) -> None:
@@ -152,74 +174,120 @@ def _check_binary(logits: Tensor, target: Tensor, ignore_index: int) -> None:
 # --------------------------------------------------------------------------- core
 
 
-def _lse_and_lse_others(x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
-    """``logsumexp(x)`` and ``logsumexp`` over the classes other than the target, in one pass of
-    exponentials. Where the others' sum underflows against the row maximum (a margin of about 80
-    or more in float32) those rows are recomputed exactly with the target masked out."""
-    m = x.amax(dim=-1, keepdim=True)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+def _softmax_parts(x: Tensor, idx: Tensor, others: bool):
+    r"""What the multiclass losses need of :math:`\mathrm{softmax}(x)`, from one pass of
+    exponentials over ``x`` ``(N, C)`` with target indices ``idx`` ``(N, 1)``.
+
+    Returns ``e`` (:math:`\exp(x - \max x)`, with the target column set to 0 when ``others``),
+    ``total`` (:math:`\sum_j e_j`, so :math:`p = e / \mathrm{total}`), ``rest`` (the sum over
+    the other classes, so :math:`1 - p_t = \mathrm{rest} / \mathrm{total}` exactly),
+    :math:`\log p_t`, :math:`\log(1 - p_t)`, and ``tiny``: the rows where ``rest`` underflows
+    against the row maximum (a margin of about 80 or more in float32), whose
+    :math:`\log(1 - p_t)` is recomputed exactly with the target masked out (None if no row).
+    ``rest``, :math:`\log(1 - p_t)` and ``tiny`` are None unless ``others``.
+
+    With ``others``, :math:`\log \mathrm{total}` is :math:`\mathrm{log1p}(\mathrm{rest} + e_t - 1)`:
+    where the target is the row maximum (:math:`e_t = 1`) that is :math:`\mathrm{log1p}(\mathrm{rest})`,
+    so :math:`\log p_t` keeps its relative precision as :math:`p_t \to 1`, where
+    :math:`x_t - \mathrm{logsumexp}(x)` rounds to 0.
+    """
+    m = x.amax(dim=-1, keepdim=True).nan_to_num_(0.0, 0.0, 0.0)
     e = torch.sub(x, m).exp_()
-    total = e.sum(-1)
-    others = e.scatter_(-1, idx, 0.0).sum(-1)
-    m = m.squeeze(-1)
-    lse = m + torch.log(total)
-    lse_o = m + torch.log(others)
-    tiny = others < torch.finfo(x.dtype).tiny * 2**24
-    if x.shape[-1] > 1 and bool(tiny.any()):
-        rows = tiny.nonzero(as_tuple=True)
-        exact = torch.logsumexp(x[rows].scatter(-1, idx[rows], -math.inf), dim=-1)
-        lse_o = lse_o.index_put(rows, exact)
-    return lse, lse_o
+    x_t = x.gather(-1, idx).sub_(m).squeeze(-1)  # x_t - max
+    if not others:
+        total = e.sum(-1)
+        return e, total, None, x_t.sub_(total.log()), None, None
+    e_t = e.gather(-1, idx).squeeze(-1)
+    rest = e.scatter_(-1, idx, 0.0).sum(-1)
+    total = rest + e_t
+    log_total = torch.log1p(e_t.sub_(1.0).add_(rest))
+    logp = x_t.sub_(log_total)
+    log1m = rest.log().sub_(log_total)
+    tiny = None
+    if x.shape[-1] > 1 and rest.numel() and float(rest.amin()) < torch.finfo(x.dtype).tiny * 2**24:
+        small = rest < torch.finfo(x.dtype).tiny * 2**24
+        tiny = small.nonzero(as_tuple=True)
+        exact = torch.logsumexp(x[tiny].scatter(-1, idx[tiny], -math.inf), dim=-1)
+        log1m = log1m.index_put(tiny, exact - torch.logsumexp(x[tiny], dim=-1))
+    return e, total, rest, logp, log1m, tiny
 
 
-class _TargetLogProbs(torch.autograd.Function):
-    r"""``(log p_t, log(1 - p_t))`` from logits, with a hand-written backward.
+# A kernel computes, for logits x (N, C), target indices (N, 1), a validity mask (N,) and the
+# scale of each item in the reduction (weight / denominator: a tensor (N,) or (), a number, or
+# None for 1): the scaled per-item losses (N,), 0 where ignored, and, when asked, the gradient
+# of their sum with respect to x, in one forward.
+Kernel = Callable[[Tensor, Tensor, Tensor, "Tensor | float | None", bool],
+                  tuple[Tensor, "Tensor | None"]]
 
-    Forward: :math:`\log p_t = x_t - \mathrm{lse}(x)` and
-    :math:`\log(1-p_t) = \mathrm{lse}_{j \ne t}(x) - \mathrm{lse}(x)`, both exact.
-    Backward: :math:`\partial \log p_t / \partial x_j = [j=t] - p_j` and
-    :math:`\partial \log(1-p_t) / \partial x_j = q_j - p_j` with
-    :math:`q = \mathrm{softmax}` over the classes other than t (0 at t). Only item-sized
-    tensors go through autograd afterwards, so every loss costs about what cross-entropy costs.
+# A per-item loss of (log p_t, log(1 - p_t)) with its two partial derivatives:
+# (loss, d loss / d log p_t, d loss / d log(1 - p_t)); the third is None when the loss does
+# not depend on log(1 - p_t), and log(1 - p_t) is then not computed (it arrives as None).
+ItemGrad = Callable[[Tensor, "Tensor | None"], tuple[Tensor, Tensor, "Tensor | None"]]
+
+
+def _scaled(parts: list[Tensor], valid: Tensor, scale) -> Tensor:
+    """The per-item tensors stacked, times ``scale``, and exactly 0 on ignored items (even where
+    an ignored item's loss is not finite)."""
+    stacked = torch.stack(parts)
+    if scale is not None:
+        stacked = stacked * scale
+    return torch.where(valid, stacked, 0.0)
+
+
+def _item_kernel(item_grad: ItemGrad, needs_log1m: bool) -> Kernel:
+    r"""A kernel for a loss of :math:`\log p_t` and :math:`\log(1-p_t)`.
+
+    With :math:`c_1, c_2` the scaled partials, the gradient is
+    :math:`c_1([j=t] - p_j) + c_2(q_j - p_j)` for :math:`j \ne t`, where :math:`q` is the softmax
+    over the classes other than t (:math:`\partial \log(1-p_t) / \partial x_j`), and
+    :math:`c_1 (1 - p_t) - c_2 p_t` at the target.
     """
 
-    @staticmethod
-    def forward(ctx, x: Tensor, target: Tensor, need_log1m: bool):
-        idx = target.unsqueeze(-1)
-        if need_log1m:
-            lse, lse_o = _lse_and_lse_others(x, idx)
-            log1m = lse_o - lse
+    def kernel(x: Tensor, idx: Tensor, valid: Tensor, scale, need_grad: bool):
+        e, total, rest, logp, log1m, tiny = _softmax_parts(x, idx, needs_log1m)
+        item, g1, g2 = item_grad(logp, log1m)
+        parts = _scaled([item, g1] if g2 is None else [item, g1, g2], valid, scale)
+        if not need_grad:
+            return parts[0], None
+        c1 = parts[1]
+        if g2 is None:
+            grad = e.mul_((c1 / total).neg_().unsqueeze(-1))
+            at_t = torch.expm1(logp).mul_(c1).neg_()
         else:
-            lse = torch.logsumexp(x, dim=-1)
-            lse_o, log1m = None, None
-        logp = x.gather(-1, idx).squeeze(-1) - lse
-        if log1m is None:
-            log1m = torch.zeros_like(logp)
-        ctx.need_log1m = need_log1m
-        ctx.save_for_backward(x, target, lse, lse_o if need_log1m else lse)
-        return logp, log1m
+            c2 = parts[2]
+            grad = e.mul_((c2 / rest).sub_((c1 + c2).div_(total)).unsqueeze(-1))
+            at_t = (rest / total).mul_(c1).sub_(torch.exp(logp).mul_(c2))
+        grad.scatter_(-1, idx, at_t.unsqueeze(-1))
+        if tiny is not None:
+            # where the others underflow, q from the other classes' own softmax
+            xr, ir, c1r, c2r = x[tiny], idx[tiny], c1[tiny], c2[tiny]
+            q = torch.softmax(xr.scatter(-1, ir, -math.inf), -1).nan_to_num_(0.0)
+            rows = q.mul_(c2r.unsqueeze(-1)).sub_(torch.softmax(xr, -1).mul_((c1r + c2r).unsqueeze(-1)))
+            rows.scatter_(-1, ir, (c1r * log1m[tiny].exp() - c2r * logp[tiny].exp()).unsqueeze(-1))
+            grad = grad.index_put_(tiny, rows)
+        return parts[0], grad
+
+    return kernel
+
+
+class _FusedLoss(torch.autograd.Function):
+    """A kernel's loss (summed, or per item) and, computed in the same forward, its gradient;
+    backward only scales that gradient. Only the gradient (N x C) is kept between the two."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, kernel: Kernel, idx: Tensor, valid: Tensor, scale,
+                need_grad: bool, per_item: bool) -> Tensor:
+        out, grad = kernel(x, idx, valid, scale, need_grad)
+        ctx.per_item = per_item
+        if grad is not None:
+            ctx.save_for_backward(grad)
+        return out if per_item else out.sum()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g_logp: Tensor, g_log1m: Tensor):
-        x, target, lse, lse_o = ctx.saved_tensors
-        idx = target.unsqueeze(-1)
-        logp = x.gather(-1, idx).squeeze(-1) - lse
-        if not ctx.need_log1m or g_log1m is None:
-            g_log1m = torch.zeros_like(g_logp)
-        # For j != t: grad_j = p_j * (-(g1 + g2) + g2 / (1 - p_t)), since q_j = p_j / (1 - p_t).
-        # g2 / (1 - p_t) is formed in log space so that neither factor overflows alone.
-        log1m = lse_o - lse
-        alone = torch.isneginf(lse_o) | (g_log1m == 0)
-        g2_over = torch.where(alone, 0.0, torch.sign(g_log1m) *
-                              torch.exp(torch.log(g_log1m.abs()) - torch.where(alone, 0.0, log1m)))
-        coef = g2_over - g_logp - g_log1m
-        grad = torch.sub(x, lse.unsqueeze(-1)).exp_().mul_(coef.unsqueeze(-1))
-        # the target column: g1 (1 - p_t) - g2 p_t
-        at_t = g_logp * torch.exp(log1m) - g_log1m * torch.exp(logp) if ctx.need_log1m else \
-            -g_logp * torch.expm1(logp)
-        grad.scatter_(-1, idx, at_t.unsqueeze(-1))
-        return grad, None, None
+    def backward(ctx, g: Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad * (g.unsqueeze(-1) if ctx.per_item else g), None, None, None, None, None, None
 
 
 def _reduce(item: Tensor, w: Tensor | None, valid: Tensor, reduction: str,
@@ -227,17 +295,17 @@ def _reduce(item: Tensor, w: Tensor | None, valid: Tensor, reduction: str,
     """Weight, zero the ignored items and reduce. ``item`` is the unweighted per-item loss."""
     if w is not None:
         item = item * w
-    item = torch.where(valid, item, torch.zeros((), dtype=item.dtype, device=item.device))
+    item = torch.where(valid, item, 0.0)
     if num_items_in_batch is None and reduction == "none":
         return item
     return _reduce_total(item.sum(), w, valid, reduction, num_items_in_batch)
 
 
-def _reduce_total(total: Tensor, w: Tensor | None, valid: Tensor, reduction: str,
+def _reduce_total(total: Tensor, w: Tensor | None, valid: Tensor | None, reduction: str,
                   num_items_in_batch: int | Tensor | None) -> Tensor:
     """The weighted sum over valid items, divided as ``reduction``/``num_items_in_batch`` say.
 
-    ``w`` holds each item's weight (None = 1)."""
+    ``w`` holds each item's weight (None = 1); ``w`` and ``valid`` are read for ``"mean"`` only."""
     if num_items_in_batch is not None:
         if isinstance(num_items_in_batch, Tensor):
             num_items_in_batch = num_items_in_batch.to(device=total.device, dtype=total.dtype)
@@ -249,26 +317,42 @@ def _reduce_total(total: Tensor, w: Tensor | None, valid: Tensor, reduction: str
     return total / denom.clamp_min(torch.finfo(total.dtype).tiny)
 
 
-def _multiclass(logits: Tensor, target: Tensor, item_loss: ItemLoss | None, *,
-                needs_log1m: bool, weight: Tensor | None, ignore_index: int, reduction: str,
-                num_items_in_batch: int | Tensor | None,
-                fused: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
-    """``item_loss`` on (log p_t, log(1 - p_t)), or ``fused(x, target)`` giving the per-item loss
-    directly; then weights, ignored items and the reduction."""
-    _check_multiclass(logits, target, ignore_index)
+def _item_scale(w: Tensor | None, valid: Tensor, reduction: str,
+                num_items_in_batch: int | Tensor | None, dtype: torch.dtype):
+    """Each item's factor in the reduced loss (None = 1): its weight, divided by
+    ``num_items_in_batch`` or, for ``"mean"``, by the weighted count of valid items (clamped
+    away from 0, so an all-ignored batch gives 0, not NaN)."""
+    if num_items_in_batch is not None:
+        if isinstance(num_items_in_batch, Tensor):
+            num_items_in_batch = num_items_in_batch.to(device=valid.device, dtype=dtype)
+        return w / num_items_in_batch if w is not None else 1.0 / num_items_in_batch
+    if reduction != "mean":
+        return w
+    denom = (torch.where(valid, w, 0.0).sum() if w is not None else
+             valid.sum().to(dtype)).clamp_min(torch.finfo(dtype).tiny)
+    return w / denom if w is not None else denom.reciprocal()
+
+
+def _multiclass(logits: Tensor, target: Tensor, kernel: Kernel, *, weight: Tensor | None,
+                ignore_index: int, reduction: str,
+                num_items_in_batch: int | Tensor | None) -> Tensor:
+    """A multiclass loss through its kernel: checks, dtype rule, weights, ignored items and the
+    reduction, with the gradient computed in the forward (:class:`_FusedLoss`)."""
+    _check_multiclass(logits, target)
     _check_reduction(reduction)
-    w_all = _check_weight(weight, logits.shape[-1], logits)
-    x = logits.to(_compute_dtype(logits))
-    valid = target != ignore_index
-    safe = torch.where(valid, target, torch.zeros((), dtype=target.dtype, device=target.device))
-    safe = safe.long()
-    if fused is not None:
-        item = fused(x, safe)
-    else:
-        logp, log1m = _TargetLogProbs.apply(x, safe, needs_log1m)
-        item = item_loss(logp, log1m if needs_log1m else None)
-    w = w_all[safe] if w_all is not None else None
-    return _reduce(item, w, valid, reduction, num_items_in_batch)
+    num_classes = logits.shape[-1]
+    w_all = _check_weight(weight, num_classes, logits)
+    x = logits.to(_compute_dtype(logits)).reshape(-1, num_classes)
+    t = target.reshape(-1)
+    valid = t != ignore_index
+    idx = torch.where(valid, t, 0).long().unsqueeze(-1)
+    need_grad = torch.is_grad_enabled() and x.requires_grad
+    per_item = num_items_in_batch is None and reduction == "none"
+    with _target_errors(target, num_classes, ignore_index):
+        w = w_all[idx.squeeze(-1)] if w_all is not None else None
+        scale = _item_scale(w, valid, reduction, num_items_in_batch, x.dtype)
+        out = _FusedLoss.apply(x, kernel, idx, valid, scale, need_grad, per_item)
+    return out.reshape(target.shape) if per_item else out
 
 
 def _binary(logits: Tensor, target: Tensor, item_loss: ItemLoss, *, needs_log1m: bool,
@@ -333,18 +417,21 @@ def _multiclass_ce(logits: Tensor, target: Tensor, *, weight: Tensor | None, ign
     """Multiclass cross-entropy through ``F.cross_entropy``'s fused kernel (exact: log-softmax),
     with seqlab's checks, dtype rule, and contract for all-ignored batches and
     ``num_items_in_batch``."""
-    _check_multiclass(logits, target, ignore_index)
+    _check_multiclass(logits, target)
     _check_reduction(reduction)
     num_classes = logits.shape[-1]
     w = _check_weight(weight, num_classes, logits)
     x = logits.to(_compute_dtype(logits)).reshape(-1, num_classes)
     t = target.reshape(-1).long()
-    if num_items_in_batch is None and reduction == "none":
-        return F.cross_entropy(x, t, weight=w, ignore_index=ignore_index,
-                               reduction="none").reshape(target.shape)
-    total = F.cross_entropy(x, t, weight=w, ignore_index=ignore_index, reduction="sum")
-    valid = t != ignore_index
-    w_items = w[t.masked_fill(~valid, 0)] if w is not None else None
+    with _target_errors(target, num_classes, ignore_index):
+        if num_items_in_batch is None and reduction == "none":
+            return F.cross_entropy(x, t, weight=w, ignore_index=ignore_index,
+                                   reduction="none").reshape(target.shape)
+        total = F.cross_entropy(x, t, weight=w, ignore_index=ignore_index, reduction="sum")
+    valid = w_items = None
+    if num_items_in_batch is None and reduction == "mean":
+        valid = t != ignore_index
+        w_items = w[t.masked_fill(~valid, 0)] if w is not None else None
     return _reduce_total(total, w_items, valid, reduction, num_items_in_batch)
 
 
@@ -378,56 +465,51 @@ def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, alpha: flo
             raise ValueError("alpha applies to the binary focal loss (binary=True); for the "
                              "multiclass form pass per-class weight=... instead")
 
-    def item(logp: Tensor, log1m: Tensor | None) -> Tensor:
-        return -logp if log1m is None else -_modulator(log1m, gamma) * logp
-
     needs = gamma != 0
     if binary:
+        def item(logp: Tensor, log1m: Tensor | None) -> Tensor:
+            return -logp if log1m is None else -_modulator(log1m, gamma) * logp
+
         return _binary(logits, target, item, needs_log1m=needs, weight=weight,
                        ignore_index=ignore_index, reduction=reduction,
                        num_items_in_batch=num_items_in_batch, alpha=alpha)
-    return _multiclass(logits, target, item, needs_log1m=needs, weight=weight,
+
+    def item_grad(logp: Tensor, log1m: Tensor | None):
+        if log1m is None:  # gamma = 0: cross-entropy
+            return -logp, torch.full_like(logp, -1.0), None
+        mod = torch.exp(log1m * gamma)
+        loss = -mod * logp
+        return loss, mod.neg_(), loss * gamma
+
+    return _multiclass(logits, target, _item_kernel(item_grad, needs), weight=weight,
                        ignore_index=ignore_index, reduction=reduction,
                        num_items_in_batch=num_items_in_batch)
 
 
-class _SoftmaxForm(torch.autograd.Function):
-    r"""The per-item softmax form of :math:`L^{**}`, :math:`-f \log p_t` with
-    :math:`f = \mathrm{softmax}(-Kx)_t` (classes with a ``-inf`` logit left out), in one function.
+def _softmax_form_kernel(k: float) -> Kernel:
+    r"""The softmax form of :math:`L^{**}`, :math:`-f \log p_t` with
+    :math:`f = \mathrm{softmax}(-Kx)_t` (classes with a ``-inf`` logit left out).
 
-    Backward, with :math:`p = \mathrm{softmax}(x)` and :math:`r = \mathrm{softmax}(-Kx)`:
-    :math:`\partial \ell / \partial x_j = f\,(p_j - K \log p_t\, r_j + [j=t](K \log p_t - 1))`.
-    Only item-sized tensors are kept between forward and backward.
+    Gradient, with :math:`p = \mathrm{softmax}(x)`, :math:`r = \mathrm{softmax}(-Kx)` and
+    :math:`c` the item's scale times f:
+    :math:`c\,(p_j - K \log p_t\, r_j + [j=t](K \log p_t - 1))`.
     """
 
-    @staticmethod
-    def _neg(x: Tensor, k: float) -> Tensor:
-        y = x.mul(-k)
-        return y.masked_fill_(torch.isneginf(x), -math.inf)
+    def kernel(x: Tensor, idx: Tensor, valid: Tensor, scale, need_grad: bool):
+        e, total, _, logp, _, _ = _softmax_parts(x, idx, False)
+        y = x.mul(-k).masked_fill_(torch.isneginf(x), -math.inf)
+        r = y.sub_(y.amax(dim=-1, keepdim=True).nan_to_num_(0.0, 0.0, 0.0)).exp_()
+        r_sum = r.sum(-1)
+        f = r.gather(-1, idx).squeeze(-1).div_(r_sum)
+        parts = _scaled([-f * logp, f, f * logp * k], valid, scale)
+        if not need_grad:
+            return parts[0], None
+        c, ck = parts[1], parts[2]
+        grad = e.mul_((c / total).unsqueeze(-1)).sub_(r.mul_((ck / r_sum).unsqueeze(-1)))
+        grad.scatter_add_(-1, idx, (ck - c).unsqueeze(-1))
+        return parts[0], grad
 
-    @staticmethod
-    def forward(ctx, x: Tensor, target: Tensor, k: float):
-        idx = target.unsqueeze(-1)
-        lse = torch.logsumexp(x, dim=-1)
-        logp = x.gather(-1, idx).squeeze(-1) - lse
-        y = _SoftmaxForm._neg(x, k)
-        lse_y = torch.logsumexp(y, dim=-1)
-        f = torch.exp(y.gather(-1, idx).squeeze(-1) - lse_y)
-        ctx.k = k
-        ctx.save_for_backward(x, target, lse, lse_y, logp, f)
-        return -f * logp
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g: Tensor):
-        x, target, lse, lse_y, logp, f = ctx.saved_tensors
-        k = ctx.k
-        c = g * f
-        k_logp = k * logp
-        r = _SoftmaxForm._neg(x, k).sub_(lse_y.unsqueeze(-1)).exp_().mul_(k_logp.unsqueeze(-1))
-        grad = torch.sub(x, lse.unsqueeze(-1)).exp_().sub_(r).mul_(c.unsqueeze(-1))
-        grad.scatter_add_(-1, target.unsqueeze(-1), (c * (k_logp - 1.0)).unsqueeze(-1))
-        return grad, None, None
+    return kernel
 
 
 def soft_truncation_loss(logits: Tensor, target: Tensor, *, k: float = 1.0,
@@ -467,22 +549,24 @@ def soft_truncation_loss(logits: Tensor, target: Tensor, *, k: float = 1.0,
     if form not in ("margin", "softmax"):
         raise ValueError(f"form must be 'margin' or 'softmax', got {form!r}")
 
-    def margin(logp: Tensor, log1m: Tensor | None) -> Tensor:
-        assert log1m is not None
-        return -torch.sigmoid(k * (log1m - logp)) * logp
-
     if binary:
+        def margin(logp: Tensor, log1m: Tensor | None) -> Tensor:
+            return -torch.sigmoid(k * (log1m - logp)) * logp
+
         return _binary(logits, target, margin, needs_log1m=True, weight=weight,
                        ignore_index=ignore_index, reduction=reduction,
                        num_items_in_batch=num_items_in_batch)
-    if form == "softmax":
-        return _multiclass(logits, target, None, needs_log1m=False,
-                           weight=weight, ignore_index=ignore_index, reduction=reduction,
-                           num_items_in_batch=num_items_in_batch,
-                           fused=lambda x, t: _SoftmaxForm.apply(x, t, float(k)))
-    return _multiclass(logits, target, margin, needs_log1m=True, weight=weight,
-                       ignore_index=ignore_index, reduction=reduction,
-                       num_items_in_batch=num_items_in_batch)
+
+    def margin_grad(logp: Tensor, log1m: Tensor | None):
+        z = (log1m - logp).mul_(k)
+        f = torch.sigmoid(z)
+        a = torch.sigmoid(z.neg_()).mul_(f).mul_(logp).mul_(k)  # K f (1 - f) log p_t
+        return -f * logp, a - f, a.neg_()
+
+    kernel = (_softmax_form_kernel(float(k)) if form == "softmax" else
+              _item_kernel(margin_grad, True))
+    return _multiclass(logits, target, kernel, weight=weight, ignore_index=ignore_index,
+                       reduction=reduction, num_items_in_batch=num_items_in_batch)
 
 
 def hard_truncation_loss(logits: Tensor, target: Tensor, *, m: float = 0.5,
@@ -510,13 +594,21 @@ def hard_truncation_loss(logits: Tensor, target: Tensor, *, m: float = 0.5,
     _check_range("m", m, 0.0, 1.0, low_open=True)
     log_m = math.log(m)
 
-    def item(logp: Tensor, _: Tensor | None) -> Tensor:
-        return torch.where(logp < log_m, -logp, torch.zeros((), dtype=logp.dtype,
-                                                             device=logp.device))
+    if binary:
+        def item(logp: Tensor, _: Tensor | None) -> Tensor:
+            return torch.where(logp < log_m, -logp, 0.0)
 
-    run = _binary if binary else _multiclass
-    return run(logits, target, item, needs_log1m=False, weight=weight, ignore_index=ignore_index,
-               reduction=reduction, num_items_in_batch=num_items_in_batch)
+        return _binary(logits, target, item, needs_log1m=False, weight=weight,
+                       ignore_index=ignore_index, reduction=reduction,
+                       num_items_in_batch=num_items_in_batch)
+
+    def item_grad(logp: Tensor, _: Tensor | None):
+        g = (logp < log_m).to(logp.dtype).neg_()  # -[p_t < m]
+        return g * logp, g, None
+
+    return _multiclass(logits, target, _item_kernel(item_grad, False), weight=weight,
+                       ignore_index=ignore_index, reduction=reduction,
+                       num_items_in_batch=num_items_in_batch)
 
 
 def dice_loss(logits: Tensor, target: Tensor, *, alpha: float = 1.0, smooth: float = 1.0,
@@ -544,15 +636,27 @@ def dice_loss(logits: Tensor, target: Tensor, *, alpha: float = 1.0, smooth: flo
     _check_range("alpha", alpha, 0.0)
     _check_range("smooth", smooth, 0.0)
 
-    def item(logp: Tensor, log1m: Tensor | None) -> Tensor:
-        p = logp.exp()
-        q = p if log1m is None else _modulator(log1m, alpha) * p
-        return 1.0 - (2.0 * q + smooth) / (q + 1.0 + smooth)
+    if binary:
+        def item(logp: Tensor, log1m: Tensor | None) -> Tensor:
+            p = logp.exp()
+            q = p if log1m is None else _modulator(log1m, alpha) * p
+            return 1.0 - (2.0 * q + smooth) / (q + 1.0 + smooth)
 
-    run = _binary if binary else _multiclass
-    return run(logits, target, item, needs_log1m=alpha != 0, weight=weight,
-               ignore_index=ignore_index, reduction=reduction,
-               num_items_in_batch=num_items_in_batch)
+        return _binary(logits, target, item, needs_log1m=alpha != 0, weight=weight,
+                       ignore_index=ignore_index, reduction=reduction,
+                       num_items_in_batch=num_items_in_batch)
+
+    def item_grad(logp: Tensor, log1m: Tensor | None):
+        # loss = (1 - q) / (q + 1 + smooth), d loss / d q = -(2 + smooth) / (q + 1 + smooth)^2,
+        # d q / d log p_t = q, d q / d log(1 - p_t) = alpha q
+        q = torch.exp(logp if log1m is None else logp + alpha * log1m)
+        den = q + (1.0 + smooth)
+        g = q.mul(-(2.0 + smooth)).div_(den).div_(den)
+        return (1.0 - q).div_(den), g, None if log1m is None else g * alpha
+
+    return _multiclass(logits, target, _item_kernel(item_grad, alpha != 0), weight=weight,
+                       ignore_index=ignore_index, reduction=reduction,
+                       num_items_in_batch=num_items_in_batch)
 
 
 # --------------------------------------------------------------------------- modules

@@ -226,11 +226,55 @@ def test_num_items_in_batch_as_tensor():
                                focal_loss(x, t, reduction="sum") / n)
 
 
+GRADCHECK_OPTIONS = [("focal", {"gamma": 0.0}), ("focal", {"gamma": 0.5}),
+                     ("soft_truncation", {"k": 2.0}), ("soft_truncation", {"form": "softmax"}),
+                     ("hard_truncation", {"m": 0.3}), ("dice", {"alpha": 0.0})]
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS + ["num_items"])
 @pytest.mark.parametrize("name", available_losses())
-def test_gradcheck_float64(name):
+def test_gradcheck_float64(name, reduction):
     x, t, w = _data(n=6, c=4)
-    loss_fn = build_loss(name, weight=w)
+    t[1] = -100
+    if reduction == "num_items":
+        loss_fn = build_loss(name, weight=w)
+        assert torch.autograd.gradcheck(lambda z: loss_fn(z, t, num_items_in_batch=7), (x,))
+    else:
+        loss_fn = build_loss(name, weight=w, reduction=reduction)
+        assert torch.autograd.gradcheck(lambda z: loss_fn(z, t), (x,))
+
+
+@pytest.mark.parametrize("name, options", GRADCHECK_OPTIONS)
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_gradcheck_float64_other_settings(name, options, reduction):
+    x, t, w = _data(n=6, c=4, seed=3)
+    loss_fn = build_loss(name, weight=w, reduction=reduction, **options)
     assert torch.autograd.gradcheck(lambda z: loss_fn(z, t), (x,))
+
+
+@pytest.mark.parametrize("name", available_losses())
+def test_value_without_gradient_equals_value_with_it(name):
+    x, t, w = _data(dtype=torch.float32)
+    loss_fn = build_loss(name, weight=w.float())
+    with torch.no_grad():
+        quiet = loss_fn(x, t)
+    torch.testing.assert_close(quiet, loss_fn(x, t).detach())
+    torch.testing.assert_close(loss_fn(x.detach(), t), quiet)
+
+
+@pytest.mark.parametrize("name", available_losses())
+def test_ignored_items_with_infinite_logits_contribute_nothing(name):
+    # a padded position whose logits are masked with -inf is ignored, not a NaN
+    x, t, _ = _data(n=8, c=4, dtype=torch.float32, ignore=False)
+    x = x.detach()
+    x[2, :3] = -math.inf
+    x[5, 0] = -math.inf
+    t[2] = t[5] = -100
+    x.requires_grad_()
+    loss = build_loss(name)(x, t)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.all(x.grad[[2, 5]] == 0) and torch.all(torch.isfinite(x.grad))
 
 
 @pytest.mark.parametrize("name", available_losses())
@@ -379,17 +423,34 @@ def test_classes_masked_with_minus_inf_are_no_classes(name, options):
 def test_log_one_minus_p_is_exact_for_large_margins_in_float32():
     # log(1 - p_t) drives focal, soft truncation and dice; check it against float64 where the
     # one-pass sum underflows (margin >= ~80) and where it does not
-    from seqlab.losses import _lse_and_lse_others
+    from seqlab.losses import _softmax_parts
 
     g = torch.Generator().manual_seed(7)
     x64 = torch.randn(200, 9, generator=g, dtype=torch.float64)
     t = torch.randint(0, 9, (200,), generator=g)
     margins = torch.linspace(0, 300, 200, dtype=torch.float64)
     x64[torch.arange(200), t] += margins
-    lse, lse_o = _lse_and_lse_others(x64.float(), t.unsqueeze(-1))
-    ref_o = torch.logsumexp(x64.scatter(-1, t.unsqueeze(-1), -math.inf), -1)
-    torch.testing.assert_close(lse_o.double(), ref_o, atol=1e-4, rtol=1e-6)
-    torch.testing.assert_close(lse.double(), torch.logsumexp(x64, -1), atol=1e-4, rtol=1e-6)
+    _, _, _, logp, log1m, _ = _softmax_parts(x64.float(), t.unsqueeze(-1), True)
+    # references without cancellation: with d = logsumexp over the others - x_t,
+    # log p_t = -log(1 + e^d) and log(1 - p_t) = d - log(1 + e^d)
+    d = (torch.logsumexp(x64.scatter(-1, t.unsqueeze(-1), -math.inf), -1)
+         - x64.gather(-1, t.unsqueeze(-1)).squeeze(-1))
+    ref_p, ref_o = -F.softplus(d), d - F.softplus(d)
+    torch.testing.assert_close(log1m.double(), ref_o, atol=1e-4, rtol=1e-6)
+    # log p_t keeps its relative precision as p_t -> 1 (x_t - logsumexp(x) rounds to 0 there)
+    normal = ref_p.abs() > torch.finfo(torch.float32).tiny
+    assert normal.sum() > 50
+    torch.testing.assert_close(logp.double()[normal], ref_p[normal], atol=0, rtol=1e-5)
+    # gradients in float32 follow float64's wherever they are above float32's smallest normal
+    # numbers (past a margin of about 80 they are all below it, and only need to be finite)
+    for fn in (lambda z: focal_loss(z, t, gamma=0.05, reduction="sum"),
+               lambda z: soft_truncation_loss(z, t, k=0.2, reduction="sum"),
+               lambda z: dice_loss(z, t, alpha=0.1, reduction="sum")):
+        _, g64 = _value_and_grad(fn, x64)
+        _, g32 = _value_and_grad(fn, x64.float())
+        big = g64.abs() > 1e-36
+        assert big[margins < 50].all()
+        torch.testing.assert_close(g32.double()[big], g64[big], rtol=1e-4, atol=0)
     # the focal loss stays finite with a finite, nonzero gradient on the other classes
     x = x64.float().requires_grad_()
     focal_loss(x, t, gamma=0.5, reduction="sum").backward()
