@@ -5,17 +5,19 @@ focal loss and torchvision's sigmoid focal loss, at NER and QA shapes, in one ru
 
 Times are medians over ``--repeats`` runs after warm-up, in interleaved rounds (one run of each
 loss per round). Peak memory is measured on CUDA with ``torch.cuda.max_memory_allocated``; on
-CPU, through a ``torch.profiler`` memory trace: the peak of the running sum of every op's own
-allocations and frees during forward+backward, which includes the gradient of the logits
-(N x C x 4 bytes) that any loss must allocate.
+CPU, through a ``torch.profiler`` memory trace: the peak of the allocator's running total
+during forward+backward, less what was allocated before, which includes the gradient of the
+logits (N x C x 4 bytes) that any loss must allocate.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -106,15 +108,18 @@ def peak_extra_bytes(fn, x, t, device) -> int:
     xx = x.detach().clone().requires_grad_()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn(xx, t).backward()
-    # running sum of each op's own allocations and frees, in order (self_: a parent op's figure
-    # includes its children's); its maximum is the peak over what existed before the call
-    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage != 0),
-                    key=lambda e: e.time_range.start)
-    cur = peak = 0
-    for e in events:
-        cur += e.self_cpu_memory_usage
-        peak = max(peak, cur)
-    return peak
+    # every allocation and free is a "[memory]" event carrying the allocator's running total;
+    # the peak of that total, less what was allocated before the first event, is the extra peak
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(trace))
+        events = json.loads(trace.read_text())["traceEvents"]
+    mem = sorted((e for e in events if e.get("name") == "[memory]"
+                  and e["args"].get("Device Type") == 0), key=lambda e: float(e["ts"]))
+    if not mem:
+        return 0
+    base = mem[0]["args"]["Total Allocated"] - mem[0]["args"]["Bytes"]
+    return max(e["args"]["Total Allocated"] for e in mem) - base
 
 
 def time_all(fns: dict, x, t_of, repeats: int, device) -> dict[str, float]:
