@@ -329,6 +329,9 @@ def _item_scale(w: Tensor | None, ignored: Tensor, reduction: str,
         return w / num_items_in_batch if w is not None else 1.0 / num_items_in_batch
     if reduction != "mean":
         return w
+    if w is None and ignored.device.type == "cpu":  # a count: no tensor arithmetic needed
+        count = ignored.numel() - int(ignored.sum())
+        return 1.0 / count if count else 0.0
     denom = (w.masked_fill(ignored, 0.0).sum() if w is not None else
              (ignored.numel() - ignored.sum()).to(dtype)).clamp_min(torch.finfo(dtype).tiny)
     return w / denom if w is not None else denom.reciprocal()
