@@ -172,7 +172,7 @@ def main(argv=None) -> int:
             lines.append(f"| {name} | {ms:.3f} | {ms / base:.2f} | {mem / 2**20:.2f} | "
                          f"{mem / (n * c * 4):.2f} |")
         lines.append("")
-        print("\n".join(lines[-(len(fns) + 4):]), flush=True)
+        print("\n".join(lines[-(len(fns) + 6):]), flush=True)
     if args.output:
         Path(args.output).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines[:1]))

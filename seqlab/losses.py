@@ -423,8 +423,8 @@ def _ce_grad(logp: Tensor, _: Tensor | None):
 def _multiclass_ce(logits: Tensor, target: Tensor, *, weight: Tensor | None, ignore_index: int,
                    reduction: str, num_items_in_batch: int | Tensor | None) -> Tensor:
     """Multiclass cross-entropy through the shared kernel: log-softmax in one pass of
-    exponentials, the gradient formed in the forward; at most 2.4 x N x C x 4 bytes of extra peak
-    memory against ``F.cross_entropy``'s 3 (docs/benchmarks.md)."""
+    exponentials, the gradient formed in the forward; 2 x N x C x 4 bytes of extra peak memory
+    against ``F.cross_entropy``'s 3 (docs/benchmarks.md)."""
     return _multiclass(logits, target, _item_kernel(_ce_grad, False), weight=weight,
                        ignore_index=ignore_index, reduction=reduction,
                        num_items_in_batch=num_items_in_batch)
