@@ -138,8 +138,8 @@ def _check_target_values(target: Tensor, num_classes: int, ignore_index: int) ->
 def _target_errors(target: Tensor, num_classes: int, ignore_index: int):
     """Turn an out-of-range target into seqlab's ValueError.
 
-    On the CPU, ``gather`` and ``F.cross_entropy`` check every index themselves, so the values
-    are only looked at when they raise (no extra pass and no synchronisation per call). On other
+    On the CPU, indexing and ``gather`` check every index themselves, so the values are only
+    looked at when they raise (no extra pass and no synchronisation per call). On other
     devices an out-of-range index is a device-side assertion, so they are checked first."""
     if target.device.type != "cpu":
         _check_target_values(target, num_classes, ignore_index)
@@ -203,10 +203,9 @@ def _softmax_parts(x: Tensor, idx: Tensor, others: bool):
     log_total = torch.log1p(e_t.sub_(1.0).add_(rest))
     logp = x_t.sub_(log_total)
     log1m = rest.log().sub_(log_total)
-    tiny = None
-    if x.shape[-1] > 1 and rest.numel() and float(rest.amin()) < torch.finfo(x.dtype).tiny * 2**24:
-        small = rest < torch.finfo(x.dtype).tiny * 2**24
-        tiny = small.nonzero(as_tuple=True)
+    tiny, floor = None, torch.finfo(x.dtype).tiny * 2**24
+    if x.shape[-1] > 1 and rest.numel() and float(rest.amin()) < floor:
+        tiny = (rest < floor).nonzero(as_tuple=True)
         exact = torch.logsumexp(x[tiny].scatter(-1, idx[tiny], -math.inf), dim=-1)
         log1m = log1m.index_put(tiny, exact - torch.logsumexp(x[tiny], dim=-1))
     return e, total, rest, logp, log1m, tiny
@@ -299,14 +298,7 @@ def _reduce(item: Tensor, w: Tensor | None, valid: Tensor, reduction: str,
     item = torch.where(valid, item, 0.0)
     if num_items_in_batch is None and reduction == "none":
         return item
-    return _reduce_total(item.sum(), w, valid, reduction, num_items_in_batch)
-
-
-def _reduce_total(total: Tensor, w: Tensor | None, valid: Tensor | None, reduction: str,
-                  num_items_in_batch: int | Tensor | None) -> Tensor:
-    """The weighted sum over valid items, divided as ``reduction``/``num_items_in_batch`` say.
-
-    ``w`` holds each item's weight (None = 1); ``w`` and ``valid`` are read for ``"mean"`` only."""
+    total = item.sum()
     if num_items_in_batch is not None:
         if isinstance(num_items_in_batch, Tensor):
             num_items_in_batch = num_items_in_batch.to(device=total.device, dtype=total.dtype)
@@ -412,22 +404,14 @@ def cross_entropy(logits: Tensor, target: Tensor, *, weight: Tensor | None = Non
         return _binary(logits, target, lambda logp, _: -logp, needs_log1m=False, weight=weight,
                        ignore_index=ignore_index, reduction=reduction,
                        num_items_in_batch=num_items_in_batch)
-    return _multiclass_ce(logits, target, weight=weight, ignore_index=ignore_index,
-                          reduction=reduction, num_items_in_batch=num_items_in_batch)
+    # the shared kernel: 2 x N x C x 4 bytes of extra peak memory against F.cross_entropy's 3
+    return _multiclass(logits, target, _item_kernel(_ce_grad, False), weight=weight,
+                       ignore_index=ignore_index, reduction=reduction,
+                       num_items_in_batch=num_items_in_batch)
 
 
 def _ce_grad(logp: Tensor, _: Tensor | None):
     return -logp, torch.full_like(logp, -1.0), None
-
-
-def _multiclass_ce(logits: Tensor, target: Tensor, *, weight: Tensor | None, ignore_index: int,
-                   reduction: str, num_items_in_batch: int | Tensor | None) -> Tensor:
-    """Multiclass cross-entropy through the shared kernel: log-softmax in one pass of
-    exponentials, the gradient formed in the forward; 2 x N x C x 4 bytes of extra peak memory
-    against ``F.cross_entropy``'s 3 (docs/benchmarks.md)."""
-    return _multiclass(logits, target, _item_kernel(_ce_grad, False), weight=weight,
-                       ignore_index=ignore_index, reduction=reduction,
-                       num_items_in_batch=num_items_in_batch)
 
 
 def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, alpha: float | None = None,
