@@ -23,6 +23,11 @@ Inputs of any floating dtype are computed in float32 (float64 stays float64), in
 log-sum-exp of the other classes, so no probability is ever clamped with an epsilon and logits of
 :math:`\pm 10^4` stay finite in value and gradient.
 
+The multiclass losses on float32 (or float16/bfloat16) CPU tensors run through a compiled kernel
+(:mod:`seqlab.kernels`) that computes each row's loss and gradient in one pass; elsewhere, or
+where it cannot be built, they run as the torch operations below. Both compute the same
+formulas and the tests hold them to each other.
+
 Notation below: :math:`p = \mathrm{softmax}(x)`, :math:`p_t` the probability of the target
 class, :math:`s` the logistic sigmoid, :math:`[\cdot]` is 1 where true and 0 elsewhere.
 """
@@ -37,6 +42,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from seqlab import kernels
 
 __all__ = [
     "Reduction",
@@ -61,6 +68,14 @@ _REDUCTIONS = ("none", "mean", "sum")
 # A per-item loss written in terms of log p_t and log(1 - p_t). ``log1m_p`` is None when the
 # loss declared it does not need it (saves one pass over the logits).
 ItemLoss = Callable[[Tensor, Tensor | None], Tensor]
+
+# The compiled kernel's loss kinds and reduction modes (seqlab/csrc/losses.cpp, enums Kind and
+# Mode). A loss's spec is (kind, a, b), its two parameters as the kernel reads them.
+_KINDS = {"ce": 0, "focal": 1, "soft_truncation_margin": 2, "hard_truncation": 3, "dice": 4,
+          "soft_truncation_softmax": 5}
+_MODES = {"mean": 0, "sum": 1, "none": 2}
+_DIVIDE = 3  # sum / num_items_in_batch
+Spec = tuple[int, float, float]
 
 
 # --------------------------------------------------------------------------- validation
@@ -329,26 +344,44 @@ def _item_scale(w: Tensor | None, ignored: Tensor, reduction: str,
     return w / denom if w is not None else denom.reciprocal()
 
 
-def _multiclass(logits: Tensor, target: Tensor, kernel: Kernel, *, weight: Tensor | None,
-                ignore_index: int, reduction: str,
+def _multiclass(logits: Tensor, target: Tensor, kernel: Kernel, spec: Spec, *,
+                weight: Tensor | None, ignore_index: int, reduction: str,
                 num_items_in_batch: int | Tensor | None) -> Tensor:
-    """A multiclass loss through its kernel: checks, dtype rule, weights, ignored items and the
-    reduction, with the gradient computed in the forward (:class:`_FusedLoss`)."""
+    """A multiclass loss: checks, dtype rule, weights, ignored items and the reduction, with the
+    gradient computed in the forward, by the compiled kernel where it applies (``spec``) and
+    otherwise by the torch ``kernel`` (:class:`_FusedLoss`)."""
     _check_multiclass(logits, target)
     _check_reduction(reduction)
     num_classes = logits.shape[-1]
     w_all = _check_weight(weight, num_classes, logits)
+    per_item = num_items_in_batch is None and reduction == "none"
+    if (logits.device.type == "cpu" and logits.dtype != torch.float64 and num_classes > 0
+            and (compiled := kernels.losses()) is not None):
+        # each call below costs microseconds, which count at small sizes: skip the no-ops
+        x = logits if logits.dtype == torch.float32 else logits.float()
+        if x.dim() != 2:
+            x = x.reshape(-1, num_classes)
+        t = target if target.dim() == 1 and target.dtype == torch.int64 else \
+            target.reshape(-1).long()
+        mode, denominator = _MODES[reduction], 0.0
+        if num_items_in_batch is not None:
+            mode, denominator = _DIVIDE, float(num_items_in_batch)
+        out = compiled.multiclass_loss(x, t, w_all if w_all is not None else _NO_WEIGHT, *spec,
+                                       ignore_index, mode, denominator)
+        return out.reshape(target.shape) if per_item else out
     x = logits.to(_compute_dtype(logits)).reshape(-1, num_classes)
     t = target.reshape(-1)
     ignored = t == ignore_index
     idx = t.masked_fill(ignored, 0).long().unsqueeze(-1)
     need_grad = torch.is_grad_enabled() and x.requires_grad
-    per_item = num_items_in_batch is None and reduction == "none"
     with _target_errors(target, num_classes, ignore_index):
         w = w_all[idx.squeeze(-1)] if w_all is not None else None
         scale = _item_scale(w, ignored, reduction, num_items_in_batch, x.dtype)
         out = _FusedLoss.apply(x, kernel, idx, ignored, scale, need_grad, per_item)
     return out.reshape(target.shape) if per_item else out
+
+
+_NO_WEIGHT = torch.empty(0)
 
 
 def _binary(logits: Tensor, target: Tensor, item_loss: ItemLoss, *, needs_log1m: bool,
@@ -405,7 +438,8 @@ def cross_entropy(logits: Tensor, target: Tensor, *, weight: Tensor | None = Non
                        ignore_index=ignore_index, reduction=reduction,
                        num_items_in_batch=num_items_in_batch)
     # the shared kernel: 2 x N x C x 4 bytes of extra peak memory against F.cross_entropy's 3
-    return _multiclass(logits, target, _item_kernel(_ce_grad, False), weight=weight,
+    return _multiclass(logits, target, _item_kernel(_ce_grad, False), (_KINDS["ce"], 0.0, 0.0),
+                       weight=weight,
                        ignore_index=ignore_index, reduction=reduction,
                        num_items_in_batch=num_items_in_batch)
 
@@ -460,7 +494,8 @@ def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, alpha: flo
         loss = -mod * logp
         return loss, mod.neg_(), loss * gamma
 
-    return _multiclass(logits, target, _item_kernel(item_grad, needs), weight=weight,
+    return _multiclass(logits, target, _item_kernel(item_grad, needs),
+                       (_KINDS["focal"], float(gamma), 0.0), weight=weight,
                        ignore_index=ignore_index, reduction=reduction,
                        num_items_in_batch=num_items_in_batch)
 
@@ -555,7 +590,8 @@ def soft_truncation_loss(logits: Tensor, target: Tensor, *, k: float = 1.0,
 
     kernel = (_softmax_form_kernel(float(k)) if form == "softmax" else
               _item_kernel(margin_grad, True))
-    return _multiclass(logits, target, kernel, weight=weight, ignore_index=ignore_index,
+    spec = (_KINDS[f"soft_truncation_{form}"], float(k), 0.0)
+    return _multiclass(logits, target, kernel, spec, weight=weight, ignore_index=ignore_index,
                        reduction=reduction, num_items_in_batch=num_items_in_batch)
 
 
@@ -596,7 +632,8 @@ def hard_truncation_loss(logits: Tensor, target: Tensor, *, m: float = 0.5,
         g = (logp < log_m).to(logp.dtype).neg_()  # -[p_t < m]
         return g * logp, g, None
 
-    return _multiclass(logits, target, _item_kernel(item_grad, False), weight=weight,
+    return _multiclass(logits, target, _item_kernel(item_grad, False),
+                       (_KINDS["hard_truncation"], log_m, 0.0), weight=weight,
                        ignore_index=ignore_index, reduction=reduction,
                        num_items_in_batch=num_items_in_batch)
 
@@ -644,7 +681,8 @@ def dice_loss(logits: Tensor, target: Tensor, *, alpha: float = 1.0, smooth: flo
         g = q.mul(-(2.0 + smooth)).div_(den).div_(den)
         return (1.0 - q).div_(den), g, None if log1m is None else g * alpha
 
-    return _multiclass(logits, target, _item_kernel(item_grad, alpha != 0), weight=weight,
+    return _multiclass(logits, target, _item_kernel(item_grad, alpha != 0),
+                       (_KINDS["dice"], float(alpha), float(smooth)), weight=weight,
                        ignore_index=ignore_index, reduction=reduction,
                        num_items_in_batch=num_items_in_batch)
 
