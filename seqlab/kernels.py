@@ -17,6 +17,7 @@ which is in use and why.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import sys
@@ -66,9 +67,24 @@ def build_directory(capability: str) -> Path:
     return root / "kernels" / f"torch-{version}-py{sys.version_info[0]}{sys.version_info[1]}-{capability.lower()}"
 
 
+def _source_key() -> str:
+    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+
+
 def _build() -> tuple[ModuleType | None, str | None]:
+    if sys.platform not in ("linux", "darwin"):
+        return None, f"not built on {sys.platform}"
     capability, flags = _flags()
     directory = build_directory(capability)
+    failed = directory / "build-failed.txt"
+    key = _source_key()
+    if failed.is_file():
+        lines = failed.read_text(encoding="utf-8", errors="replace").splitlines()
+        if lines and lines[0] == key:  # no new attempt (half a minute) in every process
+            reason = (f"{lines[1] if len(lines) > 1 else 'unknown error'} (an earlier build "
+                      f"failed; delete {failed} to try again)")
+            _warn(reason)
+            return None, reason
     try:
         from torch.utils import cpp_extension
 
@@ -79,22 +95,31 @@ def _build() -> tuple[ModuleType | None, str | None]:
                 os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
         directory.mkdir(parents=True, exist_ok=True)
         if not any(directory.glob("*.so")):
-            print(f"seqlab: building the CPU loss kernels in {directory} (once, about 30 s; "
+            print(f"seqlab: building the CPU loss kernel in {directory} (once, about 30 s; "
                   f"{ENV_SWITCH}=0 skips this)", file=sys.stderr, flush=True)
+        # at::parallel_for is inline OpenMP code: without -fopenmp it runs on one thread
+        openmp = ["-fopenmp"] if sys.platform == "linux" else []
         module = cpp_extension.load(
             name=f"seqlab_losses_{capability.lower()}", sources=[str(SOURCE)],
-            # -fopenmp: at::parallel_for is inline OpenMP code; without it, one thread
-            extra_cflags=["-O3", "-fopenmp", *flags], extra_ldflags=["-fopenmp"],
+            extra_cflags=["-O3", *openmp, *flags], extra_ldflags=openmp,
             build_directory=str(directory), verbose=False)
+        failed.unlink(missing_ok=True)
         return module, None
     except Exception as exc:  # noqa: BLE001 - no compiler, no ninja, no headers: run without it
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         reason = f"{type(exc).__name__}: {first}"[:300]
-        warnings.warn(
-            f"seqlab: the compiled CPU loss kernels could not be built ({reason}); the losses "
-            f"run as torch operations instead (same results, slower on small inputs). "
-            f"Set {ENV_SWITCH}=0 to skip the build.", RuntimeWarning, stacklevel=3)
+        with contextlib.suppress(OSError):
+            directory.mkdir(parents=True, exist_ok=True)
+            failed.write_text(f"{key}\n{reason}\n\n{exc}\n", encoding="utf-8")
+        _warn(reason)
         return None, reason
+
+
+def _warn(reason: str) -> None:
+    warnings.warn(
+        f"seqlab: no compiled CPU loss kernel ({reason}); the losses run as torch operations "
+        f"instead (same results, slower on small inputs). Set {ENV_SWITCH}=0 to skip the "
+        f"kernel.", RuntimeWarning, stacklevel=4)
 
 
 def losses() -> ModuleType | None:

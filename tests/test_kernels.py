@@ -179,3 +179,36 @@ def test_switched_off_by_the_environment():
     assert lines[0].startswith("torch operations (SEQLAB_COMPILED=0")
     assert lines[1] == "True"
     assert abs(float(lines[2]) - math.log(3)) < 1e-6
+
+
+def test_a_failed_build_falls_back_and_is_not_retried(monkeypatch, tmp_path):
+    from torch.utils import cpp_extension
+
+    calls = []
+
+    def no_compiler(**kwargs):
+        calls.append(kwargs["name"])
+        raise RuntimeError("Error building extension 'seqlab_losses': c++: not found")
+
+    monkeypatch.setenv("SEQLAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    monkeypatch.setattr(kernels, "_tried", False)
+    monkeypatch.setattr(kernels, "_module", None)
+    with pytest.warns(RuntimeWarning, match="c\\+\\+: not found"):
+        assert kernels.losses() is None
+    assert len(calls) == 1
+    assert "c++: not found" in kernels.status()
+    # the losses still run, as torch operations
+    assert abs(float(focal_loss(torch.zeros(2, 3), torch.tensor([0, 1]), gamma=0.0))
+               - math.log(3)) < 1e-6
+    # a new process (here: a fresh state) does not spend another build on the same source
+    monkeypatch.setattr(kernels, "_tried", False)
+    with pytest.warns(RuntimeWarning, match="an earlier build failed"):
+        assert kernels.losses() is None
+    assert len(calls) == 1
+    marker = next(tmp_path.rglob("build-failed.txt"))
+    marker.unlink()
+    monkeypatch.setattr(kernels, "_tried", False)
+    with pytest.warns(RuntimeWarning):
+        kernels.losses()
+    assert len(calls) == 2

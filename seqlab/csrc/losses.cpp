@@ -114,22 +114,21 @@ float row_sum(const float* x, int64_t n) {
   return s;
 }
 
-// out_j = fv(x_j) over vectors (the last one partial), or fs(x_j) for rows under one vector.
-template <typename FV, typename FS>
-void row_map(float* out, const float* x, int64_t n, const FV& fv, const FS& fs) {
+// out_j = fv(x_j), vector by vector (the last one partial).
+template <typename FV>
+void row_map(float* out, const float* x, int64_t n, const FV& fv) {
   if (n >= Vec::size()) {
     at::vec::map(fv, out, x, n);
     return;
   }
-  for (int64_t j = 0; j < n; ++j) out[j] = fs(x[j]);
+  fv(Vec::loadu(x, n)).store(out, n);  // one exponential of a vector beats n of a scalar
 }
 
 // out_j = exp(x_j - shift) for j != t, out_t = 0; returns their sum. exp is ATen's exp_u20,
 // the one its softmax uses.
 float exp_sum_others(float* out, const float* x, int64_t C, int64_t t, float shift) {
   const Vec vs(shift);
-  row_map(out, x, C, [vs](Vec v) { return (v - vs).exp_u20(); },
-          [shift](float v) { return std::exp(v - shift); });
+  row_map(out, x, C, [vs](Vec v) { return (v - vs).exp_u20(); });
   out[t] = 0.f;  // exp(x_t - shift) may overflow: it is never summed
   return row_sum(out, C);
 }
@@ -215,8 +214,7 @@ double softmax_form_row(double k, const float* x, int64_t C, int64_t t, double s
   auto fv = [=](Vec v) {
     return Vec::blendv(k == 0 ? vone : ((vlow - v) * vk).exp_u20(), vzero, v == -vinf);
   };
-  auto fs = [=](float v) { return v == -inf ? 0.f : (k == 0 ? 1.f : std::exp(kf * (low - v))); };
-  row_map(r, x, C, fv, fs);
+  row_map(r, x, C, fv);
   const double r_t = r[t];
   r[t] = 0.f;
   const double r_others = row_sum(r, C);
