@@ -16,7 +16,7 @@ All of them share the keywords ``weight`` (per-class weights, ``None`` = off), `
 not ignored, :math:`\sum_i w_{t_i} \ell_i / \sum_i w_{t_i}`. When ``num_items_in_batch`` is given
 the result is the (weighted) sum divided by that number, which keeps gradient accumulation exact
 when the number is the count of items in the whole accumulated batch. A batch in which every item
-is ignored gives 0 with a zero gradient, never NaN.
+is ignored gives 0 with a zero gradient, never NaN, and so does ``num_items_in_batch=0``.
 
 Inputs of any floating dtype are computed in float32 (float64 stays float64), in log space:
 :math:`\log p_t` comes from ``log_softmax`` / ``logsigmoid``, and :math:`\log(1-p_t)` from the
@@ -84,6 +84,23 @@ Spec = tuple[int, float, float]
 def _check_reduction(reduction: str) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {list(_REDUCTIONS)}, got {reduction!r}")
+
+
+def _check_num_items(n):
+    """``num_items_in_batch``: None, a number >= 0 or a one-element tensor (its value is read
+    where that costs no device synchronisation, on the CPU)."""
+    if n is None:
+        return None
+    if isinstance(n, Tensor):
+        if n.numel() != 1:
+            raise ValueError(f"num_items_in_batch must be a number or a one-element tensor, got a "
+                             f"tensor of shape {tuple(n.shape)}")
+        if n.device.type != "cpu":
+            return n
+        n = n.item()
+    if isinstance(n, bool) or not isinstance(n, (int, float)) or math.isnan(n) or n < 0:
+        raise ValueError(f"num_items_in_batch must be a count >= 0, got {n!r}")
+    return n
 
 
 def _check_range(name: str, value: float, low: float, high: float | None = None,
@@ -314,10 +331,11 @@ def _reduce(item: Tensor, w: Tensor | None, valid: Tensor, reduction: str,
     if num_items_in_batch is None and reduction == "none":
         return item
     total = item.sum()
-    if num_items_in_batch is not None:
+    if num_items_in_batch is not None:  # 0: every item ignored, so the sum is 0 too
         if isinstance(num_items_in_batch, Tensor):
-            num_items_in_batch = num_items_in_batch.to(device=total.device, dtype=total.dtype)
-        return total / num_items_in_batch
+            return total / num_items_in_batch.to(device=total.device, dtype=total.dtype) \
+                .clamp_min(torch.finfo(total.dtype).tiny)
+        return total / num_items_in_batch if num_items_in_batch else total * 0.0
     if reduction == "sum":
         return total
     denom = (w * valid).sum() if w is not None else valid.sum().to(total.dtype)
@@ -330,10 +348,13 @@ def _item_scale(w: Tensor | None, ignored: Tensor, reduction: str,
     """Each item's factor in the reduced loss (None = 1): its weight, divided by
     ``num_items_in_batch`` or, for ``"mean"``, by the weighted count of valid items (clamped
     away from 0, so an all-ignored batch gives 0, not NaN)."""
-    if num_items_in_batch is not None:
+    if num_items_in_batch is not None:  # 0: every item ignored, and the result is 0
         if isinstance(num_items_in_batch, Tensor):
-            num_items_in_batch = num_items_in_batch.to(device=ignored.device, dtype=dtype)
-        return w / num_items_in_batch if w is not None else 1.0 / num_items_in_batch
+            n = num_items_in_batch.to(device=ignored.device, dtype=dtype).clamp_min(
+                torch.finfo(dtype).tiny)
+            return w / n if w is not None else n.reciprocal()
+        factor = 1.0 / num_items_in_batch if num_items_in_batch else 0.0
+        return w * factor if w is not None else factor
     if reduction != "mean":
         return w
     if w is None and ignored.device.type == "cpu":  # a count: no tensor arithmetic needed
@@ -352,6 +373,7 @@ def _multiclass(logits: Tensor, target: Tensor, kernel: Kernel, spec: Spec, *,
     otherwise by the torch ``kernel`` (:class:`_FusedLoss`)."""
     _check_multiclass(logits, target)
     _check_reduction(reduction)
+    num_items_in_batch = _check_num_items(num_items_in_batch)
     num_classes = logits.shape[-1]
     w_all = _check_weight(weight, num_classes, logits)
     per_item = num_items_in_batch is None and reduction == "none"
@@ -364,7 +386,7 @@ def _multiclass(logits: Tensor, target: Tensor, kernel: Kernel, spec: Spec, *,
         t = target if target.dim() == 1 and target.dtype == torch.int64 else \
             target.reshape(-1).long()
         mode, denominator = _MODES[reduction], 0.0
-        if num_items_in_batch is not None:
+        if num_items_in_batch is not None:  # a number here (a CPU tensor was read)
             mode, denominator = _DIVIDE, float(num_items_in_batch)
         out = compiled.multiclass_loss(x, t, w_all if w_all is not None else _NO_WEIGHT, *spec,
                                        ignore_index, mode, denominator)
@@ -389,6 +411,7 @@ def _binary(logits: Tensor, target: Tensor, item_loss: ItemLoss, *, needs_log1m:
             num_items_in_batch: int | Tensor | None, alpha: float | None = None) -> Tensor:
     _check_binary(logits, target, ignore_index)
     _check_reduction(reduction)
+    num_items_in_batch = _check_num_items(num_items_in_batch)
     w_all = _check_weight(weight, logits.shape[-1], logits) if logits.dim() else None
     x = logits.to(_compute_dtype(logits))
     valid = target != ignore_index

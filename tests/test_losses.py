@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -455,3 +456,28 @@ def test_log_one_minus_p_is_exact_for_large_margins_in_float32():
     x = x64.float().requires_grad_()
     focal_loss(x, t, gamma=0.5, reduction="sum").backward()
     assert torch.all(torch.isfinite(x.grad))
+
+
+@pytest.mark.parametrize("n", [0, 0.0, "tensor"])
+@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize("compiled", [True, False])
+def test_num_items_in_batch_zero_gives_zero(n, binary, compiled):
+    # the Trainer passes 0 for an accumulated batch in which every label is -100
+    from seqlab import kernels
+
+    n = torch.tensor(0) if n == "tensor" else n
+    x = torch.randn(4, 5, requires_grad=True)
+    t = torch.full((4, 5), -100.0) if binary else torch.full((4,), -100)
+    with contextlib.ExitStack() as stack:
+        if not compiled:
+            stack.enter_context(kernels.disabled())
+        loss = focal_loss(x, t, num_items_in_batch=n, binary=binary)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.all(x.grad == 0)
+
+
+@pytest.mark.parametrize("n", [-1, float("nan"), torch.tensor([1, 2]), "3", True])
+def test_num_items_in_batch_bad_values(n):
+    with pytest.raises(ValueError, match="num_items_in_batch"):
+        focal_loss(torch.zeros(2, 3), torch.tensor([0, 1]), num_items_in_batch=n)

@@ -261,7 +261,7 @@ std::tuple<Tensor, Tensor> compute(const Tensor& logits, const Tensor& target, c
   }
   double factor = 1.0;
   if (mode == kMean) factor = valid > 0 ? 1.0 / valid : 0.0;
-  if (mode == kDivide) factor = 1.0 / denominator;
+  if (mode == kDivide) factor = denominator > 0 ? 1.0 / denominator : 0.0;  // 0: all ignored
 
   Tensor items = at::empty({N}, x.options());
   Tensor grad = need_grad ? at::empty_like(x) : Tensor();
