@@ -43,11 +43,6 @@ struct Spec {
   double b;  // smooth (dice)
 };
 
-// log(1 + exp(z)) for every z.
-inline double softplus(double z) {
-  return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z));
-}
-
 inline double sigmoid(double z) { return 1.0 / (1.0 + std::exp(-z)); }
 
 // The loss of one item and its partial derivatives c1 = dL/dlog p_t, c2 = dL/dlog(1 - p_t).
