@@ -7,6 +7,8 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +19,9 @@ from seqlab.losses import (cross_entropy, dice_loss, focal_loss, hard_truncation
 
 
 def _can_build() -> bool:
+    """A C++ compiler, ninja and the Python headers: with all three the build must work."""
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
+        return False
     has_ninja = shutil.which("ninja") is not None
     try:
         import ninja  # noqa: F401
@@ -79,7 +84,7 @@ def _both(fn, x, t, **kw):
     return out
 
 
-@pytest.mark.skipif(not _can_build(), reason="no C++ compiler or ninja here")
+@pytest.mark.skipif(not _can_build(), reason="no C++ compiler, ninja or Python headers here")
 def test_builds_where_a_compiler_is_present():
     assert kernels.losses() is not None, kernels.status()
     assert kernels.status().startswith("compiled kernel")
