@@ -18,9 +18,10 @@ the result is the (weighted) sum divided by that number, which keeps gradient ac
 when the number is the count of items in the whole accumulated batch. A batch in which every item
 is ignored gives 0 with a zero gradient, never NaN, and so does ``num_items_in_batch=0``.
 
-Inputs of any floating dtype are computed in float32 (float64 stays float64), in log space:
-:math:`\log p_t` comes from ``log_softmax`` / ``logsigmoid``, and :math:`\log(1-p_t)` from the
-log-sum-exp of the other classes, so no probability is ever clamped with an epsilon and logits of
+Inputs of any floating dtype are computed in float32 (float64 stays float64), in log space: for
+the multiclass losses :math:`\log p_t` and :math:`\log(1-p_t)` both come from the sum over the
+other classes (exact however close :math:`p_t` is to 0 or 1), for the binary ones from
+``logsigmoid``; so no probability is ever clamped with an epsilon and logits of
 :math:`\pm 10^4` stay finite in value and gradient.
 
 The multiclass losses on float32 (or float16/bfloat16) CPU tensors run through a compiled kernel
