@@ -33,8 +33,11 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(BIN)/seqlab train configs/conll2003.yaml train.overwrite=true $(ARGS)
 
+# The loss tests a second time with the CPU kernel switched off: the torch implementation is
+# what runs on other devices and where no compiler is available.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	SEQLAB_COMPILED=0 $(BIN)/python -m pytest -q tests/test_losses.py tests/test_hf.py $(PYTEST_ARGS)
 
 # torchvision goes to a directory of its own, seen by this benchmark only: the PyPI wheel is a
 # CUDA build whose compiled operators do not load beside torch's CPU build (the benchmark then
