@@ -4,8 +4,9 @@ focal loss and torchvision's sigmoid focal loss, at NER and QA shapes, in one ru
     make bench-losses            # or: python scripts/bench_losses.py --repeats 30
 
 Times are medians over ``--repeats`` runs after warm-up, in interleaved rounds (per round, each
-loss once untimed and once timed, so that none is timed on caches another one left). Peak memory is measured on CUDA with ``torch.cuda.max_memory_allocated``; on
-CPU, through a ``torch.profiler`` memory trace: the peak of the allocator's running total
+loss once untimed and once timed, so that none is timed on caches another one left). Peak
+memory is measured on CUDA with ``torch.cuda.max_memory_allocated``; on CPU, through a
+``torch.profiler`` memory trace: the peak of the allocator's running total
 during forward+backward, less what was allocated before, which includes the gradient of the
 logits (N x C x 4 bytes) that any loss must allocate.
 """

@@ -7,9 +7,8 @@ C++ extension loader, which needs a C++ compiler and ninja, and cached under
 build takes about half a minute; ``make install`` does it once ahead of time.
 
 Where it cannot be built, or with ``SEQLAB_COMPILED=0`` in the environment when seqlab is
-imported, the same losses run as torch
-operations (``seqlab/losses.py``): same results, slower on small inputs. :func:`status` says
-which is in use and why.
+imported, the same losses run as torch operations (``seqlab/losses.py``): same results, slower
+on small inputs. :func:`status` says which is in use and why.
 
     python -m seqlab.kernels        # build now, print the status
 """
@@ -36,14 +35,8 @@ _module: ModuleType | None = None
 _reason: str | None = None
 _tried = False
 _off = 0
-_OFF_VALUES = ("0", "false", "no", "off")
-
-
-def _switched_off() -> bool:
-    return os.environ.get(ENV_SWITCH, "1").strip().lower() in _OFF_VALUES
-
-
-_OFF_AT_IMPORT = _switched_off()  # read once: the losses ask on every call
+# read once: the losses ask on every call
+_OFF_AT_IMPORT = os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off")
 
 
 def _flags() -> tuple[str, list[str]]:
@@ -64,7 +57,8 @@ def _flags() -> tuple[str, list[str]]:
 def build_directory(capability: str) -> Path:
     root = Path(os.environ.get("SEQLAB_CACHE") or Path.home() / ".cache" / "seqlab")
     version = torch.__version__.replace("+", "-")
-    return root / "kernels" / f"torch-{version}-py{sys.version_info[0]}{sys.version_info[1]}-{capability.lower()}"
+    python = f"py{sys.version_info[0]}{sys.version_info[1]}"
+    return root / "kernels" / f"torch-{version}-{python}-{capability.lower()}"
 
 
 def _source_key() -> str:

@@ -76,6 +76,7 @@ _KINDS = {"ce": 0, "focal": 1, "soft_truncation_margin": 2, "hard_truncation": 3
           "soft_truncation_softmax": 5}
 _MODES = {"mean": 0, "sum": 1, "none": 2}
 _DIVIDE = 3  # sum / num_items_in_batch
+_NO_WEIGHT = torch.empty(0)  # the kernel's "no per-class weight"
 Spec = tuple[int, float, float]
 
 
@@ -402,9 +403,6 @@ def _multiclass(logits: Tensor, target: Tensor, kernel: Kernel, spec: Spec, *,
         scale = _item_scale(w, ignored, reduction, num_items_in_batch, x.dtype)
         out = _FusedLoss.apply(x, kernel, idx, ignored, scale, need_grad, per_item)
     return out.reshape(target.shape) if per_item else out
-
-
-_NO_WEIGHT = torch.empty(0)
 
 
 def _binary(logits: Tensor, target: Tensor, item_loss: ItemLoss, *, needs_log1m: bool,
