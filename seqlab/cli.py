@@ -62,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--question", help="QA: the question")
     r.add_argument("--context-file", help="QA: a file holding the context")
 
+    st = sub.add_parser("study", help="a seeded, paired grid of training runs over losses, "
+                        "and its report (see configs/study-*.yaml)")
+    st.add_argument("config", help="study config (configs/study-*.yaml)")
+    st.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. study.seeds=[1,2]")
+    st.add_argument("--shard", help="i/n: run only the i-th of n shares of the grid")
+    st.add_argument("--dry-run", action="store_true",
+                    help="list the runs and estimate their time from a short timed run")
+    st.add_argument("--report", action="store_true",
+                    help="only aggregate the finished runs into results.json, report.md, figures")
+    st.add_argument("--data-dir", help="data directory for named datasets (default: $SEQLAB_DATA)")
+    st.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     sub.add_parser("datasets", help="list the named datasets")
     return p
 
@@ -71,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Overrides may come after options (`train c.yaml --no-progress loss.gamma=1`).
         args, rest = parser.parse_known_args(argv)
-        if rest and (args.command != "train" or any("=" not in r or r.startswith("-") for r in rest)):
+        if rest and (args.command not in ("train", "study") or any("=" not in r or r.startswith("-") for r in rest)):
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if rest:
             args.overrides = list(args.overrides) + rest
@@ -86,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return {"train": _train, "evaluate": _evaluate, "predict": _predict,
+        return {"train": _train, "evaluate": _evaluate, "predict": _predict, "study": _study,
                 "datasets": _datasets}[args.command](args)
     except SeqlabError as exc:
         print(f"seqlab {args.command}: error: {exc}", file=sys.stderr)
@@ -114,9 +126,15 @@ def _train(args) -> int:
         overrides.append(f"data.data_dir={args.data_dir}")
     cfg = load_config(args.config, overrides)
     prepare_output_dir(cfg)  # fail on an occupied output directory before any work
+    train_from_config(cfg, progress=not args.no_progress)
+    return 0
+
+
+def train_from_config(cfg, *, progress: bool = True) -> dict:
+    """Train the task a validated config describes, print its scores; return the metrics."""
     if cfg.task == "qa":
         from .tasks.qa import run_training
-        return run_training(cfg, progress=not args.no_progress)
+        return run_training(cfg, progress=progress)
 
     from accelerate.utils import set_seed
 
@@ -130,13 +148,32 @@ def _train(args) -> int:
     task = NerTask(cfg, tokenizer, corpus)
     set_seed(cfg.train.seed)
     model = load_token_classifier(cfg.model.encoder, corpus.labels)
-    result = train(cfg, task, model, tokenizer, progress=not args.no_progress)
+    result = train(cfg, task, model, tokenizer, progress=progress)
     for split in ("dev", "test"):
         if split in result:
             print(format_scores(result[split]["default"], f"{split} (seqeval default mode)"))
             print(f"{split} entity F1: {100 * result[split]['default']['f1']:.2f} "
                   f"(strict {100 * result[split]['strict']['f1']:.2f})")
     print(f"model and metrics in {cfg.train.output_dir}")
+    return result
+
+
+def _study(args) -> int:
+    from .study import dry_run, load_study, parse_shard, report, run_grid
+
+    overrides = list(args.overrides)
+    if args.data_dir:
+        overrides.append(f"base.data.data_dir={args.data_dir}")
+    study = load_study(args.config, overrides)
+    parse_shard(args.shard)
+    if args.dry_run:
+        print(dry_run(study, shard_spec=args.shard))
+        return 0
+    if not args.report:
+        run_grid(study, shard_spec=args.shard, progress=not args.no_progress)
+    results = report(study)
+    done = sum(len(e["seeds"]) for e in results["losses"].values())
+    print(f"{done} of {len(study.runs())} runs finished; report in {study.output_dir / 'report.md'}")
     return 0
 
 

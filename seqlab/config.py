@@ -45,6 +45,12 @@ class ModelConfig:
 class LossConfig:
     name: str = "ce"
     options: dict[str, Any] = field(default_factory=dict)
+    # per-class weights from the training label counts n_c: inverse (1 / n_c) or inverse_sqrt
+    # (1 / sqrt(n_c)), scaled to a mean of 1 over training tokens; exclusive with weight
+    class_weight: str | None = None
+
+
+CLASS_WEIGHTS = ("inverse", "inverse_sqrt")
 
 
 @dataclass
@@ -61,6 +67,7 @@ class TrainConfig:
     seed: int = 42
     output_dir: str = "runs/default"
     overwrite: bool = False           # replace an existing output_dir
+    save_model: bool = True           # write the weights and tokenizer (a study may not need them)
     group_by_length: bool = True      # batches of similar length (little padding)
     max_steps: int | None = None      # stop after this many optimizer steps
     log_every: int = 50               # optimizer steps between metrics.jsonl lines
@@ -90,6 +97,8 @@ class Config:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["loss"] = {"name": self.loss.name, **self.loss.options}
+        if self.loss.class_weight:
+            d["loss"]["class_weight"] = self.loss.class_weight
         return d
 
 
@@ -178,6 +187,12 @@ def _build_loss(raw: Any) -> LossConfig:
         raise ConfigError(f"loss: expected a mapping like {{name: focal, gamma: 2.0}}, got {raw!r}")
     raw = dict(raw)
     name = str(raw.pop("name", "ce"))
+    class_weight = raw.pop("class_weight", None)
+    if class_weight is not None and class_weight not in CLASS_WEIGHTS:
+        raise ConfigError(f"loss.class_weight: expected one of {', '.join(CLASS_WEIGHTS)} or null, "
+                          f"got {class_weight!r}")
+    if class_weight is not None and raw.get("weight") is not None:
+        raise ConfigError("loss: give either loss.weight or loss.class_weight, not both")
     if name not in available_losses():
         raise ConfigError(f"loss.name: unknown loss {name!r}; known losses: "
                           f"{', '.join(available_losses())}")
@@ -203,7 +218,7 @@ def _build_loss(raw: Any) -> LossConfig:
         build_loss(name, **{k: v for k, v in options.items() if k != "weight"})
     except ValueError as exc:
         raise ConfigError(f"loss: {exc}") from None
-    return LossConfig(name=name, options=options)
+    return LossConfig(name=name, options=options, class_weight=class_weight)
 
 
 def config_from_dict(raw: dict) -> Config:

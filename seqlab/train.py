@@ -259,8 +259,9 @@ def train(cfg: Config, task, model, tokenizer, *, progress: bool = True) -> dict
                                     progress=progress)
                 result[split] = res
                 log({"event": "final", "split": split, **task.summary(res)})
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        if t.save_model:
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
         task.save_extra(staging)
         (staging / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         _finish(staging, out)

@@ -78,6 +78,21 @@ def load_corpus(cfg: Config, labels: list[str] | None = None) -> NerCorpus:
     return NerCorpus(splits, scheme, cfg.data.train_scheme, labels, name)
 
 
+def class_weights(counts: Sequence[int], kind: str) -> list[float]:
+    """Per-class weights from label counts: ``1 / n_c`` (``inverse``) or ``1 / sqrt(n_c)``
+    (``inverse_sqrt``), scaled so that their mean over the counted tokens is 1. A class never
+    seen counts as seen once.
+
+    Example:
+        >>> class_weights([90, 10], "inverse")
+        [0.5555555555555556, 5.0]
+    """
+    power = {"inverse": 1.0, "inverse_sqrt": 0.5}[kind]
+    raw = [max(n, 1) ** -power for n in counts]
+    scale = sum(counts) / sum(n * w for n, w in zip(counts, raw)) if sum(counts) else 1.0
+    return [w * scale for w in raw]
+
+
 def gold_in_scheme(sent: Sentence, source: str, target: str) -> list[str]:
     return spans_to_tags(tags_to_spans(sent.tags, source), len(sent.tags), target)
 
@@ -97,7 +112,18 @@ class NerTask:
         if "weight" in opts and opts["weight"] is not None and len(opts["weight"]) != len(corpus.labels):
             raise DataError(f"loss.weight has {len(opts['weight'])} values, expected one per label "
                             f"({len(corpus.labels)}: {', '.join(corpus.labels)})")
+        if cfg.loss.class_weight:
+            opts["weight"] = class_weights(self.label_counts(), cfg.loss.class_weight)
         self.loss_fn = build_loss(cfg.loss.name, **opts)
+
+    def label_counts(self) -> list[int]:
+        """How often each label is a word's gold tag in the training split (in the model's
+        scheme)."""
+        counts = [0] * len(self.corpus.labels)
+        for s in self.corpus.splits.get("train", []):
+            for t in gold_in_scheme(s, self.corpus.scheme, self.corpus.train_scheme):
+                counts[self.label2id[t]] += 1
+        return counts
 
     def has_split(self, split: str) -> bool:
         return bool(self.corpus.splits.get(split))
@@ -169,21 +195,44 @@ class NerTask:
                               desc=f"evaluating {split}", progress=progress, dtype=dtype)
         id2label = self.corpus.labels
         pred_tags = [[id2label[i] for i, _ in p] for p in preds]
+        probs = [[q for _, q in p] for p in preds]
         return score_and_write(sents, pred_tags, self.corpus.scheme, self.corpus.train_scheme,
-                               out_file)
+                               out_file, probs=probs)
 
 
 def score_and_write(sents: Sequence[Sentence], pred_tags: list[list[str]], scheme: str,
-                    train_scheme: str, out_file: Path | None) -> dict:
+                    train_scheme: str, out_file: Path | None, *,
+                    probs: list[list[float]] | None = None) -> dict:
+    """Score predicted per-word tags against the gold sentences and write the predictions file.
+
+    The model's tags are read leniently (an ``I-X`` after ``O`` opens an entity, as in
+    :func:`decode_entities`) and written back well-formed in ``train_scheme``: both modes score
+    those tags against the gold converted to ``train_scheme``, so every figure can be recomputed
+    from the written file with seqeval alone.
+
+    The file has one line per word: ``token gold pred`` in the data's own ``scheme``; when that
+    is not ``train_scheme``, then ``gold pred`` again in ``train_scheme`` (the columns scored);
+    then, with ``probs``, the probability of the predicted label.
+    """
     gold = [gold_in_scheme(s, scheme, train_scheme) for s in sents]
-    result = {"default": entity_scores(gold, pred_tags, mode="default", scheme=train_scheme),
-              "strict": entity_scores(gold, pred_tags, mode="strict", scheme=train_scheme),
-              "sentences": len(sents), "words": sum(len(s.tokens) for s in sents)}
+    pred = [spans_to_tags(tags_to_spans(p, train_scheme), len(p), train_scheme) for p in pred_tags]
+    result = {"default": entity_scores(gold, pred, mode="default", scheme=train_scheme),
+              "strict": entity_scores(gold, pred, mode="strict", scheme=train_scheme),
+              "sentences": len(sents), "words": sum(len(s.tokens) for s in sents),
+              "scored_columns": (f"gold and pred in {train_scheme.upper()}: columns 2 and 3"
+                                 if scheme == train_scheme else
+                                 f"gold and pred in {train_scheme.upper()}: columns 4 and 5")}
     if out_file is not None:
         rows = []
-        for s, p in zip(sents, pred_tags):
-            p_orig = spans_to_tags(tags_to_spans(p, train_scheme), len(p), scheme)
-            rows.append([(tok, g, q) for tok, g, q in zip(s.tokens, s.tags, p_orig)])
+        for k, (s, g, p) in enumerate(zip(sents, gold, pred)):
+            cols = [s.tokens, s.tags]
+            if scheme == train_scheme:
+                cols.append(p)
+            else:
+                cols += [spans_to_tags(tags_to_spans(p, train_scheme), len(p), scheme), g, p]
+            if probs is not None:
+                cols.append([f"{q:.4f}" for q in probs[k]])
+            rows.append(list(zip(*cols)))
         write_conll(out_file, rows)
     return result
 

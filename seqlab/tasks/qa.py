@@ -261,7 +261,7 @@ def _load_model(name: str, head: str):
     return load_question_answering(name)
 
 
-def run_training(cfg: Config, progress: bool = True) -> int:
+def run_training(cfg: Config, progress: bool = True) -> dict:
     from accelerate.utils import set_seed
 
     from ..models import load_tokenizer
@@ -286,7 +286,7 @@ def run_training(cfg: Config, progress: bool = True) -> int:
         print(f"eval ({len(splits['dev'])} questions): EM {100 * result['dev']['exact_match']:.2f} "
               f"F1 {100 * result['dev']['f1']:.2f}")
     print(f"model and metrics in {cfg.train.output_dir}")
-    return 0
+    return result
 
 
 def _task_for(args, meta: dict, cfg: Config, splits: dict, language: str):
