@@ -10,7 +10,9 @@ from seqlab.config import load_config
 from seqlab.errors import ConfigError
 from seqlab.losses import build_loss
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+ALL_CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+CONFIGS = [p for p in ALL_CONFIGS if not p.stem.startswith("study-")]
+STUDIES = [p for p in ALL_CONFIGS if p.stem.startswith("study-")]
 
 
 def test_there_are_configs():
@@ -30,6 +32,23 @@ def test_config_loads_and_validates(path):
     if cfg.task == "ner":
         from seqlab.data.registry import DATASETS
         assert cfg.data.dataset in DATASETS
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
+def test_study_config_loads_and_every_run_validates(path):
+    from seqlab.config import config_from_dict
+    from seqlab.study import load_study
+
+    study = load_study(path)
+    assert study.baseline == "ce" and len(study.seeds) >= 3
+    for run in study.runs():
+        cfg = config_from_dict(run.config)
+        build_loss(cfg.loss.name, **cfg.loss.options)
+        assert cfg.train.seed == run.seed and not cfg.train.save_model
+
+
+def test_there_are_study_configs():
+    assert {"study-wnut17", "study-conll2003-1k", "study-ncbi-disease"} <= {p.stem for p in STUDIES}
 
 
 def test_overrides_and_coercion(tmp_path):
