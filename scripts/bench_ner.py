@@ -175,25 +175,24 @@ def predict_speed(model_dir: Path, corpus, repeats: int) -> dict:
     texts = [" ".join(s.tokens) for s in sents]
     ner = pipeline("token-classification", model=str(model_dir), aggregation_strategy="first",
                    batch_size=64, device=-1)
-    variants = {"seqlab": (None, True), "seqlab, model forward": (None, False),
-                "seqlab bf16": (torch.bfloat16, True)}
+    variants = {"seqlab": None, "seqlab bf16": torch.bfloat16}
     times = {**{name: [] for name in variants}, "pipeline": []}
     f1 = {}
     for _ in range(repeats):
-        for name, (dtype, fast) in variants.items():
+        for name, dtype in variants.items():
             # text in, entities with character offsets out, as `seqlab predict` does it
             t0 = time.perf_counter()
             split = [split_words(t) for t in texts]
             preds = predict_words(model, tok, [w for w, _ in split], max_length=meta["max_length"],
                                   overlap=meta["window_overlap"], batch_size=64, progress=False,
-                                  dtype=dtype, fast=fast)
+                                  dtype=dtype)
             for text, (words, offsets), pred in zip(texts, split, preds):
                 decode_entities(words, pred, meta["labels"], meta["train_scheme"], offsets, text)
             times[name].append(len(texts) / (time.perf_counter() - t0))
             if name not in f1:  # scored on the gold words, outside the timing
                 preds = predict_words(model, tok, [s.tokens for s in sents],
                                       max_length=meta["max_length"], overlap=meta["window_overlap"],
-                                      batch_size=64, progress=False, dtype=dtype, fast=fast)
+                                      batch_size=64, progress=False, dtype=dtype)
                 tags = [[corpus.labels[i] for i, _ in p] for p in preds]
                 result = score_and_write(sents, tags, corpus.scheme, corpus.train_scheme, None)
                 f1[name] = result["default"]["f1"]
@@ -216,7 +215,7 @@ def predict_only(args) -> int:
     print(f"\n{model_dir}, test split, median of {args.predict_repeats} interleaved runs, "
           f"torch threads {torch.get_num_threads()}")
     print("| | sentences/s | x pipeline | test F1 |\n|---|---:|---:|---:|")
-    for name in ("seqlab", "seqlab, model forward", "seqlab bf16", "pipeline"):
+    for name in ("seqlab", "seqlab bf16", "pipeline"):
         f1 = f"{100 * speed['f1'][name]:.2f}" if name in speed["f1"] else "-"
         print(f"| {name} | {speed[name]:.0f} | {speed[name] / speed['pipeline']:.2f} | {f1} |")
     return 0
@@ -255,10 +254,8 @@ def main(argv=None) -> int:
             ("dev entity F1 (seqeval default)", f"{100 * ours['dev_f1']:.2f}", f"{100 * ref['dev_f1']:.2f}" if ref else "-"),
             ("test entity F1 (seqeval default)", f"{100 * ours['test_f1']:.2f}", f"{100 * ref['test_f1']:.2f}" if ref else "-"),
             ("predict sentences/s (test set)", f"{speed['seqlab']:.0f}", f"{speed['pipeline']:.0f} (pipeline)"),
-            ("predict sentences/s, the model's own forward (fp32)",
-             f"{speed['seqlab, model forward']:.0f}", "-"),
             ("predict sentences/s, bf16 autocast (`--bf16`)", f"{speed['seqlab bf16']:.0f}", "-"),
-            ("test entity F1 of `predict` output, fp32 / model forward / bf16",
+            ("test entity F1 of `predict` output, fp32 / bf16",
              " / ".join(f"{100 * speed['f1'][k]:.2f}" for k in speed["f1"]), "-")]
     print(f"\nCoNLL-2003, {args.encoder}, epochs {args.epochs}, batch {args.batch_size}, max_length "
           f"{args.max_length}, lr {args.lr}, seed {args.seed}, train limit {args.limit}, "

@@ -5,12 +5,10 @@
 Prints, for the test split of a named dataset:
 - positions the encoder runs over: seqlab's equal-length batches against the pipeline's
   batches of 64 in input order, padded to their longest row;
-- sentences/s with equal-length batches (through seqlab's fast forward, and through the
-  model's own) against sorted batches of 64 padded to their longest (median of interleaved
-  runs);
-- for the model's own forward (its ``nn.Linear`` modules can be timed): the share of
-  prediction time in the encoder forward and in its linear layers, and the linear layers'
-  GFLOP/s next to a bare float32 matrix product of the same width.
+- sentences/s with equal-length batches against sorted batches of 64 padded to their longest
+  (median of interleaved runs);
+- the share of prediction time in the encoder forward and in its linear layers, and the linear
+  layers' GFLOP/s next to a bare float32 matrix product of the same width.
 """
 
 from __future__ import annotations
@@ -30,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from seqlab.data.alignment import build_features, subwords_per_word  # noqa: E402
 from seqlab.data.registry import load_named  # noqa: E402
 from seqlab.models import load_token_classifier, load_tokenizer  # noqa: E402
-from seqlab.models.fast import onednn_linear_available  # noqa: E402
 from seqlab.tasks.ner import pad_batch, predict_words  # noqa: E402
 
 
@@ -67,31 +64,18 @@ class Timer:
             self.total += time.perf_counter() - self._t0
 
 
-def matmul_gflops(width: int, hidden: int, rows: int = 8192, repeats: int = 10,
-                  onednn: bool = False) -> float:
-    """float32 GFLOP/s of ``x @ a @ b`` (a feed-forward block's two products), through the
-    default matmul or through oneDNN with packed weights (as seqlab's fast forward runs them)."""
+def matmul_gflops(width: int, hidden: int, rows: int = 8192, repeats: int = 10) -> float:
+    """float32 GFLOP/s of ``x @ a @ b`` (a feed-forward block's two products)."""
     x, a, b = torch.randn(rows, width), torch.randn(hidden, width), torch.randn(width, hidden)
-    if onednn:
-        pa, pb = (torch.ops.mkldnn._reorder_linear_weight(w, None) for w in (a, b))
 
-        def run():
-            lin = torch.ops.mkldnn._linear_pointwise
-            return lin(lin(x, pa, None, "none", [], ""), pb, None, "none", [], "")
-    else:
-        def run():
-            return torch.nn.functional.linear(torch.nn.functional.linear(x, a), b)
+    def run():
+        return torch.nn.functional.linear(torch.nn.functional.linear(x, a), b)
+
     run()
     t0 = time.perf_counter()
     for _ in range(repeats):
         run()
     return 4 * rows * width * hidden * repeats / (time.perf_counter() - t0) / 1e9
-
-
-def onednn_gflops(width: int, hidden: int) -> str:
-    if not onednn_linear_available():
-        return "not available"
-    return f"{matmul_gflops(width, hidden, onednn=True):.0f} GFLOP/s"
 
 
 def main(argv=None) -> int:
@@ -119,12 +103,9 @@ def main(argv=None) -> int:
     print(f"{args.dataset} {args.split}: {len(sents)} sentences; positions run by the encoder: "
           f"seqlab {ours}, pipeline (batches of 64 in input order) {theirs}, ratio {theirs / ours:.2f}")
 
-    runs = {"equal-length batches, fast forward (seqlab's default)": lambda: predict_words(
+    runs = {"equal-length batches (seqlab)": lambda: predict_words(
                 model, tok, sents, max_length=length, overlap=overlap,
                 batch_size=args.batch_size, progress=False),
-            "equal-length batches, the model's own forward": lambda: predict_words(
-                model, tok, sents, max_length=length, overlap=overlap,
-                batch_size=args.batch_size, progress=False, fast=False),
             f"sorted, padded batches of {args.batch_size}": lambda: predict_padded(
                 model, tok, sents, length, overlap, args.batch_size)}
     speed: dict[str, list[float]] = {k: [] for k in runs}
@@ -139,16 +120,14 @@ def main(argv=None) -> int:
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     forward, linear = Timer([model]), Timer(linears)
     t0 = time.perf_counter()
-    runs["equal-length batches, the model's own forward"]()
+    runs["equal-length batches (seqlab)"]()
     total = time.perf_counter() - t0
     flops = 2 * ours * sum(m.in_features * m.out_features for m in linears)
     cfg = model.config
-    print(f"the model's own forward, time: {total:.2f} s; encoder forward {100 * forward.total / total:.0f}%, its linear "
+    print(f"prediction time: {total:.2f} s; encoder forward {100 * forward.total / total:.0f}%, its linear "
           f"layers {100 * linear.total / total:.0f}% at {flops / linear.total / 1e9:.0f} GFLOP/s; "
           f"a bare float32 matmul 8192 x {cfg.hidden_size} x {cfg.intermediate_size}: "
-          f"{matmul_gflops(cfg.hidden_size, cfg.intermediate_size):.0f} GFLOP/s, through oneDNN "
-          f"with packed weights (the fast forward's way): "
-          f"{onednn_gflops(cfg.hidden_size, cfg.intermediate_size)} "
+          f"{matmul_gflops(cfg.hidden_size, cfg.intermediate_size):.0f} GFLOP/s "
           f"(torch threads {torch.get_num_threads()})")
     return 0
 

@@ -249,6 +249,18 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError(f"train.warmup_ratio: expected a value in [0, 1), got {cfg.train.warmup_ratio}")
     if cfg.model.window_overlap < 0:
         raise ConfigError("model.window_overlap: expected a value >= 0")
+    if cfg.task == "qa":
+        q = cfg.qa
+        if q.max_query_length < 1 or q.doc_stride < 0:
+            raise ConfigError("qa.max_query_length: expected >= 1, qa.doc_stride: expected >= 0")
+        room = cfg.model.max_length - q.max_query_length - 3  # [CLS] question [SEP] context [SEP]
+        if room <= q.doc_stride:
+            raise ConfigError(
+                f"qa.doc_stride: {q.doc_stride} leaves windows no room to advance: model.max_length "
+                f"{cfg.model.max_length} - qa.max_query_length {q.max_query_length} - 3 special "
+                f"tokens = {room} context subwords, which must be more than qa.doc_stride")
+        if cfg.loss.class_weight:
+            raise ConfigError("loss.class_weight applies to NER (task: ner)")
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

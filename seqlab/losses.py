@@ -18,16 +18,23 @@ the result is the (weighted) sum divided by that number, which keeps gradient ac
 when the number is the count of items in the whole accumulated batch. A batch in which every item
 is ignored gives 0 with a zero gradient, never NaN, and so does ``num_items_in_batch=0``.
 
-Inputs of any floating dtype are computed in float32 (float64 stays float64), in log space: for
-the multiclass losses :math:`\log p_t` and :math:`\log(1-p_t)` both come from the sum over the
-other classes (exact however close :math:`p_t` is to 0 or 1), for the binary ones from
-``logsigmoid``; so no probability is ever clamped with an epsilon and logits of
-:math:`\pm 10^4` stay finite in value and gradient.
+Every loss is ordinary autograd over a few tensor operations, so it runs on any device and
+under ``torch.compile(fullgraph=True)``. Inputs of any floating dtype are computed in float32
+(float64 stays float64), in log space. The multiclass losses work from the margin of the target
+against the other classes, :math:`z = \mathrm{logsumexp}_{j \ne t} x_j - x_t`:
 
-The multiclass losses on float32 (or float16/bfloat16) CPU tensors run through a compiled kernel
-(:mod:`seqlab.kernels`) that computes each row's loss and gradient in one pass; elsewhere, or
-where it cannot be built, they run as the torch operations below. Both compute the same
-formulas and the tests hold them to each other.
+.. math:: \log p_t = -\mathrm{softplus}(z), \qquad \log(1 - p_t) = -\mathrm{softplus}(-z),
+
+both exact however close :math:`p_t` is to 0 or 1, with no probability clamped by an epsilon;
+logits of :math:`\pm 10^4` stay finite in value and gradient. Cross-entropy itself is
+:func:`torch.nn.functional.cross_entropy`.
+
+No loss reads a tensor's value on the host, so none makes a device wait: on the CPU an
+out-of-range class index is caught by the indexing itself and reported as a ``ValueError``; on
+other devices it is, as in :func:`torch.nn.functional.cross_entropy`, a device-side assertion.
+Binary targets are not range-checked (as in
+:func:`torch.nn.functional.binary_cross_entropy_with_logits`), nor are tensor values of
+``num_items_in_batch``.
 
 Notation below: :math:`p = \mathrm{softmax}(x)`, :math:`p_t` the probability of the target
 class, :math:`s` the logistic sigmoid, :math:`[\cdot]` is 1 where true and 0 elsewhere.
@@ -44,8 +51,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from seqlab import kernels
-
 __all__ = [
     "Reduction",
     "cross_entropy",
@@ -53,6 +58,7 @@ __all__ = [
     "soft_truncation_loss",
     "hard_truncation_loss",
     "dice_loss",
+    "log_p_and_log1m_p",
     "CrossEntropyLoss",
     "FocalLoss",
     "SoftTruncationLoss",
@@ -66,18 +72,13 @@ __all__ = [
 Reduction = Literal["none", "mean", "sum"]
 _REDUCTIONS = ("none", "mean", "sum")
 
-# A per-item loss written in terms of log p_t and log(1 - p_t). ``log1m_p`` is None when the
-# loss declared it does not need it (saves one pass over the logits).
-ItemLoss = Callable[[Tensor, Tensor | None], Tensor]
+# A per-item loss of (log p_t, log(1 - p_t)).
+ItemLoss = Callable[[Tensor, Tensor], Tensor]
 
-# The compiled kernel's loss kinds and reduction modes (seqlab/csrc/losses.cpp, enums Kind and
-# Mode). A loss's spec is (kind, a, b), its two parameters as the kernel reads them.
-_KINDS = {"ce": 0, "focal": 1, "soft_truncation_margin": 2, "hard_truncation": 3, "dice": 4,
-          "soft_truncation_softmax": 5}
-_MODES = {"mean": 0, "sum": 1, "none": 2}
-_DIVIDE = 3  # sum / num_items_in_batch
-_NO_WEIGHT = torch.empty(0)  # the kernel's "no per-class weight"
-Spec = tuple[int, float, float]
+# Stands in for the target's logit when the other classes' log-sum-exp is taken: finite (so a
+# row whose other classes are all -inf stays differentiable), and far below any real logit (so
+# it adds exactly 0 to every other row's sum).
+_TARGET_FILL = -1e30
 
 
 # --------------------------------------------------------------------------- validation
@@ -88,21 +89,18 @@ def _check_reduction(reduction: str) -> None:
         raise ValueError(f"reduction must be one of {list(_REDUCTIONS)}, got {reduction!r}")
 
 
-def _check_num_items(n):
-    """``num_items_in_batch``: None, a number >= 0 or a one-element tensor (its value is read
-    where that costs no device synchronisation, on the CPU)."""
+def _check_num_items(n) -> None:
+    """``num_items_in_batch``: None, a number >= 0, or a one-element tensor (whose value is not
+    read: that would wait for the device)."""
     if n is None:
-        return None
+        return
     if isinstance(n, Tensor):
         if n.numel() != 1:
             raise ValueError(f"num_items_in_batch must be a number or a one-element tensor, got a "
                              f"tensor of shape {tuple(n.shape)}")
-        if n.device.type != "cpu":
-            return n
-        n = n.item()
+        return
     if isinstance(n, bool) or not isinstance(n, (int, float)) or math.isnan(n) or n < 0:
         raise ValueError(f"num_items_in_batch must be a count >= 0, got {n!r}")
-    return n
 
 
 def _check_range(name: str, value: float, low: float, high: float | None = None,
@@ -134,7 +132,7 @@ def _check_weight(weight: Tensor | None, num_classes: int, logits: Tensor) -> Te
 
 
 def _check_multiclass(logits: Tensor, target: Tensor) -> None:
-    """Types and shapes; the target values are checked by :func:`_check_target_values`."""
+    """Types and shapes (no values: see :func:`_target_errors`)."""
     if not isinstance(logits, Tensor) or not logits.is_floating_point():
         raise ValueError(
             f"logits must be a floating-point tensor, got "
@@ -155,38 +153,26 @@ def _check_multiclass(logits: Tensor, target: Tensor) -> None:
         )
 
 
-def _check_target_values(target: Tensor, num_classes: int, ignore_index: int) -> None:
-    """ValueError naming the first target outside [0, C) that is not ``ignore_index``."""
-    if target.numel() == 0:
-        return
-    bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
-    if bool(bad.any()):
-        value = int(target[bad].flatten()[0])
-        raise ValueError(
-            f"target holds {value}, expected a class index in [0, {num_classes}) or "
-            f"ignore_index={ignore_index}"
-        )
-
-
 @contextlib.contextmanager
 def _target_errors(target: Tensor, num_classes: int, ignore_index: int):
-    """Turn an out-of-range target into seqlab's ValueError.
+    """Report an out-of-range class index as a ValueError naming it.
 
-    On the CPU, indexing and ``gather`` check every index themselves, so the values are only
-    looked at when they raise (no extra pass and no synchronisation per call). On other
-    devices an out-of-range index is a device-side assertion, so they are checked first."""
-    if target.device.type != "cpu":
-        _check_target_values(target, num_classes, ignore_index)
-        yield
-        return
+    Indexing checks every index itself (on the CPU it raises, on other devices it is a
+    device-side assertion), so the values are only looked at once it has failed: no extra pass,
+    and no wait for the device on the way that succeeds."""
     try:
         yield
     except (RuntimeError, IndexError):
-        _check_target_values(target, num_classes, ignore_index)
+        if target.device.type == "cpu":
+            bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
+            if bool(bad.any()):
+                raise ValueError(
+                    f"target holds {int(target[bad].flatten()[0])}, expected a class index in "
+                    f"[0, {num_classes}) or ignore_index={ignore_index}") from None
         raise
 
 
-def _check_binary(logits: Tensor, target: Tensor, ignore_index: int) -> None:
+def _check_binary(logits: Tensor, target: Tensor) -> None:
     if not isinstance(logits, Tensor) or not logits.is_floating_point():
         raise ValueError("logits must be a floating-point tensor")
     if not isinstance(target, Tensor):
@@ -196,234 +182,103 @@ def _check_binary(logits: Tensor, target: Tensor, ignore_index: int) -> None:
             f"target has shape {tuple(target.shape)}, expected {tuple(logits.shape)} "
             "(binary losses take a target of the same shape as logits)"
         )
-    t = target.to(torch.float64)
-    bad = (t != ignore_index) & ((t < 0) | (t > 1))
-    if bool(bad.any()):
-        value = float(t[bad].flatten()[0])
-        raise ValueError(
-            f"binary target holds {value}, expected a value in [0, 1] or ignore_index={ignore_index}"
-        )
 
 
 # --------------------------------------------------------------------------- core
 
 
-def _softmax_parts(x: Tensor, idx: Tensor, others: bool):
-    r"""What the multiclass losses need of :math:`\mathrm{softmax}(x)`, from one pass of
-    exponentials over ``x`` ``(N, C)`` with target indices ``idx`` ``(N, 1)``.
+def log_p_and_log1m_p(x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    r""":math:`\log p_t` and :math:`\log(1 - p_t)` of logits ``x`` ``(N, C)`` at target indices
+    ``idx`` ``(N,)``, from the margin :math:`z = \mathrm{logsumexp}_{j \ne t} x_j - x_t`:
+    :math:`-\mathrm{softplus}(z)` and :math:`-\mathrm{softplus}(-z)`.
 
-    Returns ``e`` (:math:`\exp(x - \max x)`, with the target column set to 0 when ``others``),
-    ``total`` (:math:`\sum_j e_j`, so :math:`p = e / \mathrm{total}`), ``rest`` (the sum over
-    the other classes, so :math:`1 - p_t = \mathrm{rest} / \mathrm{total}` exactly),
-    :math:`\log p_t`, :math:`\log(1 - p_t)`, and ``tiny``: the rows where ``rest`` underflows
-    against the row maximum (a margin of about 80 or more in float32), whose
-    :math:`\log(1 - p_t)` is recomputed exactly with the target masked out (None if no row).
-    ``rest``, :math:`\log(1 - p_t)` and ``tiny`` are None unless ``others``.
-
-    With ``others``, :math:`\log \mathrm{total}` is :math:`\mathrm{log1p}(\mathrm{rest} + e_t - 1)`:
-    where the target is the row maximum (:math:`e_t = 1`) that is :math:`\mathrm{log1p}(\mathrm{rest})`,
-    so :math:`\log p_t` keeps its relative precision as :math:`p_t \to 1`, where
-    :math:`x_t - \mathrm{logsumexp}(x)` rounds to 0.
+    Both keep their relative precision at either end (:math:`x_t - \mathrm{logsumexp}(x)` rounds
+    to 0 as :math:`p_t \to 1`, and :math:`\log(1 - e^{\log p_t})` loses everything there).
+    Classes with a ``-inf`` logit count as absent; a row with no other class has
+    :math:`\log p_t = 0` and a very negative, finite :math:`\log(1 - p_t)`.
     """
-    m = x.amax(dim=-1, keepdim=True).nan_to_num_(0.0, 0.0, 0.0)
-    e = torch.sub(x, m).exp_()
-    x_t = x.gather(-1, idx).sub_(m).squeeze(-1)  # x_t - max
-    if not others:
-        total = e.sum(-1)
-        return e, total, None, x_t.sub_(total.log()), None, None
-    e_t = e.gather(-1, idx).squeeze(-1)
-    rest = e.scatter_(-1, idx, 0.0).sum(-1)
-    total = rest + e_t
-    log_total = torch.log1p(e_t.sub_(1.0).add_(rest))
-    logp = x_t.sub_(log_total)
-    log1m = rest.log().sub_(log_total)
-    tiny, floor = None, torch.finfo(x.dtype).tiny * 2**24
-    if x.shape[-1] > 1 and rest.numel() and float(rest.amin()) < floor:
-        tiny = (rest < floor).nonzero(as_tuple=True)
-        exact = torch.logsumexp(x[tiny].scatter(-1, idx[tiny], -math.inf), dim=-1)
-        log1m = log1m.index_put(tiny, exact - torch.logsumexp(x[tiny], dim=-1))
-    return e, total, rest, logp, log1m, tiny
+    idx = idx.unsqueeze(-1)
+    x_t = x.gather(-1, idx).squeeze(-1)
+    others = x.scatter(-1, idx, _TARGET_FILL)
+    z = torch.logsumexp(others, dim=-1) - x_t
+    return -F.softplus(z), -F.softplus(-z)
 
 
-# A kernel computes, for logits x (N, C), target indices (N, 1), a mask of ignored items (N,) and the
-# scale of each item in the reduction (weight / denominator: a tensor (N,) or (), a number, or
-# None for 1): the scaled per-item losses (N,), 0 where ignored, and, when asked, the gradient
-# of their sum with respect to x, in one forward.
-Kernel = Callable[[Tensor, Tensor, Tensor, "Tensor | float | None", bool],
-                  tuple[Tensor, "Tensor | None"]]
-
-# A per-item loss of (log p_t, log(1 - p_t)) with its two partial derivatives:
-# (loss, d loss / d log p_t, d loss / d log(1 - p_t)); the third is None when the loss does
-# not depend on log(1 - p_t), and log(1 - p_t) is then not computed (it arrives as None).
-ItemGrad = Callable[[Tensor, "Tensor | None"], tuple[Tensor, Tensor, "Tensor | None"]]
-
-
-def _scaled(parts: list[Tensor] | Tensor, ignored: Tensor, scale) -> Tensor:
-    """The per-item tensors stacked, times ``scale``, and exactly 0 on ignored items (even where
-    an ignored item's loss is not finite); in place, so one stack of them is alive at a time."""
-    stacked = torch.stack(parts) if isinstance(parts, list) else parts
-    if scale is not None:
-        stacked.mul_(scale)
-    return stacked.masked_fill_(ignored, 0.0)
-
-
-def _item_kernel(item_grad: ItemGrad, needs_log1m: bool) -> Kernel:
-    r"""A kernel for a loss of :math:`\log p_t` and :math:`\log(1-p_t)`.
-
-    With :math:`c_1, c_2` the scaled partials, the gradient is
-    :math:`c_1([j=t] - p_j) + c_2(q_j - p_j)` for :math:`j \ne t`, where :math:`q` is the softmax
-    over the classes other than t (:math:`\partial \log(1-p_t) / \partial x_j`), and
-    :math:`c_1 (1 - p_t) - c_2 p_t` at the target.
-    """
-
-    def kernel(x: Tensor, idx: Tensor, ignored: Tensor, scale, need_grad: bool):
-        e, total, rest, logp, log1m, tiny = _softmax_parts(x, idx, needs_log1m)
-        item, g1, g2 = item_grad(logp, log1m)
-        parts = _scaled([item, g1] if g2 is None else [item, g1, g2], ignored, scale)
-        del item, g1
-        if not need_grad:
-            return parts[0], None
-        c1 = parts[1]
-        if g2 is None:
-            grad = e.mul_((c1 / total).neg_().unsqueeze(-1))
-            at_t = torch.expm1(logp).mul_(c1).neg_()
-        else:
-            c2 = parts[2]
-            grad = e.mul_((c2 / rest).sub_((c1 + c2).div_(total)).unsqueeze(-1))
-            at_t = (rest / total).mul_(c1).sub_(torch.exp(logp).mul_(c2))
-        grad.scatter_(-1, idx, at_t.unsqueeze(-1))
-        if tiny is not None:
-            # where the others underflow, q from the other classes' own softmax
-            xr, ir, c1r, c2r = x[tiny], idx[tiny], c1[tiny], c2[tiny]
-            q = torch.softmax(xr.scatter(-1, ir, -math.inf), -1).nan_to_num_(0.0)
-            rows = q.mul_(c2r.unsqueeze(-1)).sub_(torch.softmax(xr, -1).mul_((c1r + c2r).unsqueeze(-1)))
-            rows.scatter_(-1, ir, (c1r * log1m[tiny].exp() - c2r * logp[tiny].exp()).unsqueeze(-1))
-            grad = grad.index_put_(tiny, rows)
-        return parts[0], grad
-
-    return kernel
-
-
-class _FusedLoss(torch.autograd.Function):
-    """A kernel's loss (summed, or per item) and, computed in the same forward, its gradient;
-    backward only scales that gradient. Only the gradient (N x C) is kept between the two."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, kernel: Kernel, idx: Tensor, ignored: Tensor, scale,
-                need_grad: bool, per_item: bool) -> Tensor:
-        out, grad = kernel(x, idx, ignored, scale, need_grad)
-        ctx.per_item = per_item
-        if grad is not None:
-            ctx.save_for_backward(grad)
-        return out if per_item else out.sum()
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g: Tensor):
-        (grad,) = ctx.saved_tensors
-        return grad * (g.unsqueeze(-1) if ctx.per_item else g), None, None, None, None, None, None
-
-
-def _reduce(item: Tensor, w: Tensor | None, valid: Tensor, reduction: str,
-            num_items_in_batch: int | Tensor | None) -> Tensor:
-    """Weight, zero the ignored items and reduce. ``item`` is the unweighted per-item loss."""
+def _reduce(item: Tensor, w: Tensor | None, ignored: Tensor, reduction: str,
+            num_items_in_batch: int | float | Tensor | None) -> Tensor:
+    """Weight, zero the ignored items and reduce; ``item`` is the unweighted per-item loss.
+    Every count stays a tensor, so nothing waits for the device."""
     if w is not None:
         item = item * w
-    item = torch.where(valid, item, 0.0)
-    if num_items_in_batch is None and reduction == "none":
+    item = item.masked_fill(ignored, 0.0)
+    if num_items_in_batch is not None:  # 0: every item ignored, so the sum is 0 too
+        total = item.sum()
+        if isinstance(num_items_in_batch, Tensor):
+            n = num_items_in_batch.to(device=total.device, dtype=total.dtype)
+            return total / n.clamp_min(torch.finfo(total.dtype).tiny)
+        return total / num_items_in_batch if num_items_in_batch else total * 0.0
+    if reduction == "none":
         return item
     total = item.sum()
-    if num_items_in_batch is not None:  # 0: every item ignored, so the sum is 0 too
-        if isinstance(num_items_in_batch, Tensor):
-            return total / num_items_in_batch.to(device=total.device, dtype=total.dtype) \
-                .clamp_min(torch.finfo(total.dtype).tiny)
-        return total / num_items_in_batch if num_items_in_batch else total * 0.0
     if reduction == "sum":
         return total
-    denom = (w * valid).sum() if w is not None else valid.sum().to(total.dtype)
-    # An all-ignored batch: the sum is an exact 0 connected to the graph, so its gradient is 0.
+    denom = w.masked_fill(ignored, 0.0).sum() if w is not None else \
+        (~ignored).sum().to(total.dtype)
+    # an all-ignored batch: the sum is an exact 0 connected to the graph, so its gradient is 0
     return total / denom.clamp_min(torch.finfo(total.dtype).tiny)
 
 
-def _item_scale(w: Tensor | None, ignored: Tensor, reduction: str,
-                num_items_in_batch: int | Tensor | None, dtype: torch.dtype):
-    """Each item's factor in the reduced loss (None = 1): its weight, divided by
-    ``num_items_in_batch`` or, for ``"mean"``, by the weighted count of valid items (clamped
-    away from 0, so an all-ignored batch gives 0, not NaN)."""
-    if num_items_in_batch is not None:  # 0: every item ignored, and the result is 0
-        if isinstance(num_items_in_batch, Tensor):
-            n = num_items_in_batch.to(device=ignored.device, dtype=dtype).clamp_min(
-                torch.finfo(dtype).tiny)
-            return w / n if w is not None else n.reciprocal()
-        factor = 1.0 / num_items_in_batch if num_items_in_batch else 0.0
-        return w * factor if w is not None else factor
-    if reduction != "mean":
-        return w
-    if w is None and ignored.device.type == "cpu":  # a count: no tensor arithmetic needed
-        count = ignored.numel() - int(ignored.sum())
-        return 1.0 / count if count else 0.0
-    denom = (w.masked_fill(ignored, 0.0).sum() if w is not None else
-             (ignored.numel() - ignored.sum()).to(dtype)).clamp_min(torch.finfo(dtype).tiny)
-    return w / denom if w is not None else denom.reciprocal()
-
-
-def _multiclass(logits: Tensor, target: Tensor, kernel: Kernel, spec: Spec, *,
-                weight: Tensor | None, ignore_index: int, reduction: str,
-                num_items_in_batch: int | Tensor | None) -> Tensor:
-    """A multiclass loss: checks, dtype rule, weights, ignored items and the reduction, with the
-    gradient computed in the forward, by the compiled kernel where it applies (``spec``) and
-    otherwise by the torch ``kernel`` (:class:`_FusedLoss`)."""
+def _multiclass_inputs(logits: Tensor, target: Tensor, weight, ignore_index: int,
+                       reduction: str, num_items_in_batch):
+    """Checks and the shared preparation: logits ``(N, C)`` in the compute dtype with ignored
+    rows zeroed (so a row of ``-inf`` padding cannot put a NaN in any gradient), target indices
+    with ignored items at 0, the ignored mask, and each item's weight (or None)."""
     _check_multiclass(logits, target)
     _check_reduction(reduction)
-    num_items_in_batch = _check_num_items(num_items_in_batch)
+    _check_num_items(num_items_in_batch)
     num_classes = logits.shape[-1]
     w_all = _check_weight(weight, num_classes, logits)
-    per_item = num_items_in_batch is None and reduction == "none"
-    if (logits.device.type == "cpu" and logits.dtype != torch.float64 and num_classes > 0
-            and (compiled := kernels.losses()) is not None):
-        # each call below costs microseconds, which count at small sizes: skip the no-ops
-        x = logits if logits.dtype == torch.float32 else logits.float()
-        if x.dim() != 2:
-            x = x.reshape(-1, num_classes)
-        t = target if target.dim() == 1 and target.dtype == torch.int64 else \
-            target.reshape(-1).long()
-        mode, denominator = _MODES[reduction], 0.0
-        if num_items_in_batch is not None:  # a number here (a CPU tensor was read)
-            mode, denominator = _DIVIDE, float(num_items_in_batch)
-        out = compiled.multiclass_loss(x, t, w_all if w_all is not None else _NO_WEIGHT, *spec,
-                                       ignore_index, mode, denominator)
-        return out.reshape(target.shape) if per_item else out
-    x = logits.to(_compute_dtype(logits)).reshape(-1, num_classes)
     t = target.reshape(-1)
     ignored = t == ignore_index
-    idx = t.masked_fill(ignored, 0).long().unsqueeze(-1)
-    need_grad = torch.is_grad_enabled() and x.requires_grad
-    with _target_errors(target, num_classes, ignore_index):
-        w = w_all[idx.squeeze(-1)] if w_all is not None else None
-        scale = _item_scale(w, ignored, reduction, num_items_in_batch, x.dtype)
-        out = _FusedLoss.apply(x, kernel, idx, ignored, scale, need_grad, per_item)
-    return out.reshape(target.shape) if per_item else out
+    idx = t.masked_fill(ignored, 0).long()
+    x = logits.to(_compute_dtype(logits)).reshape(-1, num_classes).masked_fill(
+        ignored.unsqueeze(-1), 0.0)
+    w = w_all[idx] if w_all is not None else None
+    return x, idx, ignored, w
 
 
-def _binary(logits: Tensor, target: Tensor, item_loss: ItemLoss, *, needs_log1m: bool,
-            weight: Tensor | None, ignore_index: int, reduction: str,
-            num_items_in_batch: int | Tensor | None, alpha: float | None = None) -> Tensor:
-    _check_binary(logits, target, ignore_index)
+def _multiclass(logits: Tensor, target: Tensor, item_loss: ItemLoss, *, weight, ignore_index: int,
+                reduction: str, num_items_in_batch) -> Tensor:
+    """A multiclass loss given as a function of :math:`\\log p_t` and :math:`\\log(1 - p_t)`."""
+    num_classes = logits.shape[-1] if isinstance(logits, Tensor) and logits.dim() else 0
+    errors = (_target_errors(target, num_classes, ignore_index)
+              if not torch.compiler.is_compiling() else contextlib.nullcontext())
+    with errors:
+        x, idx, ignored, w = _multiclass_inputs(logits, target, weight, ignore_index, reduction,
+                                                num_items_in_batch)
+        logp, log1m = log_p_and_log1m_p(x, idx)
+    out = _reduce(item_loss(logp, log1m), w, ignored, reduction, num_items_in_batch)
+    return out.reshape(target.shape) if out.dim() else out
+
+
+def _binary(logits: Tensor, target: Tensor, item_loss: ItemLoss, *, weight, ignore_index: int,
+            reduction: str, num_items_in_batch, alpha: float | None = None) -> Tensor:
+    _check_binary(logits, target)
     _check_reduction(reduction)
-    num_items_in_batch = _check_num_items(num_items_in_batch)
+    _check_num_items(num_items_in_batch)
     w_all = _check_weight(weight, logits.shape[-1], logits) if logits.dim() else None
     x = logits.to(_compute_dtype(logits))
-    valid = target != ignore_index
-    y = torch.where(valid, target.to(x.dtype), torch.zeros((), dtype=x.dtype, device=x.device))
+    ignored = target == ignore_index
+    y = target.to(x.dtype).masked_fill(ignored, 0.0)
     log_s_pos = F.logsigmoid(x)   # log p when y = 1
     log_s_neg = F.logsigmoid(-x)  # log p when y = 0, and log(1 - p) when y = 1
-    pos = item_loss(log_s_pos, log_s_neg if needs_log1m else None)
-    neg = item_loss(log_s_neg, log_s_pos if needs_log1m else None)
+    pos = item_loss(log_s_pos, log_s_neg)
+    neg = item_loss(log_s_neg, log_s_pos)
     if alpha is not None:
         pos, neg = alpha * pos, (1.0 - alpha) * neg
     item = y * pos + (1.0 - y) * neg
     w = w_all.expand_as(item) if w_all is not None else None
-    return _reduce(item, w, valid, reduction, num_items_in_batch)
+    return _reduce(item, w, ignored, reduction, num_items_in_batch)
 
 
 def _modulator(log1m: Tensor, power: float) -> Tensor:
@@ -445,6 +300,9 @@ def cross_entropy(logits: Tensor, target: Tensor, *, weight: Tensor | None = Non
         \text{multiclass: } -w_t \log p_t \qquad
         \text{binary: } -y \log s(x) - (1-y) \log s(-x)
 
+    The multiclass form is :func:`torch.nn.functional.cross_entropy` per item, reduced as every
+    other loss here (an all-ignored batch gives 0, where ``F.cross_entropy``'s mean is NaN).
+
     Shape:
         logits ``(*, C)``, target ``(*)`` (multiclass) or ``(*, C)`` (``binary=True``).
 
@@ -456,18 +314,18 @@ def cross_entropy(logits: Tensor, target: Tensor, *, weight: Tensor | None = Non
         tensor(1.0986)
     """
     if binary:
-        return _binary(logits, target, lambda logp, _: -logp, needs_log1m=False, weight=weight,
+        return _binary(logits, target, lambda logp, _: -logp, weight=weight,
                        ignore_index=ignore_index, reduction=reduction,
                        num_items_in_batch=num_items_in_batch)
-    # the shared kernel: 2 x N x C x 4 bytes of extra peak memory against F.cross_entropy's 3
-    return _multiclass(logits, target, _item_kernel(_ce_grad, False), (_KINDS["ce"], 0.0, 0.0),
-                       weight=weight,
-                       ignore_index=ignore_index, reduction=reduction,
-                       num_items_in_batch=num_items_in_batch)
-
-
-def _ce_grad(logp: Tensor, _: Tensor | None):
-    return -logp, torch.full_like(logp, -1.0), None
+    num_classes = logits.shape[-1] if isinstance(logits, Tensor) and logits.dim() else 0
+    errors = (_target_errors(target, num_classes, ignore_index)
+              if not torch.compiler.is_compiling() else contextlib.nullcontext())
+    with errors:
+        x, idx, ignored, w = _multiclass_inputs(logits, target, weight, ignore_index, reduction,
+                                                num_items_in_batch)
+        item = F.cross_entropy(x, idx, reduction="none")
+    out = _reduce(item, w, ignored, reduction, num_items_in_batch)
+    return out.reshape(target.shape) if out.dim() else out
 
 
 def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, alpha: float | None = None,
@@ -483,8 +341,8 @@ def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, alpha: flo
 
     ``gamma = 0`` is cross-entropy exactly. ``alpha`` (the balance ``a`` in [0, 1]) applies to the
     binary form only; for the multiclass form use per-class ``weight``. The modulating factor is
-    :math:`\exp(\gamma \log(1-p_t))` with :math:`\log(1-p_t)` taken from the other classes'
-    log-sum-exp, so it is exact and differentiable even where :math:`p_t` rounds to 1.
+    :math:`\exp(\gamma \log(1-p_t))` with :math:`\log(1-p_t)` from the margin (module
+    docstring), so it is exact and differentiable even where :math:`p_t` rounds to 1.
 
     Raises:
         ValueError: gamma < 0, alpha outside [0, 1], alpha with the multiclass form, or bad inputs.
@@ -493,70 +351,25 @@ def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, alpha: flo
         >>> focal_loss(torch.zeros(2, 3), torch.tensor([0, 2]), gamma=0.0)
         tensor(1.0986)
     """
+    _focal_options(gamma, alpha, binary)
+
+    def item(logp: Tensor, log1m: Tensor) -> Tensor:
+        return -_modulator(log1m, gamma) * logp
+
+    if binary:
+        return _binary(logits, target, item, weight=weight, ignore_index=ignore_index,
+                       reduction=reduction, num_items_in_batch=num_items_in_batch, alpha=alpha)
+    return _multiclass(logits, target, item, weight=weight, ignore_index=ignore_index,
+                       reduction=reduction, num_items_in_batch=num_items_in_batch)
+
+
+def _focal_options(gamma: float = 2.0, alpha: float | None = None, binary: bool = False) -> None:
     _check_range("gamma", gamma, 0.0)
     if alpha is not None:
         _check_range("alpha", alpha, 0.0, 1.0)
         if not binary:
             raise ValueError("alpha applies to the binary focal loss (binary=True); for the "
                              "multiclass form pass per-class weight=... instead")
-
-    needs = gamma != 0
-    if binary:
-        def item(logp: Tensor, log1m: Tensor | None) -> Tensor:
-            return -logp if log1m is None else -_modulator(log1m, gamma) * logp
-
-        return _binary(logits, target, item, needs_log1m=needs, weight=weight,
-                       ignore_index=ignore_index, reduction=reduction,
-                       num_items_in_batch=num_items_in_batch, alpha=alpha)
-
-    def item_grad(logp: Tensor, log1m: Tensor | None):
-        if log1m is None:  # gamma = 0: cross-entropy
-            return _ce_grad(logp, None)
-        mod = torch.exp(log1m * gamma)
-        loss = -mod * logp
-        return loss, mod.neg_(), loss * gamma
-
-    return _multiclass(logits, target, _item_kernel(item_grad, needs),
-                       (_KINDS["focal"], float(gamma), 0.0), weight=weight,
-                       ignore_index=ignore_index, reduction=reduction,
-                       num_items_in_batch=num_items_in_batch)
-
-
-def _softmax_form_kernel(k: float) -> Kernel:
-    r"""The softmax form of :math:`L^{**}`, :math:`-f \log p_t` with
-    :math:`f = \mathrm{softmax}(-Kx)_t` (classes with a ``-inf`` logit left out).
-
-    Gradient, with :math:`p = \mathrm{softmax}(x)`, :math:`r = \mathrm{softmax}(-Kx)` and
-    :math:`c` the item's scale times f:
-    :math:`c\,(p_j - K \log p_t\, r_j + [j=t](K \log p_t - 1))`.
-    """
-
-    def kernel(x: Tensor, idx: Tensor, ignored: Tensor, scale, need_grad: bool):
-        # p and r are normalised in place, and per-item tensors dropped as soon as they are
-        # used: two N x C tensors and a few per-item ones are alive at the peak
-        e, total, _, logp, _, _ = _softmax_parts(x, idx, False)
-        p = e.div_(total.unsqueeze(-1))
-        del e, total
-        # -Kx, with classes whose logit is -inf (+inf here, or NaN at K = 0) left out
-        y = x.mul(-k).nan_to_num_(-math.inf, -math.inf, -math.inf) if k > 0 else \
-            torch.zeros_like(x).masked_fill_(torch.isneginf(x), -math.inf)
-        r = y.sub_(y.amax(dim=-1, keepdim=True).nan_to_num_(0.0, 0.0, 0.0)).exp_()
-        r = r.div_(r.sum(-1, keepdim=True))
-        f = r.gather(-1, idx).squeeze(-1)
-        parts = torch.stack([f, f, f])  # -> (loss, f, K f log p_t), then scaled
-        del f
-        parts[0].mul_(logp).neg_()
-        parts[2].mul_(logp).mul_(k)
-        del logp
-        parts = _scaled(parts, ignored, scale)
-        if not need_grad:
-            return parts[0], None
-        c, ck = parts[1], parts[2]
-        grad = p.mul_(c.unsqueeze(-1)).sub_(r.mul_(ck.unsqueeze(-1)))
-        grad.scatter_add_(-1, idx, (ck - c).unsqueeze(-1))
-        return parts[0], grad
-
-    return kernel
 
 
 def soft_truncation_loss(logits: Tensor, target: Tensor, *, k: float = 1.0,
@@ -581,9 +394,10 @@ def soft_truncation_loss(logits: Tensor, target: Tensor, *, k: float = 1.0,
         L^{**}_{\text{margin}} = -s\big(K(\mathrm{logsumexp}_{j \ne t} x_j - x_t)\big) \log p_t,
         \qquad s(\mathrm{logsumexp}_{j \ne t} x_j - x_t) = 1 - p_t
 
-    Both forms coincide at C = 2. At K = 0 the softmax form is cross-entropy / C and the margin
-    form cross-entropy / 2. With ``binary=True`` the binary form above is used (``form`` is moot:
-    the two forms agree for two classes).
+    Both forms coincide at C = 2. At K = 0 the softmax form is cross-entropy / C (C counting the
+    classes whose logit is not ``-inf``) and the margin form cross-entropy / 2. With
+    ``binary=True`` the binary form above is used (``form`` is moot: the two forms agree for two
+    classes).
 
     Raises:
         ValueError: k < 0, an unknown form, or bad inputs.
@@ -592,29 +406,35 @@ def soft_truncation_loss(logits: Tensor, target: Tensor, *, k: float = 1.0,
         >>> soft_truncation_loss(torch.zeros(2, 2), torch.tensor([0, 1]), k=1.0)
         tensor(0.3466)
     """
+    _soft_truncation_options(k, form)
+
+    def margin(logp: Tensor, log1m: Tensor) -> Tensor:
+        return -torch.sigmoid(k * (log1m - logp)) * logp
+
+    if binary:
+        return _binary(logits, target, margin, weight=weight, ignore_index=ignore_index,
+                       reduction=reduction, num_items_in_batch=num_items_in_batch)
+    if form == "margin":
+        return _multiclass(logits, target, margin, weight=weight, ignore_index=ignore_index,
+                           reduction=reduction, num_items_in_batch=num_items_in_batch)
+    num_classes = logits.shape[-1] if isinstance(logits, Tensor) and logits.dim() else 0
+    errors = (_target_errors(target, num_classes, ignore_index)
+              if not torch.compiler.is_compiling() else contextlib.nullcontext())
+    with errors:
+        x, idx, ignored, w = _multiclass_inputs(logits, target, weight, ignore_index, reduction,
+                                                num_items_in_batch)
+        logp, _ = log_p_and_log1m_p(x, idx)
+        # softmax(-Kx)_t over the classes present (a -inf logit is an absent class)
+        y = torch.where(torch.isneginf(x), -math.inf, x * -k)
+        f = (y.gather(-1, idx.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(y, dim=-1)).exp()
+    out = _reduce(-f * logp, w, ignored, reduction, num_items_in_batch)
+    return out.reshape(target.shape) if out.dim() else out
+
+
+def _soft_truncation_options(k: float = 1.0, form: str = "margin", binary: bool = False) -> None:
     _check_range("k", k, 0.0)
     if form not in ("margin", "softmax"):
         raise ValueError(f"form must be 'margin' or 'softmax', got {form!r}")
-
-    if binary:
-        def margin(logp: Tensor, log1m: Tensor | None) -> Tensor:
-            return -torch.sigmoid(k * (log1m - logp)) * logp
-
-        return _binary(logits, target, margin, needs_log1m=True, weight=weight,
-                       ignore_index=ignore_index, reduction=reduction,
-                       num_items_in_batch=num_items_in_batch)
-
-    def margin_grad(logp: Tensor, log1m: Tensor | None):
-        z = (log1m - logp).mul_(k)
-        f = torch.sigmoid(z)
-        a = torch.sigmoid(z.neg_()).mul_(f).mul_(logp).mul_(k)  # K f (1 - f) log p_t
-        return -f * logp, a - f, a.neg_()
-
-    kernel = (_softmax_form_kernel(float(k)) if form == "softmax" else
-              _item_kernel(margin_grad, True))
-    spec = (_KINDS[f"soft_truncation_{form}"], float(k), 0.0)
-    return _multiclass(logits, target, kernel, spec, weight=weight, ignore_index=ignore_index,
-                       reduction=reduction, num_items_in_batch=num_items_in_batch)
 
 
 def hard_truncation_loss(logits: Tensor, target: Tensor, *, m: float = 0.5,
@@ -639,25 +459,19 @@ def hard_truncation_loss(logits: Tensor, target: Tensor, *, m: float = 0.5,
         >>> hard_truncation_loss(torch.tensor([[4.0, 0.0], [0.0, 0.0]]), torch.tensor([0, 0]), m=0.6)
         tensor(0.3466)
     """
-    _check_range("m", m, 0.0, 1.0, low_open=True)
+    _hard_truncation_options(m)
     log_m = math.log(m)
 
-    if binary:
-        def item(logp: Tensor, _: Tensor | None) -> Tensor:
-            return torch.where(logp < log_m, -logp, 0.0)
+    def item(logp: Tensor, _: Tensor) -> Tensor:
+        return torch.where(logp < log_m, -logp, 0.0)
 
-        return _binary(logits, target, item, needs_log1m=False, weight=weight,
-                       ignore_index=ignore_index, reduction=reduction,
-                       num_items_in_batch=num_items_in_batch)
+    run = _binary if binary else _multiclass
+    return run(logits, target, item, weight=weight, ignore_index=ignore_index,
+               reduction=reduction, num_items_in_batch=num_items_in_batch)
 
-    def item_grad(logp: Tensor, _: Tensor | None):
-        g = (logp < log_m).to(logp.dtype).neg_()  # -[p_t < m]
-        return g * logp, g, None
 
-    return _multiclass(logits, target, _item_kernel(item_grad, False),
-                       (_KINDS["hard_truncation"], log_m, 0.0), weight=weight,
-                       ignore_index=ignore_index, reduction=reduction,
-                       num_items_in_batch=num_items_in_batch)
+def _hard_truncation_options(m: float = 0.5, binary: bool = False) -> None:
+    _check_range("m", m, 0.0, 1.0, low_open=True)
 
 
 def dice_loss(logits: Tensor, target: Tensor, *, alpha: float = 1.0, smooth: float = 1.0,
@@ -682,45 +496,37 @@ def dice_loss(logits: Tensor, target: Tensor, *, alpha: float = 1.0, smooth: flo
         >>> dice_loss(torch.zeros(1, 2), torch.tensor([0]), alpha=0.0, smooth=1.0)
         tensor(0.2000)
     """
+    _dice_options(alpha, smooth)
+
+    def item(logp: Tensor, log1m: Tensor) -> Tensor:
+        q = torch.exp(logp + alpha * log1m) if alpha else logp.exp()
+        return (1.0 - q) / (q + (1.0 + smooth))
+
+    run = _binary if binary else _multiclass
+    return run(logits, target, item, weight=weight, ignore_index=ignore_index,
+               reduction=reduction, num_items_in_batch=num_items_in_batch)
+
+
+def _dice_options(alpha: float = 1.0, smooth: float = 1.0, binary: bool = False) -> None:
     _check_range("alpha", alpha, 0.0)
     _check_range("smooth", smooth, 0.0)
-
-    if binary:
-        def item(logp: Tensor, log1m: Tensor | None) -> Tensor:
-            p = logp.exp()
-            q = p if log1m is None else _modulator(log1m, alpha) * p
-            return 1.0 - (2.0 * q + smooth) / (q + 1.0 + smooth)
-
-        return _binary(logits, target, item, needs_log1m=alpha != 0, weight=weight,
-                       ignore_index=ignore_index, reduction=reduction,
-                       num_items_in_batch=num_items_in_batch)
-
-    def item_grad(logp: Tensor, log1m: Tensor | None):
-        # loss = (1 - q) / (q + 1 + smooth), d loss / d q = -(2 + smooth) / (q + 1 + smooth)^2,
-        # d q / d log p_t = q, d q / d log(1 - p_t) = alpha q
-        q = torch.exp(logp if log1m is None else logp + alpha * log1m)
-        den = q + (1.0 + smooth)
-        g = q.mul(-(2.0 + smooth)).div_(den).div_(den)
-        return (1.0 - q).div_(den), g, None if log1m is None else g * alpha
-
-    return _multiclass(logits, target, _item_kernel(item_grad, alpha != 0),
-                       (_KINDS["dice"], float(alpha), float(smooth)), weight=weight,
-                       ignore_index=ignore_index, reduction=reduction,
-                       num_items_in_batch=num_items_in_batch)
 
 
 # --------------------------------------------------------------------------- modules
 
 
 class _Loss(nn.Module):
-    """Shared keywords of every loss module; subclasses set ``fn`` and their own options."""
+    """Shared keywords of every loss module; subclasses set ``fn``, ``check`` (which validates
+    their options without running the loss) and their own options."""
 
     fn: Callable[..., Tensor]
+    check: Callable[..., None] = staticmethod(lambda binary=False: None)
 
     def __init__(self, *, weight: Tensor | list[float] | None = None, ignore_index: int = -100,
                  reduction: Reduction = "mean", binary: bool = False, **options: float | str | None):
         super().__init__()
         _check_reduction(reduction)
+        type(self).check(binary=binary, **options)  # fail now, not at the first batch
         if weight is not None:
             weight = torch.as_tensor(weight, dtype=torch.float32)
             if weight.dim() != 1:
@@ -731,10 +537,6 @@ class _Loss(nn.Module):
         self.reduction = reduction
         self.binary = binary
         self.options = options
-        # Fail now, not at the first batch, on options out of range.
-        probe_logits = torch.zeros(1, 2)
-        probe_target = torch.zeros(1, 2) if binary else torch.zeros(1, dtype=torch.long)
-        type(self).fn(probe_logits, probe_target, binary=binary, **options)
 
     def forward(self, logits: Tensor, target: Tensor,
                 num_items_in_batch: int | Tensor | None = None) -> Tensor:
@@ -760,6 +562,7 @@ class FocalLoss(_Loss):
     """Module form of :func:`focal_loss`."""
 
     fn = staticmethod(focal_loss)
+    check = staticmethod(_focal_options)
 
     def __init__(self, gamma: float = 2.0, alpha: float | None = None, **kwargs):
         super().__init__(gamma=gamma, alpha=alpha, **kwargs)
@@ -769,6 +572,7 @@ class SoftTruncationLoss(_Loss):
     """Module form of :func:`soft_truncation_loss`."""
 
     fn = staticmethod(soft_truncation_loss)
+    check = staticmethod(_soft_truncation_options)
 
     def __init__(self, k: float = 1.0, form: Literal["margin", "softmax"] = "margin", **kwargs):
         super().__init__(k=k, form=form, **kwargs)
@@ -778,6 +582,7 @@ class HardTruncationLoss(_Loss):
     """Module form of :func:`hard_truncation_loss`."""
 
     fn = staticmethod(hard_truncation_loss)
+    check = staticmethod(_hard_truncation_options)
 
     def __init__(self, m: float = 0.5, **kwargs):
         super().__init__(m=m, **kwargs)
@@ -787,6 +592,7 @@ class DiceLoss(_Loss):
     """Module form of :func:`dice_loss`."""
 
     fn = staticmethod(dice_loss)
+    check = staticmethod(_dice_options)
 
     def __init__(self, alpha: float = 1.0, smooth: float = 1.0, **kwargs):
         super().__init__(alpha=alpha, smooth=smooth, **kwargs)

@@ -41,12 +41,42 @@ def test_train_writes_everything_and_loss_goes_down(trained, fixtures):
     events = [json.loads(l)["event"] for l in (trained / "metrics.jsonl").read_text().splitlines()]
     assert events.count("eval") == 15 and "final" in events
     assert json.loads((trained / "seqlab.json").read_text())["scheme"] == "iob1"
-    # predictions: token, gold (the file's own IOB1 tags), predicted; every word present
+    # predictions: token, gold and predicted in the file's own IOB1, the same in IOB2 (the
+    # scored columns), the predicted label's probability; every word present
     rows = [l.split() for l in (trained / "predictions_test.conll").read_text().splitlines() if l]
     words = [l for l in (fixtures / "test.conll").read_text().splitlines()
              if l.strip() and not l.startswith("-DOCSTART-")]
-    assert len(rows) == len(words) and all(len(r) == 3 for r in rows)
-    assert rows[0][:2] == ["Peter", "I-PER"]
+    assert len(rows) == len(words) and all(len(r) == 6 for r in rows)
+    assert rows[0][:2] == ["Peter", "I-PER"] and rows[0][3] == "B-PER"
+    assert all(0 <= float(r[5]) <= 1 for r in rows)
+
+
+def _columns(path: Path, *cols: int) -> list[list[list[str]]]:
+    out, sent = [[] for _ in cols], [[] for _ in cols]
+    for line in path.read_text().splitlines() + [""]:
+        if line.strip():
+            parts = line.split()
+            for k, c in enumerate(cols):
+                sent[k].append(parts[c])
+        elif sent[0]:
+            for k in range(len(cols)):
+                out[k].append(sent[k])
+            sent = [[] for _ in cols]
+    return out
+
+
+def test_every_reported_f1_is_seqeval_on_the_written_file(trained):
+    from seqeval.metrics import f1_score
+    from seqeval.scheme import IOB2
+
+    metrics = json.loads((trained / "metrics.json").read_text())
+    for split in ("dev", "test"):
+        path = trained / f"predictions_{split}.conll"
+        gold, pred = _columns(path, 3, 4)           # the IOB2 columns
+        assert f1_score(gold, pred) == metrics[split]["default"]["f1"]
+        assert f1_score(gold, pred, mode="strict", scheme=IOB2) == metrics[split]["strict"]["f1"]
+        gold1, pred1 = _columns(path, 1, 2)         # the file's own IOB1: conlleval's reading
+        assert f1_score(gold1, pred1) == metrics[split]["default"]["f1"]
 
 
 def test_saved_model_loads_in_transformers_pipeline(trained):

@@ -53,7 +53,7 @@ def test_squad_normalisation_and_max_over_references():
     assert squad_em_f1("the Broncos", ["Denver Broncos", "Broncos"]) == (1.0, 1.0)
     em, f1 = squad_em_f1("Denver", ["Denver Broncos"])
     assert em == 0.0 and f1 == pytest.approx(2 * 1 * 0.5 / 1.5)
-    assert squad_em_f1("a an the", ["the"]) == (1.0, 1.0)  # both normalise to ""
+    assert squad_em_f1("a an the", ["the"]) == (1.0, 0.0)  # both normalise to "": v1.1 F1 is 0
     assert squad_em_f1("cat", ["dog"]) == (0.0, 0.0)
     # repeated tokens count with multiplicity
     em, f1 = squad_em_f1("red red car", ["red car"])
@@ -74,3 +74,14 @@ def test_cmrc_character_level():
     # English runs inside Chinese are tokens, not characters
     em, f1 = cmrc_em_f1("NBA球员", ["NBA"])  # tokens nba, 球, 员: P 1/3, R 1
     assert em == 0.0 and f1 == pytest.approx(2 * (1 / 3) * 1 / (1 / 3 + 1))
+
+
+def test_cmrc_segments_runs_as_nltk_word_tokenize_does():
+    from seqlab.metrics import _cmrc_segment
+
+    # the official script's nltk.word_tokenize keeps a decimal number whole
+    assert _cmrc_segment("364.6公里") == ["364.6", "公", "里"]
+    assert _cmrc_segment("NBA球员") == ["nba", "球", "员"]
+    assert cmrc_em_f1("364.6公里", ["364.6公里"]) == (1.0, 1.0)
+    em, f1 = cmrc_em_f1("364公里", ["364.6公里"])  # tokens 364/公/里 against 364.6/公/里
+    assert em == 0.0 and f1 == pytest.approx(2 / 3)

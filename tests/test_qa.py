@@ -10,9 +10,11 @@ import torch
 
 from seqlab.cli import main
 from seqlab.config import config_from_dict
-from seqlab.data.qa import QAExample, locate, read_squad, split_by_title
+from seqlab.data.qa import QAExample, locate, read_squad, split_by_title, trainable
 from seqlab.errors import DataError
-from seqlab.tasks.qa import best_span, encode, tagging_scores
+from seqlab.errors import ConfigError
+from seqlab.metrics import squad_em_f1
+from seqlab.tasks.qa import best_span, best_tagged_span, encode, tagging_scores, truncate_questions
 
 WORDS = ("the river flows north past old mills and quiet farms while the town council meets on "
          "tuesday to discuss bridges roads and schools").split()
@@ -29,9 +31,9 @@ def _long_example(rng: random.Random, n_words: int = 300) -> QAExample:
                      references=["zebra crossing lights"])
 
 
-def _cfg(max_length=64, stride=24):
+def _cfg(max_length=64, stride=24, max_query_length=16):
     return config_from_dict({"task": "qa", "model": {"max_length": max_length},
-                             "qa": {"doc_stride": stride}})
+                             "qa": {"doc_stride": stride, "max_query_length": max_query_length}})
 
 
 def test_answer_lands_in_the_right_windows(tiny_encoder):
@@ -108,9 +110,13 @@ def test_read_squad_relocates_and_reports(tmp_path):
                                                    {"text": "France", "answer_start": 24}]},
         {"id": "c", "question": "Nothing?", "answers": [{"text": "Rome", "answer_start": 0}]},
     ])
-    with pytest.warns(UserWarning, match="1 answers re-located.*2 answers not found.*1 questions skipped"):
+    with pytest.warns(UserWarning, match="1 answers re-located.*2 answers not found.*1 questions "
+                      "with no answer found.*without a found answer: c"):
         examples, report = read_squad(p)
-    assert [e.id for e in examples] == ["a", "b"]
+    # every question stays (scored against its references, as the official scripts count them)
+    assert [e.id for e in examples] == ["a", "b", "c"]
+    assert examples[2].answers == [] and examples[2].references == ["Rome"]
+    assert [e.id for e in trainable(examples)] == ["a", "b"]
     assert examples[0].answers[0]["answer_start"] == 0
     assert examples[1].references == ["Berlin", "France"]
     assert report.skipped_questions == ["c"]
@@ -132,12 +138,72 @@ def test_read_squad_malformed_json(tmp_path):
         read_squad(p)
 
 
-def test_empty_answers_in_v11_are_counted_and_skipped(tmp_path):
+def test_empty_answers_in_v11_are_counted_and_kept_for_scoring(tmp_path):
     p = _squad(tmp_path, [{"id": "e1", "question": "?", "answers": []},
                           {"id": "ok", "question": "?", "answers": [{"text": "Paris", "answer_start": 0}]}])
-    with pytest.warns(UserWarning, match="first skipped: e1"):
+    with pytest.warns(UserWarning, match="without a found answer: e1"):
         examples, _ = read_squad(p)
-    assert [e.id for e in examples] == ["ok"]
+    assert [e.id for e in examples] == ["e1", "ok"]
+    assert [e.id for e in trainable(examples)] == ["ok"]
+
+
+def test_squad_f1_follows_the_version_when_references_normalise_to_nothing():
+    # v1.1's script: F1 0 (no token in common); v2.0's: 1 when both sides are empty
+    assert squad_em_f1("", ["the"]) == (1.0, 0.0)
+    assert squad_em_f1("", ["the"], version="2.0") == (1.0, 1.0)
+    assert squad_em_f1("cat", [""], version="2.0") == (0.0, 0.0)
+    with pytest.raises(ValueError, match="version"):
+        squad_em_f1("a", ["a"], version="3")
+
+
+def _brute_force(start, end, offsets, max_len):
+    best = None
+    for s in range(len(offsets)):
+        for e in range(s, min(len(offsets), s + max_len)):
+            if offsets[s] is None or offsets[e] is None:
+                continue
+            sc = start[s] + end[e]
+            if best is None or sc > best[0]:
+                best = (sc, offsets[s][0], offsets[e][1])
+    return best
+
+
+def test_tagged_span_search_is_exact():
+    rng = random.Random(4)
+    for n_ctx in (1, 3, 8, 30):  # contexts shorter and longer than n_best and max_answer_length
+        for _ in range(200):
+            q = rng.randint(0, 4)
+            offsets = [None] * (1 + q) + [(2 * k, 2 * k + 1) for k in range(n_ctx)] + [None]
+            lp = torch.randn(len(offsets), 3).log_softmax(-1)
+            start, end = tagging_scores(lp, offsets)
+            want = _brute_force(start, end, offsets, 5)
+            got = best_tagged_span(start, end, offsets, max_answer_length=5)
+            assert got[1:] == want[1:] and got[0] == pytest.approx(want[0])
+    assert best_tagged_span([0.0, 1.0], [0.0, 1.0], [None, None], max_answer_length=3) is None
+
+
+def test_questions_are_cut_to_max_query_length(tiny_encoder, capsys):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_encoder)
+    long_q = " ".join(["which river flows north past the mills"] * 40)
+    out = truncate_questions(tok, [long_q, "which lights ?"], 10)
+    assert len(tok(out[0], add_special_tokens=False)["input_ids"]) == 10
+    assert long_q.startswith(out[0]) and out[1] == "which lights ?"
+    assert "1 of 2 questions cut to qa.max_query_length=10" in capsys.readouterr().err
+    ex = QAExample("q", "t", " ".join(WORDS * 3), long_q, [], references=["x"])
+    feats = encode(tok, [ex], _cfg(max_length=48, stride=16, max_query_length=10), with_labels=False)
+    assert all(len(f["input_ids"]) <= 48 for f in feats)
+    # the question takes at most 10 of the 48 subwords, so each window holds 35 of context
+    assert all(sum(o is None for o in f["offsets"]) <= 10 + 3 for f in feats)
+    assert all(sum(o is not None for o in f["offsets"]) == 35 for f in feats[:-1])
+
+
+def test_a_stride_with_no_room_is_refused():
+    with pytest.raises(ConfigError, match=r"qa\.doc_stride: 128 leaves windows no room.*384 - "
+                       r"qa\.max_query_length 300 - 3 special tokens = 81"):
+        config_from_dict({"task": "qa", "model": {"max_length": 384},
+                          "qa": {"doc_stride": 128, "max_query_length": 300}})
 
 
 def test_real_files(data_dir):
@@ -164,7 +230,8 @@ def test_training_each_head_through_the_cli(tmp_path, tiny_encoder, head):
     cfg = tmp_path / "qa.yaml"
     cfg.write_text(f"task: qa\ndata: {{train_file: {data}, dev_file: {data}}}\n"
                    f"model: {{encoder: {tiny_encoder}, max_length: 48}}\n"
-                   f"qa: {{head: {head}, doc_stride: 16}}\nloss: {{name: focal, gamma: 1.0}}\n"
+                   f"qa: {{head: {head}, doc_stride: 16, max_query_length: 16}}\n"
+                   f"loss: {{name: focal, gamma: 1.0}}\n"
                    f"train: {{epochs: 8, batch_size: 4, learning_rate: 3.0e-3, warmup_ratio: 0, "
                    f"log_every: 5, output_dir: {tmp_path / 'out'}}}\n")
     assert main(["train", str(cfg), "--no-progress"]) == 0

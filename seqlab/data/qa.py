@@ -3,7 +3,9 @@
 Answers are located by ``answer_start`` and checked against the context. Where the two disagree
 (CMRC2018 dev has 200 such answers) the answer is re-located by searching the context for its
 text, taking the occurrence nearest the given offset; answers that cannot be found are dropped.
-Both counts are reported, never silently.
+A question none of whose answers can be found stays, with its reference texts, so that scores
+count every question as the official scripts do; it has no answer position to train on, so
+:func:`trainable` leaves it out of training. Every count is reported, never silently.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ class ReadReport:
     def summary(self) -> str:
         return (f"{self.questions} questions, {self.relocated} answers re-located by text search, "
                 f"{self.dropped_answers} answers not found in their context and dropped, "
-                f"{len(self.skipped_questions)} questions skipped")
+                f"{len(self.skipped_questions)} questions with no answer found in their context "
+                "(scored against their reference texts; not trained on)")
 
 
 def _load_json(path: Path):
@@ -124,16 +127,16 @@ def read_squad(path: str | os.PathLike, *, warn: bool = True) -> tuple[list[QAEx
                     answers.append({"text": text, "answer_start": pos})
                 if not answers and not impossible:
                     report.skipped_questions.append(qid)
-                    continue
                 refs = [str(a["text"]) for a in qa["answers"]] or [""]
                 examples.append(QAExample(qid, title, context, str(qa["question"]).strip(),
                                           answers, impossible, refs))
     if not examples:
         raise DataError("no usable questions", str(path))
     if warn and (report.relocated or report.dropped_answers or report.skipped_questions):
-        ids = ", ".join(report.skipped_questions[:5])
-        warnings.warn(f"{path}: {report.summary()}" + (f" (first skipped: {ids})" if ids else ""),
-                      stacklevel=2)
+        ids = ", ".join(report.skipped_questions[:10])
+        more = "" if len(report.skipped_questions) <= 10 else ", ..."
+        warnings.warn(f"{path}: {report.summary()}" +
+                      (f"; without a found answer: {ids}{more}" if ids else ""), stacklevel=2)
     return examples, report
 
 
@@ -144,6 +147,12 @@ QA_DATASETS = {
     "cmrc2018": {"trial": "cmrc2018/cmrc2018_trial.json", "dev": "cmrc2018/cmrc2018_dev.json",
                  "language": "zh"},
 }
+
+
+def trainable(examples: list[QAExample]) -> list[QAExample]:
+    """The examples a model can learn from: an answer located in the context, or marked
+    impossible (SQuAD v2)."""
+    return [ex for ex in examples if ex.answers or ex.is_impossible]
 
 
 def split_by_title(examples: list[QAExample], eval_share: float = 0.2) -> tuple[list, list]:
@@ -158,8 +167,10 @@ def split_by_title(examples: list[QAExample], eval_share: float = 0.2) -> tuple[
 
 def load_qa(name: str | None, data_dir: str | None, *, train_split: str = "train",
             eval_split: str = "dev", train_file: str | None = None,
-            eval_file: str | None = None) -> tuple[dict[str, list[QAExample]], str]:
-    """Return ``({"train": [...], "dev": [...]}, language)``.
+            eval_file: str | None = None, roles: tuple[str, ...] = ("train", "dev")
+            ) -> tuple[dict[str, list[QAExample]], str]:
+    """Return ``({"train": [...], "dev": [...]}, language)``, only the ``roles`` asked for
+    (evaluation needs no training file).
 
     ``squad-v1.1-dev-split`` is non-standard: only the official dev file exists here, so its
     articles are split 80/20 by title (:func:`split_by_title`) into train and eval.
@@ -185,10 +196,11 @@ def load_qa(name: str | None, data_dir: str | None, *, train_split: str = "train
     if name == "squad-v1.1-dev-split":
         examples = read_squad(root / spec["file"])[0]
         train, held = split_by_title(examples)
-        return {"train": train, "dev": held}, "en"
+        return {role: part for role, part in (("train", train), ("dev", held)) if role in roles}, "en"
     want = {"train": train_split, "dev": eval_split}
     if name == "cmrc2018":
         want = {"train": "trial" if train_split == "train" else train_split, "dev": eval_split}
+    want = {role: split for role, split in want.items() if role in roles}
     out, missing = {}, []
     for role, split in want.items():
         if split not in spec:

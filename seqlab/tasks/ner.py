@@ -19,7 +19,6 @@ from ..data.schemes import label_set, spans_to_tags, tags_to_spans
 from ..errors import DataError
 from ..losses import build_loss
 from ..metrics import entity_scores
-from ..models.fast import FastTokenClassifier
 
 
 @dataclass
@@ -276,26 +275,21 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 @torch.inference_mode()
 def predict_words(model, tokenizer, sentences: Sequence[Sequence[str]], *, max_length: int,
                   overlap: int, batch_size: int = 64, device=None, desc: str = "predicting",
-                  progress: bool = True, dtype: torch.dtype | None = None, fast: bool = True
+                  progress: bool = True, dtype: torch.dtype | None = None
                   ) -> list[list[tuple[int, float]]]:
     """``(label id, probability)`` for every word of every sentence, windows merged.
 
     Features are batched by length (:func:`length_batches`), so no compute goes to padding.
     ``dtype=torch.bfloat16`` runs the encoder under autocast (faster where the hardware has
     bf16 units, at a small cost in precision); the default is the model's own precision.
-    ``fast`` runs float32 BERT models on the CPU through
-    :class:`seqlab.models.fast.FastTokenClassifier` (the same logits to float32 rounding, and
-    faster); other models, devices and dtypes use the model's own forward.
     """
     was_training = model.training
     model.eval()
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    forward = None
-    if fast and dtype is None and device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
-        forward = FastTokenClassifier.build(model)
-    if forward is None:
-        def forward(ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-            return model(input_ids=ids).logits[keep]
+
+    def forward(ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        return model(input_ids=ids).logits[keep]
+
     per_word = subwords_per_word(tokenizer, sentences) if sentences else []
     feats = []  # (sentence, window, feature)
     windows: list[list[tuple[int, int]]] = []

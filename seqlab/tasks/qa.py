@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config
-from ..data.qa import QAExample, load_qa, read_squad
+from ..data.qa import QAExample, load_qa, read_squad, trainable
 from ..errors import DataError, SeqlabError
 from ..losses import build_loss
 from ..metrics import cmrc_em_f1, squad_em_f1
@@ -32,9 +32,9 @@ IGNORE = -100
 def encode(tokenizer, examples: list[QAExample], cfg: Config, *, with_labels: bool) -> list[dict]:
     """Windowed features for the examples, with answer positions when ``with_labels``."""
     q = cfg.qa
-    questions = [ex.question for ex in examples]
     if tokenizer.padding_side != "right":
         raise SeqlabError("QA needs a tokenizer that pads on the right")
+    questions = truncate_questions(tokenizer, [ex.question for ex in examples], q.max_query_length)
     enc = tokenizer(questions, [ex.context for ex in examples], truncation="only_second",
                     max_length=cfg.model.max_length, stride=q.doc_stride,
                     return_overflowing_tokens=True, return_offsets_mapping=True, padding=False)
@@ -66,6 +66,48 @@ def encode(tokenizer, examples: list[QAExample], cfg: Config, *, with_labels: bo
             f["labels"] = tags
         feats.append(f)
     return feats
+
+
+def truncate_questions(tokenizer, questions: list[str], max_query_length: int) -> list[str]:
+    """Each question cut to its first ``max_query_length`` subwords (at a character offset, so
+    the text stays text); says once how many were cut."""
+    enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
+    out, cut = [], 0
+    for question, offsets in zip(questions, enc["offset_mapping"]):
+        if len(offsets) > max_query_length:
+            question = question[: offsets[max_query_length - 1][1]]
+            cut += 1
+        out.append(question)
+    if cut:
+        print(f"seqlab: {cut} of {len(questions)} questions cut to qa.max_query_length="
+              f"{max_query_length} subwords", file=sys.stderr)
+    return out
+
+
+def best_tagged_span(start_scores, end_scores, offsets, *, max_answer_length: int):
+    """The exact best ``(score, start_char, end_char)`` of ``start(s) + end(e)`` over context
+    positions ``s <= e < s + max_answer_length``, in one pass (a sliding-window maximum of the
+    start scores); None when the window has no context.
+
+    The tagging head's start and end scores mean something only as a pair (prefix sums in
+    :func:`tagging_scores`), so an n-best list of each alone can miss the best span."""
+    from collections import deque
+
+    best, window = None, deque()  # context positions, their start scores decreasing
+    for e, off in enumerate(offsets):
+        if off is None:
+            window.clear()
+            continue
+        while window and start_scores[window[-1]] <= start_scores[e]:
+            window.pop()
+        window.append(e)
+        if window[0] <= e - max_answer_length:
+            window.popleft()
+        s = window[0]
+        score = start_scores[s] + end_scores[e]
+        if best is None or score > best[0]:
+            best = (score, offsets[s][0], off[1])
+    return best
 
 
 def best_span(start_scores, end_scores, offsets, *, n_best: int, max_answer_length: int):
@@ -204,8 +246,12 @@ class QATask:
                     null_score = s_sc[0] + e_sc[0]
                 ex = f["example"]
                 null[ex] = min(null.get(ex, math.inf), null_score)
-                cand = best_span(s_sc, e_sc, f["offsets"], n_best=q.n_best,
-                                 max_answer_length=q.max_answer_length)
+                if q.head == "tagging":
+                    cand = best_tagged_span(s_sc, e_sc, f["offsets"],
+                                            max_answer_length=q.max_answer_length)
+                else:
+                    cand = best_span(s_sc, e_sc, f["offsets"], n_best=q.n_best,
+                                     max_answer_length=q.max_answer_length)
                 if cand is not None and (ex not in best or cand[0] > best[ex][0]):
                     best[ex] = cand
         if was_training:
@@ -221,10 +267,13 @@ class QATask:
         return preds
 
     def score(self, examples: list[QAExample], preds: dict[str, dict]) -> dict:
-        fn = cmrc_em_f1 if self.language == "zh" else squad_em_f1
+        version = "2.0" if self.cfg.qa.version_2 else "1.1"
         em = f1 = 0.0
         for ex in examples:
-            e, f = fn(preds[ex.id]["text"], ex.references)
+            if self.language == "zh":
+                e, f = cmrc_em_f1(preds[ex.id]["text"], ex.references)
+            else:
+                e, f = squad_em_f1(preds[ex.id]["text"], ex.references, version=version)
             em, f1 = em + e, f1 + f
         n = max(1, len(examples))
         return {"exact_match": em / n, "f1": f1 / n, "questions": len(examples)}
@@ -271,6 +320,8 @@ def run_training(cfg: Config, progress: bool = True) -> dict:
     splits, language = load_qa(d.dataset, d.data_dir, train_split=d.train_split,
                                eval_split=d.eval_split, train_file=d.train_file,
                                eval_file=d.dev_file)
+    if "train" in splits:
+        splits["train"] = trainable(splits["train"])
     if d.limit:
         splits["train"] = splits["train"][: d.limit]
     if d.eval_limit and "dev" in splits:
@@ -302,7 +353,8 @@ def _task_for(args, meta: dict, cfg: Config, splits: dict, language: str):
 def run_evaluate(args, meta: dict, cfg: Config) -> int:
     if args.dataset:
         splits, language = load_qa(args.dataset, args.data_dir,
-                                   eval_split="dev" if args.split == "test" else args.split)
+                                   eval_split="dev" if args.split == "test" else args.split,
+                                   roles=("dev",))
         examples, name = splits["dev"], f"{args.dataset}-eval"
     else:
         examples, name, language = read_squad(args.file)[0], Path(args.file).stem, meta["language"]
