@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -48,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--file", help="a CoNLL / JSON lines (NER) or SQuAD JSON (QA) file")
     e.add_argument("--split", default="test", help="split of the named dataset (default: test)")
     e.add_argument("--data-dir", help="data directory (default: $SEQLAB_DATA)")
-    e.add_argument("--output", help="predictions file (default: in MODEL_DIR)")
+    e.add_argument("--output", help="predictions file (default: predictions_<run>_<data>.conll "
+                   "in the current directory; never written into MODEL_DIR unless asked)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--bf16", action="store_true", help=_BF16_HELP)
     e.add_argument("--no-progress", action="store_true")
@@ -83,7 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Overrides may come after options (`train c.yaml --no-progress loss.gamma=1`).
         args, rest = parser.parse_known_args(argv)
-        if rest and (args.command not in ("train", "study") or any("=" not in r or r.startswith("-") for r in rest)):
+        if rest and args.command in ("train", "study"):
+            bad = [r for r in rest if "=" not in r or r.startswith("-")]
+            if bad:
+                what = ("an unknown option" if bad[0].startswith("-") else
+                        "not an override: overrides are dotted.key=value, e.g. train.seed=7")
+                print(f"seqlab {args.command}: error: {bad[0]!r} is {what}", file=sys.stderr)
+                return 2
+        elif rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if rest:
             args.overrides = list(args.overrides) + rest
@@ -97,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if getattr(args, "no_progress", False):
+        quiet_libraries()
     try:
         return {"train": _train, "evaluate": _evaluate, "predict": _predict, "study": _study,
                 "datasets": _datasets}[args.command](args)
@@ -106,6 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("seqlab: interrupted", file=sys.stderr)
         return 130
+
+
+def quiet_libraries() -> None:
+    """``--no-progress``: no progress bars from transformers and datasets either."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
 
 def _datasets(args) -> int:
@@ -201,6 +221,14 @@ def _dtype(args, meta: dict):
     return torch.bfloat16
 
 
+def evaluate_output(args, name: str, ext: str) -> Path:
+    """Where `seqlab evaluate` writes its predictions: ``--output``, else
+    ``predictions_<run>_<name>.<ext>`` in the current directory (never into the trained run),
+    checked before any work."""
+    path = args.output or f"predictions_{Path(args.model_dir).resolve().name}_{name}.{ext}"
+    return check_output_file(path)
+
+
 def _evaluate(args) -> int:
     meta, cfg = _load_run(args.model_dir)
     dtype = _dtype(args, meta)
@@ -221,17 +249,28 @@ def _evaluate(args) -> int:
         sents = splits[args.split]
         scheme = resolve_scheme({args.split: sents}, spec.scheme)
         name = f"{args.dataset}-{args.split}"
+        out = evaluate_output(args, name, "conll")
     else:
+        name = Path(args.file).stem
+        out = evaluate_output(args, name, "conll")
         sents = load_files(None, None, args.file, tag_column=cfg.data.tag_column)["test"]
         scheme = resolve_scheme({"test": sents}, "auto")
-        name = Path(args.file).stem
+    from .data.schemes import split_tag
+    from .tasks.ner import first_unseen_type
+
+    learnt = {split_tag(label)[1] for label in meta["labels"]} - {None}
+    unseen = first_unseen_type(sents, scheme, learnt)
+    if unseen:
+        where, typ, extra = unseen
+        print(f"seqlab evaluate: warning: {where}: gold entity type {typ} was never learnt by this "
+              f"model (unlearnt types: {', '.join(extra)}); their entities are scored as missed "
+              "(they lower recall, and the type's F1 is 0)", file=sys.stderr)
     corpus = NerCorpus({"eval": sents}, scheme, meta["train_scheme"], meta["labels"], name)
     cfg.model.max_length, cfg.model.window_overlap = meta["max_length"], meta["window_overlap"]
     cfg.train.eval_batch_size = args.batch_size
     tokenizer = load_tokenizer(args.model_dir)
     model = load_token_classifier(args.model_dir)
     task = NerTask(cfg, tokenizer, corpus)
-    out = Path(args.output) if args.output else Path(args.model_dir) / f"predictions_{name}.conll"
     result = task.evaluate(model, "eval", out_file=out, progress=not args.no_progress,
                            dtype=dtype)
     print(format_scores(result["default"], f"{name}: seqeval default mode (conlleval)"))
@@ -241,19 +280,90 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _read_texts(files: list[str]) -> list[str]:
-    texts = []
-    if not files:
-        texts = [line.rstrip("\n") for line in sys.stdin]
-    for f in files:
-        path = Path(f)
-        if not path.is_file():
-            raise SeqlabError(f"{f}: file not found")
+BLOCK_LINES = 2048  # `seqlab predict` reads, predicts and writes this many lines at a time
+
+
+def iter_lines(files: list[str]):
+    """``(text, source, line number)`` for every line of the files (stdin without files), split
+    on ``\\n`` only (a ``\\r\\n`` ending is accepted), one at a time.
+
+    Raises:
+        SeqlabError: a line that is not UTF-8, naming the source, line and byte offset.
+    """
+    for f in files or ["-"]:
+        name, fh = ("<stdin>", sys.stdin.buffer) if f == "-" else (f, open(f, "rb"))
         try:
-            texts.extend(path.read_text(encoding="utf-8").splitlines())
-        except UnicodeDecodeError:
-            raise SeqlabError(f"{f}: not UTF-8") from None
-    return texts
+            offset = 0
+            for lineno, raw in enumerate(fh, start=1):  # binary lines end at b"\n" only
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise SeqlabError(f"{name}:{lineno}: not UTF-8 (byte 0x{raw[exc.start]:02x} at "
+                                      f"byte offset {offset + exc.start}); convert the input to "
+                                      "UTF-8") from None
+                offset += len(raw)
+                if text.endswith("\n"):
+                    text = text[:-1]
+                    if text.endswith("\r"):
+                        text = text[:-1]
+                yield text, name, lineno
+        finally:
+            if fh is not sys.stdin.buffer:
+                fh.close()
+
+
+def _blocks(iterable, size: int):
+    block = []
+    for item in iterable:
+        block.append(item)
+        if len(block) == size:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+def check_output_file(path: str | None, what: str = "--output") -> Path | None:
+    """Fail before any work on an output file that cannot be written: its directory missing,
+    a regular file where a directory should be, or a directory in its place."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_dir():
+        raise SeqlabError(f"{what} {path}: is a directory, expected a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    for up in [parent, *parent.parents]:
+        if up.exists() and not up.is_dir():
+            raise SeqlabError(f"{what} {path}: {up} is a file, not a directory")
+    if not parent.is_dir():
+        raise SeqlabError(f"{what} {path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise SeqlabError(f"{what} {path}: the directory {parent} is not writable")
+    return p
+
+
+class AtomicOutput:
+    """Write to ``path`` through a temporary file beside it, renamed over it on success: a
+    failure half-way leaves any earlier file of that name as it was. Without a path, stdout."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.partial") if path else None
+
+    def __enter__(self):
+        self.fh = open(self.tmp, "w", encoding="utf-8") if self.tmp else sys.stdout
+        return self.fh
+
+    def __exit__(self, exc_type, *_):
+        if self.tmp is None:
+            self.fh.flush()
+            return False
+        self.fh.close()
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+        return False
 
 
 def _predict(args) -> int:
@@ -263,25 +373,30 @@ def _predict(args) -> int:
         from .tasks.qa import run_predict
         return run_predict(args, meta, cfg)
 
+    for f in args.files:  # before any work
+        if not Path(f).is_file():
+            raise SeqlabError(f"{f}: file not found")
+    out_path = check_output_file(args.output)
+
     from .models import load_token_classifier, load_tokenizer
     from .tasks.ner import decode_entities, predict_words
 
-    texts = _read_texts(args.files)
     tokenizer = load_tokenizer(args.model_dir)
     model = load_token_classifier(args.model_dir)
-    split = [split_words(t) for t in texts]
-    preds = predict_words(model, tokenizer, [w for w, _ in split], max_length=meta["max_length"],
-                          overlap=meta["window_overlap"], batch_size=args.batch_size,
-                          progress=sys.stderr.isatty(), dtype=dtype)
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    try:
-        for text, (words, offsets), pred in zip(texts, split, preds):
-            ents = decode_entities(words, pred, meta["labels"], meta["train_scheme"], offsets, text)
-            ents = [{k: e[k] for k in ("text", "type", "start", "end", "score")} for e in ents]
-            out.write(json.dumps({"text": text, "entities": ents}, ensure_ascii=False) + "\n")
-    finally:
-        if out is not sys.stdout:
-            out.close()
+    with AtomicOutput(out_path) as out:
+        # blocks of lines: bounded memory, and output from the first block on
+        for block in _blocks(iter_lines(args.files), BLOCK_LINES):
+            texts = [text for text, _, _ in block]
+            split = [split_words(t) for t in texts]
+            preds = predict_words(model, tokenizer, [w for w, _ in split],
+                                  max_length=meta["max_length"], overlap=meta["window_overlap"],
+                                  batch_size=args.batch_size, progress=False, dtype=dtype)
+            for text, (words, offsets), pred in zip(texts, split, preds):
+                ents = decode_entities(words, pred, meta["labels"], meta["train_scheme"], offsets,
+                                       text)
+                ents = [{k: e[k] for k in ("text", "type", "start", "end", "score")} for e in ents]
+                out.write(json.dumps({"text": text, "entities": ents}, ensure_ascii=False) + "\n")
+            out.flush()
     return 0
 
 

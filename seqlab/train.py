@@ -88,6 +88,9 @@ def make_optimizer(model: torch.nn.Module, weight_decay: float, lr: float) -> to
 def prepare_output_dir(cfg: Config) -> tuple[Path, Path]:
     """Check the output directory before any work; return (final, staging) paths."""
     out = Path(cfg.train.output_dir)
+    for up in [out, *out.parents]:
+        if up.exists() and not up.is_dir():
+            raise ConfigError(f"train.output_dir: {out}: {up} is a file, not a directory")
     if out.exists() and any(out.iterdir()) and not cfg.train.overwrite:
         raise ConfigError(f"train.output_dir: {out} exists and is not empty; choose another "
                           "directory or pass train.overwrite=true")

@@ -185,7 +185,7 @@ def test_dev_tag_absent_from_training(tmp_path, fixtures, tiny_encoder, capsys):
     args = _train_args(fixtures, tiny_encoder, tmp_path / "out")
     args[4] = f"data.dev_file={dev}"
     err = _run_bad(args, capsys)
-    assert "dev split has entity type(s) EVENT that the training data never uses" in err
+    assert f"{dev}:3: entity type EVENT of the dev split never occurs in the training data" in err
 
 
 @pytest.mark.parametrize("override, match", [
@@ -211,6 +211,8 @@ def test_missing_named_dataset(tmp_path, capsys, tiny_encoder):
                    f"train: {{output_dir: {tmp_path / 'out'}}}\n")
     err = _run_bad(["train", str(cfg)], capsys)
     assert "dataset 'wnut17' not found: looked for" in err and "wnut17train.conll" in err
+    # offline (the tests set HF_HUB_OFFLINE): the hub is not tried, so no minutes of retries
+    assert "the hub copy 'leondz/wnut_17' was not tried: HF_HUB_OFFLINE is set" in err
 
 
 def test_occupied_output_dir_is_left_alone(tmp_path, fixtures, tiny_encoder, capsys):
@@ -252,3 +254,125 @@ def test_bf16_accumulation_and_bioes(tmp_path, fixtures, tiny_encoder, trained):
     micro_batches = json.loads((trained / "metrics.json").read_text())["steps"] // 15
     assert metrics["steps"] == 4 * -(-micro_batches // 2)
     assert metrics["loss_history"][-1] < metrics["loss_history"][0]
+
+
+# --------------------------------------------------------------------------- what a careful user hits
+
+
+class _Stdin:
+    """A stand-in for sys.stdin whose ``buffer`` yields the given byte lines lazily."""
+
+    def __init__(self, lines: list[bytes], on_read=None):
+        self.lines, self.on_read = lines, on_read
+
+    @property
+    def buffer(self):
+        for k, line in enumerate(self.lines):
+            if self.on_read:
+                self.on_read(k)
+            yield line
+
+
+def test_predict_splits_files_and_stdin_on_newlines_only(trained, tmp_path, monkeypatch, capsys):
+    text = "Peter\u2028Blackburn\nEU\x85rejects\x0cGerman\x1ccall\r\nin Bonn\n\nlast line"
+    src = tmp_path / "odd.txt"
+    src.write_bytes(text.encode("utf-8"))
+    out = tmp_path / "file.jsonl"
+    assert main(["predict", str(trained), str(src), "--output", str(out)]) == 0
+    from_file = [json.loads(l)["text"] for l in out.read_text(encoding="utf-8").split("\n") if l]
+    want = ["Peter\u2028Blackburn", "EU\x85rejects\x0cGerman\x1ccall", "in Bonn", "", "last line"]
+    assert from_file == want
+    monkeypatch.setattr("sys.stdin", _Stdin(text.encode("utf-8").splitlines(keepends=True)))
+    capsys.readouterr()
+    assert main(["predict", str(trained)]) == 0
+    # json.dumps escapes U+2028 and U+0085, so stdout has one line per input line
+    from_stdin = [json.loads(l)["text"] for l in capsys.readouterr().out.split("\n") if l]
+    assert from_stdin == want
+
+
+def test_predict_streams_in_blocks(trained, monkeypatch, capsys):
+    import seqlab.cli
+
+    monkeypatch.setattr(seqlab.cli, "BLOCK_LINES", 2)
+    seen = []
+
+    def on_read(k):  # when line 5 is read, the first two blocks are already out
+        if k == 4:
+            seen.append(capsys.readouterr().out.count("\n"))
+
+    monkeypatch.setattr("sys.stdin", _Stdin([b"Peter visited Bonn\n"] * 7, on_read))
+    assert main(["predict", str(trained)]) == 0
+    assert seen == [4]
+    assert capsys.readouterr().out.count("\n") == 3
+
+
+def test_predict_non_utf8_names_line_and_byte(trained, tmp_path, monkeypatch, capsys):
+    data = b"Peter\nEU rejects\nK\xf6ln is big\n"
+    monkeypatch.setattr("sys.stdin", _Stdin(data.splitlines(keepends=True)))
+    err = _run_bad(["predict", str(trained)], capsys)
+    assert "<stdin>:3: not UTF-8 (byte 0xf6 at byte offset 18)" in err
+    src = tmp_path / "latin.txt"
+    src.write_bytes(data)
+    err = _run_bad(["predict", str(trained), str(src), "--output", str(tmp_path / "o.jsonl")], capsys)
+    assert f"{src}:3: not UTF-8 (byte 0xf6 at byte offset 18)" in err
+    assert not (tmp_path / "o.jsonl").exists()  # nothing half-written under the asked name
+
+
+def test_output_into_a_missing_directory_fails_before_work(trained, fixtures, tmp_path, capsys):
+    missing = tmp_path / "no" / "pred.jsonl"
+    err = _run_bad(["predict", str(trained), str(fixtures / "test.conll"), "--output", str(missing)],
+                   capsys)
+    assert "the directory" in err and "does not exist" in err
+    err = _run_bad(["evaluate", str(trained), "--file", str(fixtures / "test.conll"),
+                    "--output", str(missing)], capsys)
+    assert "does not exist" in err
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    err = _run_bad(["evaluate", str(trained), "--file", str(fixtures / "test.conll"),
+                    "--output", str(afile / "p.conll")], capsys)
+    assert "is a file, not a directory" in err
+
+
+def test_evaluate_never_writes_into_the_run(trained, fixtures, tmp_path, monkeypatch, capsys):
+    before = sorted(p.name for p in trained.iterdir())
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", str(trained), "--file", str(fixtures / "test.conll"),
+                 "--no-progress"]) == 0
+    assert sorted(p.name for p in trained.iterdir()) == before
+    assert (tmp_path / f"predictions_{trained.name}_test.conll").is_file()
+
+
+def test_evaluate_warns_about_a_gold_type_the_model_never_learnt(trained, tmp_path, capsys):
+    gold = tmp_path / "gold.conll"
+    gold.write_text("Bonn NNP B-NP I-LOC\nis VBZ O O\nfun NN O I-EVENT\n")
+    assert main(["evaluate", str(trained), "--file", str(gold), "--no-progress",
+                 "--output", str(tmp_path / "p.conll")]) == 0
+    err = capsys.readouterr().err
+    assert f"{gold}:3: gold entity type EVENT was never learnt by this model" in err
+    assert "scored as missed" in err
+
+
+def test_output_dir_under_a_regular_file(tmp_path, fixtures, tiny_encoder, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    err = _run_bad(_train_args(fixtures, tiny_encoder, afile / "run"), capsys)
+    assert "is a file, not a directory" in err
+
+
+def test_an_override_without_equals_says_what_overrides_are(tmp_path, fixtures, tiny_encoder, capsys):
+    args = _train_args(fixtures, tiny_encoder, tmp_path / "out") + ["train.seed"]
+    err = _run_bad(args, capsys)
+    assert "'train.seed' is not an override: overrides are dotted.key=value" in err
+
+
+def test_no_progress_means_no_bars_and_no_length_warning(tmp_path, fixtures, tiny_encoder, capfd):
+    long = tmp_path / "train.conll"
+    long.write_text((fixtures / "train.conll").read_text() + "\n" +
+                    "".join(f"word{k % 7} NN O O\n" for k in range(700)))
+    args = _train_args(fixtures, tiny_encoder, tmp_path / "out", "train.epochs=1")
+    args[3] = f"data.train_file={long}"
+    assert main(args) == 0
+    err = capfd.readouterr().err
+    for noise in ("Loading weights", "tokenising", "Writing model", "Token indices sequence length",
+                  "it/s]"):
+        assert noise not in err, noise

@@ -246,3 +246,16 @@ def test_training_each_head_through_the_cli(tmp_path, tiny_encoder, head):
                  "--context-file", str(ctx), "--output", str(out)]) == 0
     ans = json.loads(out.read_text())
     assert ans["start"] is None or paras[0]["context"][ans["start"]: ans["end"]] == ans["answer"]
+
+
+def test_evaluation_loads_only_the_split_it_scores(tmp_path, data_dir):
+    import shutil
+
+    from seqlab.data.qa import load_qa
+
+    (tmp_path / "squad_v1.1").mkdir()
+    shutil.copy(data_dir / "squad_v1.1" / "dev-v1.1.json.zip", tmp_path / "squad_v1.1")
+    splits, language = load_qa("squad-v1.1", str(tmp_path), roles=("dev",))
+    assert list(splits) == ["dev"] and len(splits["dev"]) == 10570 and language == "en"
+    with pytest.raises(DataError, match="train-v1.1.json"):  # training does need the train file
+        load_qa("squad-v1.1", str(tmp_path))

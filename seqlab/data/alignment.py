@@ -7,9 +7,24 @@ the window in which it has the most context on both sides (:func:`merge_windows`
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Sequence
 
 IGNORE = -100
+
+
+@contextlib.contextmanager
+def _no_length_warning():
+    """Silence transformers' "Token indices sequence length is longer than the specified maximum"
+    while tokenising whole sentences: seqlab windows every one that is longer."""
+    logger = logging.getLogger("transformers.tokenization_utils_base")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def subwords_per_word(tokenizer, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
@@ -20,8 +35,9 @@ def subwords_per_word(tokenizer, sentences: Sequence[Sequence[str]]) -> list[lis
     """
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("a fast tokenizer is needed (word_ids() maps subwords to words)")
-    enc = tokenizer([list(s) for s in sentences], is_split_into_words=True,
-                    add_special_tokens=False, truncation=False)
+    with _no_length_warning():  # long sentences are cut into windows below
+        enc = tokenizer([list(s) for s in sentences], is_split_into_words=True,
+                        add_special_tokens=False, truncation=False)
     out = []
     unk = tokenizer.unk_token_id
     for i, words in enumerate(sentences):

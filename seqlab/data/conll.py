@@ -31,6 +31,13 @@ class Sentence:
     doc_id: int = 0
     line: int = 0  # 1-based line of the first token in its file
     extra: dict = field(default_factory=dict)
+    path: str = ""            # the file it was read from ("" when built in code or from the hub)
+    one_line: bool = False    # the whole sentence on one line (JSON lines)
+
+    def where(self, token: int = 0) -> str:
+        """``file:line`` of a token, for messages."""
+        line = self.line if self.one_line else self.line + token
+        return f"{self.path or '<data>'}:{line}"
 
 
 def _open_text(path: str | os.PathLike, member: str | None = None) -> tuple[str, str]:
@@ -84,7 +91,7 @@ def read_conll(path: str | os.PathLike, *, tag_column: int = -1, member: str | N
     def flush() -> None:
         nonlocal tokens, tags
         if tokens:
-            sentences.append(Sentence(tokens, tags, doc_id, first_line))
+            sentences.append(Sentence(tokens, tags, doc_id, first_line, path=name))
         tokens, tags = [], []
 
     for lineno, raw_line in enumerate(io.StringIO(text), start=1):
@@ -143,7 +150,7 @@ def read_jsonl(path: str | os.PathLike) -> list[Sentence]:
             except ValueError as exc:
                 raise DataError(str(exc), name, lineno) from None
         sentences.append(Sentence([str(t) for t in toks], [str(t) for t in tgs],
-                                  int(obj.get("doc_id", 0)), lineno))
+                                  int(obj.get("doc_id", 0)), lineno, path=name, one_line=True))
     if not sentences:
         raise DataError("no sentences found (the file is empty)", name)
     return sentences

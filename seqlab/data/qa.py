@@ -212,6 +212,12 @@ def load_qa(name: str | None, data_dir: str | None, *, train_split: str = "train
         else:
             missing.append(str(p))
     if missing:
+        from .registry import hub_unreachable
+
+        offline = hub_unreachable() if spec.get("hub") else None
+        if offline:
+            raise DataError(f"dataset {name!r} not found: looked for {', '.join(missing)}; the hub "
+                            f"copy {spec['hub']!r} was not tried: {offline}")
         if spec.get("hub"):
             try:
                 import datasets

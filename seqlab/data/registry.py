@@ -6,8 +6,11 @@ environment variable. Its layout is that of the files' public releases (see READ
 
 from __future__ import annotations
 
+import functools
 import os
+import socket
 import zlib
+from urllib.parse import urlparse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +74,27 @@ DATASETS: dict[str, NamedDataset] = {d.name: d for d in [
 ]}
 
 
+@functools.cache
+def hub_unreachable() -> str | None:
+    """Why the hub cannot be asked (an offline switch is set, or one quick connection attempt
+    failed), or None: so that an absent dataset fails in seconds, not after minutes of
+    retries."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{var} is set"
+    try:
+        from huggingface_hub import constants
+
+        host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    except ImportError:
+        host = "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError as exc:
+        return f"{host} is unreachable ({type(exc).__name__})"
+    return None
+
+
 def available_datasets() -> list[str]:
     return sorted(DATASETS)
 
@@ -118,11 +142,15 @@ def load_named(name: str, data_dir: str | os.PathLike | None = None) -> tuple[di
                 splits["train"], splits["dev"] = _hold_out(splits["train"], spec.dev_from_train)
             return splits, spec
         looked = missing
+    where = (f"looked for {', '.join(looked)}" if looked else
+             "no data directory given (use --data-dir or set SEQLAB_DATA)")
+    offline = hub_unreachable() if spec.hub else None
+    if offline:
+        raise DataError(f"dataset {name!r} not found: {where}; the hub copy {spec.hub[0]!r} was "
+                        f"not tried: {offline}")
     try:
         return _load_from_hub(spec), spec
     except Exception as exc:  # the hub is unreachable or the id moved: report what we looked for
-        where = (f"looked for {', '.join(looked)}" if looked else
-                 "no data directory given (use --data-dir or set SEQLAB_DATA)")
         hub = f"; the hub fallback {spec.hub[0]!r} failed: {type(exc).__name__}: {str(exc)[:200]}" \
             if spec.hub else "; this dataset has no hub copy"
         raise DataError(f"dataset {name!r} not found: {where}{hub}") from None

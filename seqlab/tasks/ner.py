@@ -36,6 +36,20 @@ def _types(sentences: Sequence[Sentence], scheme: str) -> set[str]:
     return {t for s in sentences for t, _, _ in tags_to_spans(s.tags, scheme)}
 
 
+def first_unseen_type(sentences: Sequence[Sentence], scheme: str, known: set[str]
+                      ) -> tuple[str, str, list[str]] | None:
+    """``(file:line of its first tag, the type, every unseen type)`` for the first entity whose
+    type is not in ``known``, or None."""
+    extra = sorted(_types(sentences, scheme) - set(known))
+    if not extra:
+        return None
+    for s in sentences:
+        for typ, start, _ in tags_to_spans(s.tags, scheme):
+            if typ in extra:
+                return s.where(start), typ, extra
+    return None
+
+
 def load_corpus(cfg: Config, labels: list[str] | None = None) -> NerCorpus:
     """Read the configured splits, resolve the scheme, build the label set.
 
@@ -66,13 +80,13 @@ def load_corpus(cfg: Config, labels: list[str] | None = None) -> NerCorpus:
             raise DataError("no training split: set data.train_file")
         train_types = _types(splits["train"], scheme)
         for split in ("dev", "test"):
-            extra = _types(splits.get(split, []), scheme) - train_types
-            if extra:
-                first = next(s for s in splits[split]
-                             if {t for t, _, _ in tags_to_spans(s.tags, scheme)} & extra)
-                raise DataError(f"{split} split has entity type(s) {', '.join(sorted(extra))} that "
-                                f"the training data never uses (first at line {first.line}); "
-                                f"training types: {', '.join(sorted(train_types))}")
+            unseen = first_unseen_type(splits.get(split, []), scheme, train_types)
+            if unseen:
+                where, typ, extra = unseen
+                raise DataError(f"{where}: entity type {typ} of the {split} split never occurs in "
+                                f"the training data ({split} types absent from training: "
+                                f"{', '.join(extra)}); training types: "
+                                f"{', '.join(sorted(train_types))}")
         labels = label_set(sorted(train_types), cfg.data.train_scheme)
     return NerCorpus(splits, scheme, cfg.data.train_scheme, labels, name)
 

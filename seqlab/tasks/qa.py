@@ -351,16 +351,19 @@ def _task_for(args, meta: dict, cfg: Config, splits: dict, language: str):
 
 
 def run_evaluate(args, meta: dict, cfg: Config) -> int:
+    from ..cli import evaluate_output
+
+    name = f"{args.dataset}-{args.split}" if args.dataset else Path(args.file).stem
+    out = evaluate_output(args, name, "json")
     if args.dataset:
         splits, language = load_qa(args.dataset, args.data_dir,
                                    eval_split="dev" if args.split == "test" else args.split,
                                    roles=("dev",))
-        examples, name = splits["dev"], f"{args.dataset}-eval"
+        examples = splits["dev"]
     else:
-        examples, name, language = read_squad(args.file)[0], Path(args.file).stem, meta["language"]
+        examples, language = read_squad(args.file)[0], meta["language"]
     cfg.train.eval_batch_size = args.batch_size
     task, model = _task_for(args, meta, cfg, {"eval": examples}, language)
-    out = Path(args.output) if args.output else Path(args.model_dir) / f"predictions_{name}.json"
     result = task.evaluate(model, "eval", out_file=out, progress=not args.no_progress)
     print(f"{name}: {result['questions']} questions, EM {100 * result['exact_match']:.2f}, "
           f"F1 {100 * result['f1']:.2f}")
@@ -371,9 +374,12 @@ def run_evaluate(args, meta: dict, cfg: Config) -> int:
 def run_predict(args, meta: dict, cfg: Config) -> int:
     if not args.question or not args.context_file:
         raise SeqlabError("a QA model needs --question and --context-file")
+    from ..cli import check_output_file
+
     path = Path(args.context_file)
     if not path.is_file():
         raise SeqlabError(f"{path}: file not found")
+    check_output_file(args.output)
     context = path.read_text(encoding="utf-8")
     ex = QAExample("q", "", context, args.question, [])
     task, model = _task_for(args, meta, cfg, {}, meta["language"])
