@@ -32,7 +32,7 @@ from seqlab.config import config_from_dict  # noqa: E402
 from seqlab.data.schemes import convert  # noqa: E402
 from seqlab.metrics import entity_scores  # noqa: E402
 from seqlab.models import load_token_classifier, load_tokenizer  # noqa: E402
-from seqlab.cli import split_words  # noqa: E402
+from seqlab.data.alignment import split_words  # noqa: E402
 from seqlab.tasks.ner import (NerTask, decode_entities, load_corpus, predict_words,  # noqa: E402
                               score_and_write)
 from seqlab.train import train  # noqa: E402

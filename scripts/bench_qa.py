@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from seqlab.config import load_config  # noqa: E402
-from seqlab.tasks.qa import run_training  # noqa: E402
+from seqlab.train import train_config  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
                 overrides.append(f"data.eval_limit={args.eval_limit}")
             cfg = load_config(root / cfg_file, overrides)
             t0 = time.perf_counter()
-            run_training(cfg, progress=not args.no_progress)
+            train_config(cfg, progress=not args.no_progress)
             wall = time.perf_counter() - t0
             m = json.loads((out / "metrics.json").read_text())
             rows.append((name, 100 * m["dev"]["exact_match"], 100 * m["dev"]["f1"],

@@ -21,8 +21,11 @@ Span QA: the Trainer hands only a key named ``labels`` to ``compute_loss_func``,
                       data_collator=seqlab.hf.QACollator(tokenizer),
                       compute_loss_func=seqlab.hf.loss_function("focal", gamma=2.0))
 
-Positions are not masked to the context on this path (the Trainer gives the loss no attention
-mask); ``seqlab train`` with ``task: qa`` masks non-context positions.
+The QA loss is :func:`seqlab.tasks.qa.pointer_loss`, the one ``seqlab train`` uses, but without
+its mask: the Trainer gives ``compute_loss_func`` the outputs and labels only, not the inputs,
+so positions outside the context (the question, special tokens, padding) are not masked to
+``-inf`` here and compete in the softmax over positions. ``seqlab train`` with ``task: qa``
+masks them.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from .data.alignment import pad_batch
 from .losses import build_loss
 from .metrics import entity_scores
+from .tasks.qa import pointer_loss
 
 
 def _get(outputs, key: str):
@@ -62,11 +67,10 @@ def loss_function(name: str = "ce", **options) -> Callable:
                 raise ValueError(f"QA labels have shape {tuple(labels.shape)}, expected (batch, 2): "
                                  "start and end positions (use seqlab.hf.QACollator)")
             labels = labels.to(start.device)
-            if num_items_in_batch is None:
-                # the mean over both ends, as the model's own loss
-                return (loss_fn(start, labels[:, 0]) + loss_fn(end, labels[:, 1])) / 2
-            return loss_fn(start, labels[:, 0], num_items_in_batch) + \
-                loss_fn(end, labels[:, 1], num_items_in_batch)
+            # the Trainer counts both ends of each feature as items: 2 per feature
+            n = None if num_items_in_batch is None else num_items_in_batch / 2
+            return pointer_loss(loss_fn, start, end, labels[:, 0], labels[:, 1],
+                                num_items_in_batch=n)
         logits = _get(outputs, "logits")
         if logits is None:
             raise ValueError("model outputs have neither 'logits' nor 'start_logits'")
@@ -77,23 +81,18 @@ def loss_function(name: str = "ce", **options) -> Callable:
 
 
 class QACollator:
-    """Pad QA features and pack ``start_positions``/``end_positions`` into ``labels (B, 2)``."""
+    """Pad QA features (:func:`seqlab.data.alignment.pad_batch`) and pack
+    ``start_positions``/``end_positions`` into ``labels (B, 2)``."""
 
-    def __init__(self, tokenizer, pad_to_multiple_of: int | None = None):
-        from transformers import DataCollatorWithPadding
-
-        self.pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+    def __init__(self, tokenizer):
+        self.pad_id = tokenizer.pad_token_id
 
     def __call__(self, features: list[dict]) -> dict:
-        feats = [dict(f) for f in features]
-        starts = [f.pop("start_positions", None) for f in feats]
-        ends = [f.pop("end_positions", None) for f in feats]
-        for f in feats:
-            for key in [k for k in f if k not in ("input_ids", "attention_mask", "token_type_ids")]:
-                f.pop(key)
-        batch = self.pad(feats)
-        if all(s is not None for s in starts):
-            batch["labels"] = torch.tensor([[int(s), int(e)] for s, e in zip(starts, ends)])
+        keep = ("input_ids", "token_type_ids", "start_positions", "end_positions")
+        batch = pad_batch([{k: f[k] for k in keep if k in f} for f in features], self.pad_id)
+        starts, ends = batch.pop("start_positions", None), batch.pop("end_positions", None)
+        if starts is not None and ends is not None:
+            batch["labels"] = torch.stack([starts, ends], dim=1)
         return batch
 
 

@@ -165,13 +165,13 @@ def _compress_predictions(directory: Path) -> None:
 
 def run_one(run: Run, *, progress: bool = False, max_steps: int | None = None) -> dict:
     """Train one run of the grid (from scratch: a leftover ``.incomplete`` directory is replaced)."""
-    from .cli import train_from_config
+    from .train import train_config
 
     raw = run.config
     if max_steps is not None:
         raw = apply_overrides(raw, [f"train.max_steps={max_steps}"])
     cfg = config_from_dict(raw)
-    result = train_from_config(cfg, progress=progress)
+    result = train_config(cfg, progress=progress)
     _compress_predictions(Path(cfg.train.output_dir))
     return result
 
@@ -377,6 +377,13 @@ def paired_tests(a: list[float], b: list[float]) -> dict:
     return out
 
 
+def same_start(a: dict, b: dict) -> bool:
+    """Whether two runs of a seed saw the same data order from the same initial weights, as
+    their fingerprints (``metrics.json``) say: a pair is compared only then. Runs written before
+    fingerprints were recorded have none and are taken as paired."""
+    return all(a.get(k) == b.get(k) for k in ("data_order", "initial_weights"))
+
+
 def _summary(values: list[float]) -> dict:
     import numpy as np
 
@@ -409,7 +416,8 @@ def aggregate(study: Study, *, resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
         m = json.loads((run.directory / "metrics.json").read_text(encoding="utf-8"))
         entry = per_loss.setdefault(run.loss, {"seeds": [], "runs": []})
         entry["seeds"].append(run.seed)
-        rec = {"seed": run.seed, "train_time_s": m.get("train_time_s"),
+        rec = {"seed": run.seed, "data_order": m.get("data_order"),
+               "initial_weights": m.get("initial_weights"), "train_time_s": m.get("train_time_s"),
                "train_tokens_per_s": m.get("train_tokens_per_s"), "best_epoch": m.get("best_epoch")}
         for split in SPLITS:
             if split not in m:
@@ -459,7 +467,14 @@ def aggregate(study: Study, *, resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
         entry["train_tokens_per_s"] = _summary([r["train_tokens_per_s"] for r in rs])
         if loss != study.baseline and study.baseline in per_loss:
             base = {r["seed"]: r for r in per_loss[study.baseline]["runs"]}
-            paired = [(r, base[r["seed"]]) for r in rs if r["seed"] in base]
+            paired, unpaired = [], []
+            for r in rs:
+                if r["seed"] not in base:
+                    continue
+                if same_start(r, base[r["seed"]]):
+                    paired.append((r, base[r["seed"]]))
+                else:
+                    unpaired.append(r["seed"])
             cmp_ = {}
             for split in SPLITS:
                 pairs = [(a, b) for a, b in paired if split in a and split in b]
@@ -477,6 +492,7 @@ def aggregate(study: Study, *, resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
                     [counts[loss][s] for s in seeds], [counts[study.baseline][s] for s in seeds],
                     resamples=resamples)
                 cmp_["test_bootstrap"]["seeds"] = seeds
+            cmp_["unpaired_seeds"] = unpaired
             entry["vs_baseline"] = cmp_
         out["losses"][loss] = entry
     return _finite(out)
@@ -531,6 +547,12 @@ def markdown(results: dict) -> str:
                      f"{_p(f['wilcoxon_p'])} | {_pct(v['test_precision']['mean_diff'])} | "
                      f"{_pct(v['test_recall']['mean_diff'])} | {bcell} | "
                      f"{_p(bs['p_value']) if bs else 'n/a'} |")
+    unpaired = {n: e["vs_baseline"]["unpaired_seeds"] for n, e in losses.items()
+                if e.get("vs_baseline", {}).get("unpaired_seeds")}
+    if unpaired:
+        lines += ["", "Left out of the paired comparison, because their data order or initial "
+                  f"weights differ from `{base}`'s run of the same seed (rerun them): " +
+                  "; ".join(f"`{n}` seeds {v}" for n, v in unpaired.items()) + "."]
     rare = results.get("rarest_type")
     if rare:
         lines += ["", f"## Per-type test F1 (rarest type in the test set: `{rare}`)", ""]

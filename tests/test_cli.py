@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from seqlab.cli import main, split_words
+from seqlab.cli import main
+from seqlab.data.alignment import split_words
 
 
 def _train_args(fixtures: Path, encoder: Path, out: Path, *extra: str) -> list[str]:
@@ -291,9 +292,9 @@ def test_predict_splits_files_and_stdin_on_newlines_only(trained, tmp_path, monk
 
 
 def test_predict_streams_in_blocks(trained, monkeypatch, capsys):
-    import seqlab.cli
+    import seqlab.tasks.ner
 
-    monkeypatch.setattr(seqlab.cli, "BLOCK_LINES", 2)
+    monkeypatch.setattr(seqlab.tasks.ner, "PREDICT_BLOCK_LINES", 2)
     seen = []
 
     def on_read(k):  # when line 5 is read, the first two blocks are already out

@@ -12,7 +12,8 @@ from seqlab.data.conll import read_conll, read_jsonl
 from seqlab.data.registry import available_datasets, load_named, resolve_scheme
 from seqlab.data.schemes import convert, detect_scheme, spans_to_tags, tags_to_spans
 from seqlab.errors import DataError
-from seqlab.tasks.ner import length_batches, pad_batch, predict_words
+from seqlab.data.alignment import pad_batch
+from seqlab.tasks.ner import length_batches, predict_words
 
 # --------------------------------------------------------------------------- schemes
 
@@ -205,7 +206,7 @@ def test_named_datasets_match_published_counts(data_dir, name):
 
 
 def test_every_named_dataset_loads(data_dir):
-    for name in available_datasets():
+    for name in available_datasets("ner"):
         splits, _ = load_named(name, data_dir)
         assert {"train", "dev", "test"} <= set(splits), name
 
@@ -218,7 +219,7 @@ def test_weibo_strips_segmentation_digit(data_dir):
 def test_missing_dataset_names_the_files(tmp_path):
     with pytest.raises(DataError, match=r"dataset 'conll2003' not found: looked for .*eng\.train"):
         load_named("conll2003", tmp_path)
-    with pytest.raises(DataError, match=r"unknown dataset 'conll2004'; known datasets: bc5cdr"):
+    with pytest.raises(DataError, match=r"unknown NER dataset 'conll2004'; known: bc5cdr"):
         load_named("conll2004", tmp_path)
 
 
@@ -262,3 +263,18 @@ def test_predict_words_equals_one_padded_forward(tiny_model_and_tokenizer):
         p, lab = probs[i, firsts].max(-1)
         assert [l for l, _ in got[i]] == lab.tolist()
         assert [q for _, q in got[i]] == pytest.approx(p.tolist(), abs=1e-5)
+
+
+def test_one_registry_for_every_task(data_dir, capsys):
+    from seqlab.cli import main
+    from seqlab.data.registry import DATASETS
+
+    assert {"conll2003", "squad-v1.1", "cmrc2018"} <= set(DATASETS)
+    assert DATASETS["cmrc2018"].task == "qa" and DATASETS["wnut17"].task == "ner"
+    assert main(["datasets", "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
+    assert set(rows) == set(DATASETS)
+    assert rows["cmrc2018"][1:2] == ["qa"] and rows["cmrc2018"][4] == "yes"
+    assert rows["squad-v1.1"][4] == "no"  # the train file is not in the shared data
+    assert rows["conll2003"][1] == "ner" and rows["conll2003"][4] == "yes"

@@ -146,9 +146,11 @@ def test_paired_bootstrap():
         paired_bootstrap([a], [b[:-1]])
 
 
-def _fake_run(directory: Path, f1s: dict, sentences: list[tuple[list[str], list[str], list[float]]]):
+def _fake_run(directory: Path, f1s: dict, sentences: list[tuple[list[str], list[str], list[float]]],
+              order: str = "same"):
     directory.mkdir(parents=True)
-    metrics = {"train_time_s": 10.0, "train_tokens_per_s": 100.0, "best_epoch": 1}
+    metrics = {"train_time_s": 10.0, "train_tokens_per_s": 100.0, "best_epoch": 1,
+               "data_order": order, "initial_weights": "w0"}
     for split, f1 in f1s.items():
         d = {"f1": f1, "precision": f1 + 0.01, "recall": f1 - 0.01, "support": 3,
              "per_type": {"PER": {"f1": f1, "support": 2, "precision": 0, "recall": 0},
@@ -229,3 +231,15 @@ def test_tiny_study_end_to_end(tmp_path, fixtures, tiny_encoder):
     mtime = (run / "metrics.json").stat().st_mtime
     assert main(["study", str(path), "--no-progress"]) == 0
     assert (run / "metrics.json").stat().st_mtime == mtime
+
+
+def test_runs_that_did_not_start_alike_are_not_paired(tmp_path):
+    study = load_study(_write_study(tmp_path, seeds=(1, 2, 3),
+                                    losses={"ce": {"name": "ce"}, "focal": {"name": "focal"}}))
+    sents = [(["B-PER", "O"], ["B-PER", "O"], [0.9, 0.8])]
+    for run in study.runs():
+        order = "other" if (run.loss, run.seed) == ("focal", 2) else "same"
+        _fake_run(run.directory, {"test": 0.5 + 0.01 * run.seed}, sents, order=order)
+    cmp_ = aggregate(study, resamples=50)["losses"]["focal"]["vs_baseline"]
+    assert cmp_["unpaired_seeds"] == [2] and cmp_["test_f1"]["pairs"] == 2
+    assert cmp_["test_bootstrap"]["seeds"] == [1, 3]

@@ -9,9 +9,49 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Sequence
 
-IGNORE = -100
+import torch
+
+IGNORE = -100  # the label of a position no loss or score looks at (torch's ignore_index)
+
+_WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|\w+(?:[-'’.]\w+)*|[^\w\s]")
+
+
+def split_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """Split raw text into words with half-open character offsets (CJK: one character a word;
+    hyphens, apostrophes and dots inside a word keep it whole, as CoNLL tokenises ``AL-AIN``)."""
+    words, offsets = [], []
+    for m in _WORD.finditer(text):
+        words.append(m.group())
+        offsets.append((m.start(), m.end()))
+    return words, offsets
+
+
+def pad_batch(rows: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad the rows to the longest one (dynamic padding): ``input_ids`` with ``pad_id``, an
+    ``attention_mask``, ``token_type_ids`` with 0 and ``labels`` with :data:`IGNORE` where the
+    rows have them; per-row integers (``start_positions``, ``end_positions``) stacked."""
+    width = max(len(r["input_ids"]) for r in rows)
+    b = len(rows)
+    out = {"input_ids": torch.full((b, width), pad_id, dtype=torch.long),
+           "attention_mask": torch.zeros((b, width), dtype=torch.long)}
+    fill = {"token_type_ids": 0, "labels": IGNORE}
+    for key, value in fill.items():
+        if any(key in r for r in rows):
+            out[key] = torch.full((b, width), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        out["input_ids"][i, :n] = torch.as_tensor(r["input_ids"])
+        out["attention_mask"][i, :n] = 1
+        for key in fill:
+            if key in r:
+                out[key][i, :n] = torch.as_tensor(r[key])
+    for key in ("start_positions", "end_positions"):
+        if key in rows[0]:
+            out[key] = torch.tensor([int(r[key]) for r in rows])
+    return out
 
 
 @contextlib.contextmanager

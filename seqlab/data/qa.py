@@ -140,15 +140,6 @@ def read_squad(path: str | os.PathLike, *, warn: bool = True) -> tuple[list[QAEx
     return examples, report
 
 
-QA_DATASETS = {
-    "squad-v1.1": {"train": "squad_v1.1/train-v1.1.json", "dev": "squad_v1.1/dev-v1.1.json.zip",
-                   "hub": "rajpurkar/squad", "language": "en"},
-    "squad-v1.1-dev-split": {"file": "squad_v1.1/dev-v1.1.json.zip", "language": "en"},
-    "cmrc2018": {"trial": "cmrc2018/cmrc2018_trial.json", "dev": "cmrc2018/cmrc2018_dev.json",
-                 "language": "zh"},
-}
-
-
 def trainable(examples: list[QAExample]) -> list[QAExample]:
     """The examples a model can learn from: an answer located in the context, or marked
     impossible (SQuAD v2)."""
@@ -175,7 +166,7 @@ def load_qa(name: str | None, data_dir: str | None, *, train_split: str = "train
     ``squad-v1.1-dev-split`` is non-standard: only the official dev file exists here, so its
     articles are split 80/20 by title (:func:`split_by_title`) into train and eval.
     """
-    from .registry import resolve_data_dir
+    from .registry import DATASETS, available_datasets, resolve_data_dir
 
     if name is None:
         splits = {}
@@ -187,14 +178,14 @@ def load_qa(name: str | None, data_dir: str | None, *, train_split: str = "train
             raise DataError("no data: set data.dataset (squad-v1.1-dev-split, cmrc2018, "
                             "squad-v1.1) or data.train_file/dev_file")
         return splits, "en"
-    if name not in QA_DATASETS:
-        raise DataError(f"unknown QA dataset {name!r}; known: {', '.join(sorted(QA_DATASETS))}")
-    spec = QA_DATASETS[name]
+    if name not in DATASETS or DATASETS[name].task != "qa":
+        raise DataError(f"unknown QA dataset {name!r}; known: {', '.join(available_datasets('qa'))}")
+    spec = DATASETS[name]
     root = resolve_data_dir(data_dir)
     if root is None:
         raise DataError(f"dataset {name!r}: no data directory given (use --data-dir or set SEQLAB_DATA)")
     if name == "squad-v1.1-dev-split":
-        examples = read_squad(root / spec["file"])[0]
+        examples = read_squad(root / spec.files["all"])[0]
         train, held = split_by_title(examples)
         return {role: part for role, part in (("train", train), ("dev", held)) if role in roles}, "en"
     want = {"train": train_split, "dev": eval_split}
@@ -203,10 +194,10 @@ def load_qa(name: str | None, data_dir: str | None, *, train_split: str = "train
     want = {role: split for role, split in want.items() if role in roles}
     out, missing = {}, []
     for role, split in want.items():
-        if split not in spec:
+        if split not in spec.files:
             raise DataError(f"dataset {name!r} has no split {split!r}; it has "
-                            f"{', '.join(k for k in spec if k not in ('hub', 'language'))}")
-        p = root / spec[split]
+                            f"{', '.join(spec.files)}")
+        p = root / spec.files[split]
         if p.exists():
             out[role] = read_squad(p)[0]
         else:
@@ -214,15 +205,15 @@ def load_qa(name: str | None, data_dir: str | None, *, train_split: str = "train
     if missing:
         from .registry import hub_unreachable
 
-        offline = hub_unreachable() if spec.get("hub") else None
+        offline = hub_unreachable() if spec.hub else None
         if offline:
             raise DataError(f"dataset {name!r} not found: looked for {', '.join(missing)}; the hub "
-                            f"copy {spec['hub']!r} was not tried: {offline}")
-        if spec.get("hub"):
+                            f"copy {spec.hub[0]!r} was not tried: {offline}")
+        if spec.hub:
             try:
                 import datasets
 
-                dd = datasets.load_dataset(spec["hub"])
+                dd = datasets.load_dataset(spec.hub[0])
                 conv = {"train": "train", "dev": "validation"}
                 for role in want:
                     if role not in out:
@@ -231,9 +222,9 @@ def load_qa(name: str | None, data_dir: str | None, *, train_split: str = "train
                                                 zip(r["answers"]["text"], r["answers"]["answer_start"])],
                                                references=list(r["answers"]["text"]) or [""])
                                      for r in dd[conv[role]]]
-                return out, spec["language"]
+                return out, spec.language
             except Exception as exc:
                 raise DataError(f"dataset {name!r} not found: looked for {', '.join(missing)}; the "
-                                f"hub fallback {spec['hub']!r} failed: {type(exc).__name__}") from None
+                                f"hub fallback {spec.hub[0]!r} failed: {type(exc).__name__}") from None
         raise DataError(f"dataset {name!r} not found: looked for {', '.join(missing)}")
-    return out, spec["language"]
+    return out, spec.language

@@ -1,4 +1,4 @@
-"""Named NER datasets, read from a data directory, with the hub as fallback when online.
+"""Named datasets of every task, read from a data directory, with the hub as fallback online.
 
 The data directory is ``--data-dir`` (``data.data_dir`` in a config), else the ``SEQLAB_DATA``
 environment variable. Its layout is that of the files' public releases (see README, "Data").
@@ -31,8 +31,9 @@ class NamedDataset:
 
     name: str
     files: dict[str, str]  # split -> relative path ("archive.zip!member" for a zip member)
-    scheme: str
+    scheme: str            # NER: the files' tag scheme; QA: "squad" (SQuAD-format JSON)
     language: str = "en"
+    task: str = "ner"
     hub: tuple[str, str | None] | None = None  # (hub id, config name)
     token_transform: Callable[[str], str] | None = None
     dev_from_train: float = 0.0  # hold out this share of train as dev when there is no dev file
@@ -71,7 +72,22 @@ DATASETS: dict[str, NamedDataset] = {d.name: d for d in [
                  notes="The token column carries a word-segmentation digit, stripped on read."),
     NamedDataset("resume", {"train": "resume_ner/train.char.bmes", "dev": "resume_ner/dev.char.bmes",
                             "test": "resume_ner/test.char.bmes"}, "bmes", language="zh"),
+    NamedDataset("squad-v1.1", {"train": "squad_v1.1/train-v1.1.json",
+                                "dev": "squad_v1.1/dev-v1.1.json.zip"}, "squad", task="qa",
+                 hub=("rajpurkar/squad", None)),
+    NamedDataset("squad-v1.1-dev-split", {"all": "squad_v1.1/dev-v1.1.json.zip"}, "squad",
+                 task="qa", notes="Only the official dev file: its articles split 80/20 by title "
+                                  "into train and dev (non-standard)."),
+    NamedDataset("cmrc2018", {"trial": "cmrc2018/cmrc2018_trial.json",
+                              "dev": "cmrc2018/cmrc2018_dev.json"}, "squad", language="zh",
+                 task="qa"),
 ]}
+
+
+def dataset_found(spec: NamedDataset, root: Path | None) -> bool:
+    """Whether every file of the dataset is under ``root``."""
+    return root is not None and all(_split_path(root, rel)[0].exists()
+                                    for rel in spec.files.values())
 
 
 @functools.cache
@@ -95,8 +111,8 @@ def hub_unreachable() -> str | None:
     return None
 
 
-def available_datasets() -> list[str]:
-    return sorted(DATASETS)
+def available_datasets(task: str | None = None) -> list[str]:
+    return sorted(n for n, d in DATASETS.items() if task is None or d.task == task)
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
@@ -125,8 +141,8 @@ def load_named(name: str, data_dir: str | os.PathLike | None = None) -> tuple[di
         DataError: an unknown name, or files absent and the hub unreachable; the message lists
             every path looked for.
     """
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(available_datasets())}"
+    if name not in DATASETS or DATASETS[name].task != "ner":
+        raise DataError(f"unknown NER dataset {name!r}; known: {', '.join(available_datasets('ner'))}"
                         " (or give data.train_file/dev_file/test_file)")
     spec = DATASETS[name]
     root = resolve_data_dir(data_dir)

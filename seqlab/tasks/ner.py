@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +13,18 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config
-from ..data.alignment import IGNORE, build_features, merge_windows, subwords_per_word
+from ..data.alignment import (IGNORE, build_features, merge_windows, pad_batch, split_words,
+                              subwords_per_word)
 from ..data.conll import Sentence, write_conll
 from ..data.registry import load_files, load_named, resolve_scheme
 from ..data.schemes import label_set, spans_to_tags, tags_to_spans
-from ..errors import DataError
+from ..errors import DataError, SeqlabError
+from ..files import (AtomicOutput, blocks, check_input_files, check_output_file, evaluate_output,
+                     iter_lines, write_json)
 from ..losses import build_loss
-from ..metrics import entity_scores
+from ..metrics import entity_scores, format_scores
+
+PREDICT_BLOCK_LINES = 2048  # `seqlab predict` reads, predicts and writes this many lines at a time
 
 
 @dataclass
@@ -111,10 +117,46 @@ def gold_in_scheme(sent: Sentence, source: str, target: str) -> list[str]:
 
 
 class NerTask:
-    """Everything NER-specific the training loop needs."""
+    """NER behind the task protocol (:class:`seqlab.tasks.Task`)."""
 
-    primary_metric = "f1"
+    primary_metric = "entity F1"
     prediction_ext = "conll"
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> NerTask:
+        from ..models import load_tokenizer
+
+        corpus = load_corpus(cfg)
+        return cls(cfg, load_tokenizer(cfg.model.encoder), corpus)
+
+    def new_model(self):
+        from ..models import load_token_classifier
+
+        return load_token_classifier(self.cfg.model.encoder, self.corpus.labels)
+
+    def score(self, result: dict) -> float:
+        return float(result["default"]["f1"])
+
+    def report(self, result: dict) -> str:
+        lines = []
+        for split in ("dev", "test"):
+            if split in result:
+                r = result[split]
+                lines.append(format_scores(r["default"], f"{split} (seqeval default mode)"))
+                lines.append(f"{split} entity F1: {100 * r['default']['f1']:.2f} "
+                             f"(strict {100 * r['strict']['f1']:.2f})")
+        return "\n".join(lines)
+
+    def count_items(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return (batch["labels"] != IGNORE).sum()
+
+    @classmethod
+    def cli_evaluate(cls, args, meta: dict, cfg: Config) -> int:
+        return _evaluate_cli(args, meta, cfg)
+
+    @classmethod
+    def cli_predict(cls, args, meta: dict, cfg: Config) -> int:
+        return _predict_cli(args, meta, cfg)
 
     def __init__(self, cfg: Config, tokenizer, corpus: NerCorpus):
         self.cfg = cfg
@@ -188,10 +230,10 @@ class NerTask:
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         return pad_batch(rows, self.tokenizer.pad_token_id)
 
-    def compute_loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        labels = batch["labels"]
+    def compute_loss(self, model, batch: dict[str, torch.Tensor], *,
+                     num_items_in_batch=None) -> torch.Tensor:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return self.loss_fn(logits, labels)
+        return self.loss_fn(logits, batch["labels"], num_items_in_batch)
 
     # ----------------------------------------------------------------- evaluation
 
@@ -248,21 +290,6 @@ def score_and_write(sents: Sequence[Sentence], pred_tags: list[list[str]], schem
             rows.append(list(zip(*cols)))
         write_conll(out_file, rows)
     return result
-
-
-def pad_batch(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad ``input_ids``/``labels`` of the rows to the longest one (dynamic padding)."""
-    width = max(len(r["input_ids"]) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-    for i, r in enumerate(rows):
-        n = len(r["input_ids"])
-        ids[i, :n] = torch.as_tensor(r["input_ids"])
-        mask[i, :n] = 1
-        if "labels" in r:
-            labels[i, :n] = torch.as_tensor(r["labels"])
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -356,5 +383,71 @@ def decode_entities(words: Sequence[str], preds: Sequence[tuple[int, float]], la
     return out
 
 
-def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+# --------------------------------------------------------------------------- the CLI's paths
+
+
+def _evaluate_cli(args, meta: dict, cfg: Config) -> int:
+    from ..data.schemes import split_tag
+    from ..models import load_token_classifier, load_tokenizer
+
+    dtype = torch.bfloat16 if args.bf16 else None
+    if args.dataset:
+        name = f"{args.dataset}-{args.split}"
+        out = evaluate_output(args, name, "conll")
+        splits, spec = load_named(args.dataset, args.data_dir)
+        if args.split not in splits:
+            raise SeqlabError(f"dataset {args.dataset!r} has no split {args.split!r}; "
+                              f"it has {', '.join(splits)}")
+        sents = splits[args.split]
+        scheme = resolve_scheme({args.split: sents}, spec.scheme)
+    else:
+        name = Path(args.file).stem
+        out = evaluate_output(args, name, "conll")
+        sents = load_files(None, None, args.file, tag_column=cfg.data.tag_column)["test"]
+        scheme = resolve_scheme({"test": sents}, "auto")
+    learnt = {split_tag(label)[1] for label in meta["labels"]} - {None}
+    unseen = first_unseen_type(sents, scheme, learnt)
+    if unseen:
+        where, typ, extra = unseen
+        print(f"seqlab evaluate: warning: {where}: gold entity type {typ} was never learnt by this "
+              f"model (unlearnt types: {', '.join(extra)}); their entities are scored as missed "
+              "(they lower recall, and the type's F1 is 0)", file=sys.stderr)
+    corpus = NerCorpus({"eval": sents}, scheme, meta["train_scheme"], meta["labels"], name)
+    cfg.model.max_length, cfg.model.window_overlap = meta["max_length"], meta["window_overlap"]
+    cfg.train.eval_batch_size = args.batch_size
+    task = NerTask(cfg, load_tokenizer(args.model_dir), corpus)
+    model = load_token_classifier(args.model_dir)
+    result = task.evaluate(model, "eval", out_file=out, progress=not args.no_progress, dtype=dtype)
+    print(format_scores(result["default"], f"{name}: seqeval default mode (conlleval)"))
+    print()
+    print(format_scores(result["strict"], f"{name}: seqeval strict mode ({meta['train_scheme']})"))
+    print(f"predictions written to {out} (scored: {result['scored_columns']})")
+    return 0
+
+
+def _predict_cli(args, meta: dict, cfg: Config) -> int:
+    from ..models import load_token_classifier, load_tokenizer
+
+    if args.question or args.context_file:
+        raise SeqlabError("--question and --context-file are for QA models; this one is NER")
+    dtype = torch.bfloat16 if args.bf16 else None
+    check_input_files(args.files)  # before any work
+    out_path = check_output_file(args.output)
+    tokenizer = load_tokenizer(args.model_dir)
+    model = load_token_classifier(args.model_dir)
+    with AtomicOutput(out_path) as out:
+        # blocks of lines: bounded memory, and output from the first block on
+        for block in blocks(iter_lines(args.files), PREDICT_BLOCK_LINES):
+            texts = [text for text, _, _ in block]
+            split = [split_words(t) for t in texts]
+            preds = predict_words(model, tokenizer, [w for w, _ in split],
+                                  max_length=meta["max_length"], overlap=meta["window_overlap"],
+                                  batch_size=args.batch_size, progress=False, dtype=dtype)
+            for text, (words, offsets), pred in zip(texts, split, preds):
+                ents = decode_entities(words, pred, meta["labels"], meta["train_scheme"], offsets,
+                                       text)
+                ents = [{k: e[k] for k in ("text", "type", "start", "end", "score")} for e in ents]
+                out.write(json.dumps({"text": text, "entities": ents}, ensure_ascii=False) + "\n")
+            out.flush()
+    return 0
+

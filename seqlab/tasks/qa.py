@@ -20,13 +20,36 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config
+from ..data.alignment import IGNORE, pad_batch
 from ..data.qa import QAExample, load_qa, read_squad, trainable
 from ..errors import DataError, SeqlabError
+from ..files import check_output_file, evaluate_output, write_json
 from ..losses import build_loss
 from ..metrics import cmrc_em_f1, squad_em_f1
 
 TAG_LABELS = ["O", "B-ANS", "I-ANS"]
-IGNORE = -100
+
+
+def pointer_loss(loss_fn, start_logits: torch.Tensor, end_logits: torch.Tensor,
+                 start_positions: torch.Tensor, end_positions: torch.Tensor, *,
+                 allowed: torch.Tensor | None = None, num_items_in_batch=None) -> torch.Tensor:
+    """The pointer head's loss: ``loss_fn`` over positions (class dimension = positions) for the
+    start and for the end, averaged over the two, as the model's own QA loss.
+
+    ``allowed`` ``(B, L)``: positions that can be answers (the context and CLS); the others get
+    a ``-inf`` logit, so they are no classes at all. Without it (the Trainer gives the loss no
+    inputs) every position competes, special tokens and the question included.
+    With ``num_items_in_batch`` (features in the whole accumulated batch) the two sums are
+    divided by twice that number: gradient accumulation then equals the full batch.
+    """
+    start, end = start_logits.float(), end_logits.float()
+    if allowed is not None:
+        start = start.masked_fill(~allowed, -math.inf)
+        end = end.masked_fill(~allowed, -math.inf)
+    if num_items_in_batch is None:
+        return (loss_fn(start, start_positions) + loss_fn(end, end_positions)) / 2
+    n = 2 * num_items_in_batch
+    return loss_fn(start, start_positions, n) + loss_fn(end, end_positions, n)
 
 
 def encode(tokenizer, examples: list[QAExample], cfg: Config, *, with_labels: bool) -> list[dict]:
@@ -152,7 +175,9 @@ def tagging_scores(log_probs: torch.Tensor, offsets) -> tuple[list[float], list[
 
 
 class QATask:
-    primary_metric = "f1"
+    """Span QA behind the task protocol (:class:`seqlab.tasks.Task`)."""
+
+    primary_metric = "F1"
     prediction_ext = "json"
 
     def __init__(self, cfg: Config, tokenizer, splits: dict[str, list[QAExample]], language: str):
@@ -160,8 +185,51 @@ class QATask:
         self.loss_fn = build_loss(cfg.loss.name, **cfg.loss.options)
         self._cache: dict[str, list[dict]] = {}
 
+    @classmethod
+    def from_config(cls, cfg: Config) -> QATask:
+        from ..models import load_tokenizer
+
+        d = cfg.data
+        splits, language = load_qa(d.dataset, d.data_dir, train_split=d.train_split,
+                                   eval_split=d.eval_split, train_file=d.train_file,
+                                   eval_file=d.dev_file)
+        if "train" not in splits:
+            raise DataError("no training questions: set data.dataset or data.train_file")
+        splits["train"] = trainable(splits["train"])
+        if d.limit:
+            splits["train"] = splits["train"][: d.limit]
+        if d.eval_limit and "dev" in splits:
+            splits["dev"] = splits["dev"][: d.eval_limit]
+        return cls(cfg, load_tokenizer(cfg.model.encoder), splits, language)
+
+    def new_model(self):
+        return _load_model(self.cfg.model.encoder, self.cfg.qa.head)
+
     def has_split(self, split: str) -> bool:
         return bool(self.splits.get(split))
+
+    def score(self, result: dict) -> float:
+        return float(result["f1"])
+
+    def report(self, result: dict) -> str:
+        if "dev" not in result:
+            return ""
+        r = result["dev"]
+        return (f"eval ({r['questions']} questions): EM {100 * r['exact_match']:.2f} "
+                f"F1 {100 * r['f1']:.2f}")
+
+    def count_items(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.cfg.qa.head == "tagging":
+            return (batch["labels"] != IGNORE).sum()
+        return torch.tensor(batch["input_ids"].shape[0])
+
+    @classmethod
+    def cli_evaluate(cls, args, meta: dict, cfg: Config) -> int:
+        return _evaluate_cli(args, meta, cfg)
+
+    @classmethod
+    def cli_predict(cls, args, meta: dict, cfg: Config) -> int:
+        return _predict_cli(args, meta, cfg)
 
     def _features(self, split: str) -> list[dict]:
         if split not in self._cache:
@@ -178,24 +246,7 @@ class QATask:
         return datasets.Dataset.from_dict({k: [f[k] for f in feats] for k in keep})
 
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(r["input_ids"]) for r in rows)
-        pad = self.tokenizer.pad_token_id
-        b = len(rows)
-        out = {"input_ids": torch.full((b, width), pad, dtype=torch.long),
-               "attention_mask": torch.zeros((b, width), dtype=torch.long),
-               "token_type_ids": torch.zeros((b, width), dtype=torch.long),
-               "labels": torch.full((b, width), IGNORE, dtype=torch.long),
-               "start_positions": torch.tensor([r.get("start_positions", 0) for r in rows]),
-               "end_positions": torch.tensor([r.get("end_positions", 0) for r in rows])}
-        for i, r in enumerate(rows):
-            n = len(r["input_ids"])
-            out["input_ids"][i, :n] = torch.as_tensor(r["input_ids"])
-            out["attention_mask"][i, :n] = 1
-            if "token_type_ids" in r:
-                out["token_type_ids"][i, :n] = torch.as_tensor(r["token_type_ids"])
-            if "labels" in r:
-                out["labels"][i, :n] = torch.as_tensor(r["labels"])
-        return out
+        return pad_batch(rows, self.tokenizer.pad_token_id)
 
     def _forward(self, model, batch):
         kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
@@ -203,18 +254,17 @@ class QATask:
             kwargs["token_type_ids"] = batch["token_type_ids"]
         return model(**kwargs)
 
-    def compute_loss(self, model, batch) -> torch.Tensor:
+    def compute_loss(self, model, batch, *, num_items_in_batch=None) -> torch.Tensor:
         out = self._forward(model, batch)
         if self.cfg.qa.head == "tagging":
-            return self.loss_fn(out.logits, batch["labels"])
+            return self.loss_fn(out.logits, batch["labels"], num_items_in_batch)
         # positions outside the context (question, specials, padding) cannot be answers;
         # CLS (position 0) stays for windows without the answer
         allowed = batch["labels"] != IGNORE
         allowed[:, 0] = True
-        start = out.start_logits.float().masked_fill(~allowed, -math.inf)
-        end = out.end_logits.float().masked_fill(~allowed, -math.inf)
-        return (self.loss_fn(start, batch["start_positions"]) +
-                self.loss_fn(end, batch["end_positions"])) / 2
+        return pointer_loss(self.loss_fn, out.start_logits, out.end_logits,
+                            batch["start_positions"], batch["end_positions"], allowed=allowed,
+                            num_items_in_batch=num_items_in_batch)
 
     @torch.inference_mode()
     def predict(self, model, examples: list[QAExample], *, device=None, progress: bool = True,
@@ -266,7 +316,7 @@ class QATask:
             preds[ex.id] = {"text": ex.context[s:e], "start": s, "end": e, "score": round(score, 4)}
         return preds
 
-    def score(self, examples: list[QAExample], preds: dict[str, dict]) -> dict:
+    def score_predictions(self, examples: list[QAExample], preds: dict[str, dict]) -> dict:
         version = "2.0" if self.cfg.qa.version_2 else "1.1"
         em = f1 = 0.0
         for ex in examples:
@@ -285,7 +335,7 @@ class QATask:
         if out_file is not None:
             out_file.write_text(json.dumps({k: v["text"] for k, v in preds.items()},
                                            ensure_ascii=False, indent=1), encoding="utf-8")
-        return self.score(examples, preds)
+        return self.score_predictions(examples, preds)
 
     @staticmethod
     def summary(result: dict) -> dict:
@@ -293,7 +343,6 @@ class QATask:
 
     def save_extra(self, directory: Path) -> None:
         from .. import __version__
-        from .ner import write_json
 
         write_json(directory / "seqlab.json", {
             "seqlab_version": __version__, "task": "qa", "head": self.cfg.qa.head,
@@ -310,36 +359,6 @@ def _load_model(name: str, head: str):
     return load_question_answering(name)
 
 
-def run_training(cfg: Config, progress: bool = True) -> dict:
-    from accelerate.utils import set_seed
-
-    from ..models import load_tokenizer
-    from ..train import train
-
-    d = cfg.data
-    splits, language = load_qa(d.dataset, d.data_dir, train_split=d.train_split,
-                               eval_split=d.eval_split, train_file=d.train_file,
-                               eval_file=d.dev_file)
-    if "train" in splits:
-        splits["train"] = trainable(splits["train"])
-    if d.limit:
-        splits["train"] = splits["train"][: d.limit]
-    if d.eval_limit and "dev" in splits:
-        splits["dev"] = splits["dev"][: d.eval_limit]
-    if "train" not in splits:
-        raise DataError("no training questions: set data.dataset or data.train_file")
-    tokenizer = load_tokenizer(cfg.model.encoder)
-    task = QATask(cfg, tokenizer, splits, language)
-    set_seed(cfg.train.seed)
-    model = _load_model(cfg.model.encoder, cfg.qa.head)
-    result = train(cfg, task, model, tokenizer, progress=progress)
-    if "dev" in result:
-        print(f"eval ({len(splits['dev'])} questions): EM {100 * result['dev']['exact_match']:.2f} "
-              f"F1 {100 * result['dev']['f1']:.2f}")
-    print(f"model and metrics in {cfg.train.output_dir}")
-    return result
-
-
 def _task_for(args, meta: dict, cfg: Config, splits: dict, language: str):
     from ..models import load_tokenizer
 
@@ -350,9 +369,9 @@ def _task_for(args, meta: dict, cfg: Config, splits: dict, language: str):
     return QATask(cfg, tokenizer, splits, language), model
 
 
-def run_evaluate(args, meta: dict, cfg: Config) -> int:
-    from ..cli import evaluate_output
-
+def _evaluate_cli(args, meta: dict, cfg: Config) -> int:
+    if args.bf16:
+        raise SeqlabError("--bf16 is available for NER models only")
     name = f"{args.dataset}-{args.split}" if args.dataset else Path(args.file).stem
     out = evaluate_output(args, name, "json")
     if args.dataset:
@@ -371,11 +390,11 @@ def run_evaluate(args, meta: dict, cfg: Config) -> int:
     return 0
 
 
-def run_predict(args, meta: dict, cfg: Config) -> int:
+def _predict_cli(args, meta: dict, cfg: Config) -> int:
+    if args.bf16:
+        raise SeqlabError("--bf16 is available for NER models only")
     if not args.question or not args.context_file:
         raise SeqlabError("a QA model needs --question and --context-file")
-    from ..cli import check_output_file
-
     path = Path(args.context_file)
     if not path.is_file():
         raise SeqlabError(f"{path}: file not found")
