@@ -1,7 +1,7 @@
 """``seqlab``: train, evaluate and predict from the command line. Thin: parse, call the library.
 
 Errors caused by input (a config key, a data line, a missing file) are printed as one line and
-exit with status 2, without a traceback.
+exit with status 2, without a traceback; a training stopped by a non-finite loss exits with 3.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. loss.gamma=1 train.seed=7")
     t.add_argument("--data-dir", help="data directory for named datasets (default: $SEQLAB_DATA)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in OUTPUT_DIR.incomplete from its newest "
+                        "checkpoint (same as train.resume=yes)")
 
     e = sub.add_parser("evaluate", help="score a trained model on a dataset split or a file")
     e.add_argument("model_dir")
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 "datasets": _datasets}[args.command](args)
     except SeqlabError as exc:
         print(f"seqlab {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_status", 2)
     except KeyboardInterrupt:
         print("seqlab: interrupted", file=sys.stderr)
         return 130
@@ -137,6 +140,8 @@ def _train(args) -> int:
     overrides = list(args.overrides)
     if args.data_dir:
         overrides.append(f"data.data_dir={args.data_dir}")
+    if args.resume:
+        overrides.append("train.resume=yes")
     cfg = load_config(args.config, overrides)
     prepare_output_dir(cfg)  # fail on an occupied output directory before any work
     train_config(cfg, progress=not args.no_progress)

