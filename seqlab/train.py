@@ -474,8 +474,8 @@ def train(cfg: Config, task, model, tokenizer, *, progress: bool = True) -> dict
         state["real_tokens"] += epoch_real_n
         state["all_tokens"] += int(accelerator.reduce(epoch_all, "sum"))
         unwrapped = accelerator.unwrap_model(model)
-        dev = task.evaluate(unwrapped, "dev", device=device, progress=progress) \
-            if task.has_split("dev") else None
+        dev = task.evaluate(unwrapped, "dev", device=device, progress=progress,
+                            accelerator=accelerator) if task.has_split("dev") else None
         record = {"event": "eval", "split": "dev", "epoch": epoch + 1, "step": state["step"],
                   "epoch_time_s": epoch_time,
                   "train_tokens_per_s": epoch_real_n / epoch_time if epoch_time else None}
@@ -499,7 +499,8 @@ def train(cfg: Config, task, model, tokenizer, *, progress: bool = True) -> dict
     if (staging / "best" / "model.safetensors").is_file():
         model.load_state_dict(_load_weights(staging / "best"))
     train_time = state["train_time_s"]
-    result: dict = {"seqlab_version": __version__, **fingerprints,
+    result: dict = {"seqlab_version": __version__, "processes": accelerator.num_processes,
+                    **fingerprints,
                     "best_epoch": state["best_epoch"], "steps": state["step"],
                     "skipped_steps": state["skipped_steps"],
                     "train_time_s": round(train_time, 2),
@@ -507,14 +508,14 @@ def train(cfg: Config, task, model, tokenizer, *, progress: bool = True) -> dict
                     "train_tokens_per_s_with_padding":
                         state["all_tokens"] / train_time if train_time else None,
                     "loss_history": state["history"]}
+    for split in ("dev", "test"):  # on every process, each its share
+        if task.has_split(split):
+            res = task.evaluate(model, split, device=device, accelerator=accelerator,
+                                out_file=staging / f"predictions_{split}.{task.prediction_ext}",
+                                progress=progress)
+            result[split] = res
+            log({"event": "final", "split": split, **task.summary(res)})
     if accelerator.is_main_process:
-        for split in ("dev", "test"):
-            if task.has_split(split):
-                res = task.evaluate(model, split, device=device,
-                                    out_file=staging / f"predictions_{split}.{task.prediction_ext}",
-                                    progress=progress)
-                result[split] = res
-                log({"event": "final", "split": split, **task.summary(res)})
         if t.save_model:
             model.save_pretrained(staging)
             tokenizer.save_pretrained(staging)

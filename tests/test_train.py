@@ -200,6 +200,7 @@ def test_two_processes_equal_one_with_twice_the_batch(tmp_path, fixtures, tiny_e
     m1 = json.loads((one / "metrics.json").read_text())
     m2 = json.loads((two / "metrics.json").read_text())
     assert m1["steps"] == m2["steps"] == 5
+    assert m1["processes"] == 1 and m2["processes"] == 2  # evaluation sharded, then gathered
     assert m2["dev"]["sentences"] == m1["dev"]["sentences"]
     assert m2["dev"]["default"]["f1"] == pytest.approx(m1["dev"]["default"]["f1"])
     # messages once, from the main process

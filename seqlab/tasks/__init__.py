@@ -46,8 +46,10 @@ class Task(Protocol):
         """How many items the loss of ``batch`` sums over (for exact gradient accumulation)."""
 
     def evaluate(self, model, split: str, *, device=None, out_file: Path | None = None,
-                 progress: bool = True) -> dict:
-        """Predict ``split``, score it, write the predictions to ``out_file``."""
+                 progress: bool = True, accelerator=None) -> dict:
+        """Predict ``split``, score it, write the predictions to ``out_file``. With an
+        ``accelerator`` of several processes, each predicts its share (:func:`shard_of`) and every
+        process scores the gathered whole (:func:`gather_shards`)."""
 
     def score(self, result: dict) -> float:
         """The number that picks the best epoch (higher is better)."""
@@ -81,3 +83,23 @@ def get_task(name: str) -> type[Task]:
 
 
 TASKS = ("ner", "qa")
+
+
+def shard_of(n: int, accelerator) -> list[int]:
+    """The indices of ``n`` items this process evaluates: every ``num_processes``-th one."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return list(range(n))
+    return list(range(accelerator.process_index, n, accelerator.num_processes))
+
+
+def gather_shards(indices: list[int], values: list, n: int, accelerator) -> list:
+    """Every process's ``(index, value)`` pairs gathered into one list in index order; each of
+    the ``n`` items exactly once."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return values
+    from accelerate.utils import gather_object
+
+    by_index = dict(gather_object(list(zip(indices, values))))
+    if sorted(by_index) != list(range(n)):
+        raise RuntimeError(f"evaluation gathered {len(by_index)} of {n} items")
+    return [by_index[i] for i in range(n)]

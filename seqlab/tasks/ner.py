@@ -238,16 +238,23 @@ class NerTask:
     # ----------------------------------------------------------------- evaluation
 
     def evaluate(self, model, split: str, *, device=None, out_file: Path | None = None,
-                 progress: bool = True, dtype: torch.dtype | None = None) -> dict:
+                 progress: bool = True, dtype: torch.dtype | None = None,
+                 accelerator=None) -> dict:
         """Predict every word of ``split`` (windows merged) and score against the original gold.
 
-        ``dtype``: see :func:`predict_words`."""
+        ``dtype``: see :func:`predict_words`; ``accelerator``: see :meth:`Task.evaluate`."""
+        from . import gather_shards, shard_of
+
         sents = self.corpus.splits[split]
-        preds = predict_words(model, self.tokenizer, [s.tokens for s in sents],
+        mine = shard_of(len(sents), accelerator)
+        preds = predict_words(model, self.tokenizer, [sents[i].tokens for i in mine],
                               max_length=self.cfg.model.max_length,
                               overlap=self.cfg.model.window_overlap,
                               batch_size=self.cfg.train.eval_batch_size, device=device,
                               desc=f"evaluating {split}", progress=progress, dtype=dtype)
+        preds = gather_shards(mine, preds, len(sents), accelerator)
+        if accelerator is not None and not accelerator.is_main_process:
+            out_file = None
         id2label = self.corpus.labels
         pred_tags = [[id2label[i] for i, _ in p] for p in preds]
         probs = [[q for _, q in p] for p in preds]

@@ -329,9 +329,17 @@ class QATask:
         return {"exact_match": em / n, "f1": f1 / n, "questions": len(examples)}
 
     def evaluate(self, model, split: str, *, device=None, out_file: Path | None = None,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, accelerator=None) -> dict:
+        from . import gather_shards, shard_of
+
         examples = self.splits[split]
-        preds = self.predict(model, examples, device=device, progress=progress)
+        mine = shard_of(len(examples), accelerator)
+        part = self.predict(model, [examples[i] for i in mine], device=device, progress=progress)
+        values = gather_shards(mine, [part[examples[i].id] for i in mine], len(examples),
+                               accelerator)
+        preds = {ex.id: v for ex, v in zip(examples, values)}
+        if accelerator is not None and not accelerator.is_main_process:
+            out_file = None
         if out_file is not None:
             out_file.write_text(json.dumps({k: v["text"] for k, v in preds.items()},
                                            ensure_ascii=False, indent=1), encoding="utf-8")
