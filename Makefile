@@ -33,15 +33,16 @@ train: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# torchvision goes to a directory of its own, seen by this benchmark only: the PyPI wheel is a
-# CUDA build whose compiled operators do not load beside torch's CPU build (the benchmark then
-# runs its sigmoid_focal_loss from source), and transformers would try to import it.
+# torchvision goes to a directory of its own, seen by this benchmark only (after transformers is
+# imported): the PyPI wheel is a CUDA build whose compiled operators do not load beside torch's
+# CPU build (the benchmark then runs its sigmoid_focal_loss from source), and transformers would
+# try to import it.
 TORCHVISION_SPEC ?= torchvision==0.28.0
 bench-losses: $(STAMP)
 	$(BIN)/python -m pip install -q "kornia>=0.7"
 	test -d .bench-deps/torchvision || $(BIN)/python -m pip install -q --no-deps \
 		--target .bench-deps "$(TORCHVISION_SPEC)"
-	PYTHONPATH=.bench-deps $(BIN)/python scripts/bench_losses.py $(ARGS)
+	$(BIN)/python scripts/bench_losses.py --torchvision-dir .bench-deps $(ARGS)
 
 bench-ner: $(STAMP)
 	$(BIN)/python scripts/bench_ner.py $(ARGS)

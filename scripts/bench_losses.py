@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import transformers  # noqa: F401  before any torchvision is on the path: see torchvision_focal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from seqlab.losses import (cross_entropy, dice_loss, focal_loss, hard_truncation_loss,  # noqa: E402
@@ -51,7 +52,7 @@ def seqlab_losses() -> dict:
     }
 
 
-def candidates(compiled: bool = True):
+def candidates(compiled: bool = True, torchvision_dir: str | None = None):
     c = {"F.cross_entropy": lambda x, t: F.cross_entropy(x, t), **seqlab_losses()}
     if compiled:
         c["F.cross_entropy, compiled"] = torch.compile(lambda x, t: F.cross_entropy(x, t))
@@ -65,7 +66,7 @@ def candidates(compiled: bool = True):
             x, t, alpha=None, gamma=2.0, reduction="mean")
     except ImportError:
         print("kornia not installed: pip install kornia (make bench-losses does)", file=sys.stderr)
-    tv = torchvision_focal()
+    tv = torchvision_focal(torchvision_dir)
     if tv is not None:
         fn, label = tv
         c[f"torchvision sigmoid focal ({label}; binary, N x C)"] = lambda x, t: fn(
@@ -73,14 +74,18 @@ def candidates(compiled: bool = True):
     return c
 
 
-def torchvision_focal():
-    """``torchvision.ops.sigmoid_focal_loss`` and a label, or None.
+def torchvision_focal(directory: str | None = None):
+    """``torchvision.ops.sigmoid_focal_loss`` and a label, or None; ``directory`` holds a
+    torchvision installed apart (``make bench-losses`` puts it in ``.bench-deps``, so that
+    transformers, imported first, never sees it).
 
     The torchvision wheel on PyPI for this torch is built against CUDA; beside torch's CPU build
     its compiled operators fail to register and ``import torchvision`` raises. The focal loss
     itself is plain torch code, so then its source file, as installed, is run on its own with
     the one line that needs the package (API-usage logging) replaced by a no-op.
     """
+    if directory:
+        sys.path.insert(0, directory)
     try:
         import torchvision
         from torchvision.ops import sigmoid_focal_loss
@@ -224,10 +229,11 @@ def main(argv=None) -> int:
     p.add_argument("--output", help="also write the table (markdown) here")
     p.add_argument("--no-compile", action="store_true", help="eager only")
     p.add_argument("--no-step", action="store_true", help="skip the share of a training step")
+    p.add_argument("--torchvision-dir", help="a directory holding torchvision (make bench-losses)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    fns = candidates(compiled=not args.no_compile)
+    fns = candidates(compiled=not args.no_compile, torchvision_dir=args.torchvision_dir)
     lines = [f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
              f"median of {args.repeats} forward+backward runs", ""]
     for label, n, c in SHAPES:

@@ -1,7 +1,8 @@
-"""Draw a run's training loss and dev entity F1 (from its metrics.jsonl) as an SVG, no plotting
-library needed.
+"""Plot a run's training loss and dev entity F1 (from its metrics.jsonl) with matplotlib.
 
-    python scripts/plot_run.py runs/conll2003-ce docs/conll2003-ce.svg
+    python scripts/plot_run.py runs/conll2003-ce docs/conll2003-ce.svg   # .svg or .png
+
+The figure is drawn from the run's own log, so it can be redrawn from the files beside it.
 """
 
 from __future__ import annotations
@@ -10,49 +11,35 @@ import json
 import sys
 from pathlib import Path
 
-W, H, PAD = 640, 300, 48
-
-
-def _poly(points, xmax, ymin, ymax, colour):
-    def sx(x):
-        return PAD + (W - 2 * PAD) * x / xmax
-
-    def sy(y):
-        return H - PAD - (H - 2 * PAD) * (y - ymin) / ((ymax - ymin) or 1)
-
-    pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
-    dots = "".join(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{colour}"/>'
-                   for x, y in points) if len(points) < 20 else ""
-    return f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{pts}"/>{dots}'
-
 
 def main(argv=None) -> int:
     argv = argv if argv is not None else sys.argv[1:]
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     run, out = Path(argv[0]), Path(argv[1])
-    recs = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
-    loss = [(r["step"], r["loss"]) for r in recs if r["event"] == "train"]
-    f1 = [(r["step"], r["f1"]) for r in recs if r["event"] == "eval" and "f1" in r]
-    final = {r["split"]: r["f1"] for r in recs if r["event"] == "final"}
-    xmax = max(s for s, _ in loss)
-    lmax = max(l for _, l in loss)
-    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
-           f'font-family="sans-serif" font-size="12">',
-           f'<rect width="{W}" height="{H}" fill="white"/>',
-           f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - PAD}" y2="{H - PAD}" stroke="#888"/>',
-           f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{H - PAD}" stroke="#888"/>',
-           _poly(loss, xmax, 0, lmax, "#c0392b"),
-           _poly(f1, xmax, 0.8, 1.0, "#2471a3"),
-           f'<text x="{W / 2}" y="{H - 12}" text-anchor="middle">optimizer step</text>',
-           f'<text x="{PAD}" y="{PAD - 24}" fill="#c0392b">training loss (0 to {lmax:.2f})</text>',
-           f'<text x="{W - PAD}" y="{PAD - 24}" fill="#2471a3" text-anchor="end">dev entity F1 '
-           f'(0.80 to 1.00)</text>']
-    label = ", ".join(f"{k} F1 {100 * v:.2f}" for k, v in final.items())
-    svg.append(f'<text x="{W / 2}" y="{PAD - 8}" text-anchor="middle" font-weight="bold">'
-               f'{run.name}: {label}</text></svg>')
-    out.write_text("\n".join(svg) + "\n", encoding="utf-8")
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    loss = [(r["step"], r["loss"]) for r in recs if r["event"] == "train" and r.get("loss") is not None]
+    f1 = [(r["step"], 100 * r["f1"]) for r in recs if r["event"] == "eval" and "f1" in r]
+    final = {r["split"]: 100 * r["f1"] for r in recs if r["event"] == "final"}
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.plot(*zip(*loss), color="C3", lw=1.2)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss", color="C3")
+    if f1:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*f1), "o-", color="C0")
+        ax2.set_ylabel("dev entity F1 (%)", color="C0")
+    label = ", ".join(f"{k} F1 {v:.2f}" for k, v in final.items())
+    ax.set_title(f"{run.name}: {label}")
+    ax.grid(alpha=0.3)
+    fig.savefig(out, dpi=120, bbox_inches="tight",
+                metadata={"Date": None} if out.suffix == ".svg" else None)
     return 0
 
 

@@ -197,11 +197,17 @@ def log_p_and_log1m_p(x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
     Classes with a ``-inf`` logit count as absent; a row with no other class has
     :math:`\log p_t = 0` and a very negative, finite :math:`\log(1 - p_t)`.
     """
+    z = margin(x, idx)
+    return -F.softplus(z), -F.softplus(-z)
+
+
+def margin(x: Tensor, idx: Tensor, ignored: Tensor | None = None) -> Tensor:
+    r""":math:`z = \mathrm{logsumexp}_{j \ne t} x_j - x_t` per row, 0 where ``ignored`` (so that
+    no ignored row, however masked its logits, can put a NaN into a gradient)."""
     idx = idx.unsqueeze(-1)
     x_t = x.gather(-1, idx).squeeze(-1)
-    others = x.scatter(-1, idx, _TARGET_FILL)
-    z = torch.logsumexp(others, dim=-1) - x_t
-    return -F.softplus(z), -F.softplus(-z)
+    z = torch.logsumexp(x.scatter(-1, idx, _TARGET_FILL), dim=-1) - x_t
+    return z if ignored is None else z.masked_fill(ignored, 0.0)
 
 
 def _reduce(item: Tensor, w: Tensor | None, ignored: Tensor, reduction: str,
@@ -230,9 +236,8 @@ def _reduce(item: Tensor, w: Tensor | None, ignored: Tensor, reduction: str,
 
 def _multiclass_inputs(logits: Tensor, target: Tensor, weight, ignore_index: int,
                        reduction: str, num_items_in_batch):
-    """Checks and the shared preparation: logits ``(N, C)`` in the compute dtype with ignored
-    rows zeroed (so a row of ``-inf`` padding cannot put a NaN in any gradient), target indices
-    with ignored items at 0, the ignored mask, and each item's weight (or None)."""
+    """Checks and the shared preparation: logits ``(N, C)`` in the compute dtype, target
+    indices with ignored items at 0, the ignored mask, and each item's weight (or None)."""
     _check_multiclass(logits, target)
     _check_reduction(reduction)
     _check_num_items(num_items_in_batch)
@@ -241,8 +246,7 @@ def _multiclass_inputs(logits: Tensor, target: Tensor, weight, ignore_index: int
     t = target.reshape(-1)
     ignored = t == ignore_index
     idx = t.masked_fill(ignored, 0).long()
-    x = logits.to(_compute_dtype(logits)).reshape(-1, num_classes).masked_fill(
-        ignored.unsqueeze(-1), 0.0)
+    x = logits.to(_compute_dtype(logits)).reshape(-1, num_classes)
     w = w_all[idx] if w_all is not None else None
     return x, idx, ignored, w
 
@@ -256,8 +260,9 @@ def _multiclass(logits: Tensor, target: Tensor, item_loss: ItemLoss, *, weight, 
     with errors:
         x, idx, ignored, w = _multiclass_inputs(logits, target, weight, ignore_index, reduction,
                                                 num_items_in_batch)
-        logp, log1m = log_p_and_log1m_p(x, idx)
-    out = _reduce(item_loss(logp, log1m), w, ignored, reduction, num_items_in_batch)
+        z = margin(x, idx, ignored)
+    out = _reduce(item_loss(-F.softplus(z), -F.softplus(-z)), w, ignored, reduction,
+                  num_items_in_batch)
     return out.reshape(target.shape) if out.dim() else out
 
 
@@ -321,11 +326,30 @@ def cross_entropy(logits: Tensor, target: Tensor, *, weight: Tensor | None = Non
     errors = (_target_errors(target, num_classes, ignore_index)
               if not torch.compiler.is_compiling() else contextlib.nullcontext())
     with errors:
-        x, idx, ignored, w = _multiclass_inputs(logits, target, weight, ignore_index, reduction,
-                                                num_items_in_batch)
-        item = F.cross_entropy(x, idx, reduction="none")
-    out = _reduce(item, w, ignored, reduction, num_items_in_batch)
-    return out.reshape(target.shape) if out.dim() else out
+        _check_multiclass(logits, target)
+        _check_reduction(reduction)
+        _check_num_items(num_items_in_batch)
+        w_all = _check_weight(weight, num_classes, logits)
+        x = logits.to(_compute_dtype(logits)).reshape(-1, num_classes)
+        t = target.reshape(-1)
+        per_item = reduction == "none" and num_items_in_batch is None
+        out = F.cross_entropy(x, t, weight=w_all, ignore_index=ignore_index,
+                              reduction="none" if per_item else "sum")
+        if per_item:
+            return out.reshape(target.shape)
+        if num_items_in_batch is not None:
+            if isinstance(num_items_in_batch, Tensor):
+                n = num_items_in_batch.to(device=out.device, dtype=out.dtype)
+                return out / n.clamp_min(torch.finfo(out.dtype).tiny)
+            return out / num_items_in_batch if num_items_in_batch else out * 0.0
+        if reduction == "sum":
+            return out
+        # the weighted count of the items that are not ignored (F.cross_entropy's own "mean"
+        # is NaN when every item is ignored)
+        valid = t != ignore_index
+        count = (w_all[t.masked_fill(~valid, 0)] * valid).sum() if w_all is not None else \
+            valid.sum().to(out.dtype)
+        return out / count.clamp_min(torch.finfo(out.dtype).tiny)
 
 
 def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, alpha: float | None = None,
@@ -408,14 +432,14 @@ def soft_truncation_loss(logits: Tensor, target: Tensor, *, k: float = 1.0,
     """
     _soft_truncation_options(k, form)
 
-    def margin(logp: Tensor, log1m: Tensor) -> Tensor:
+    def margin_form(logp: Tensor, log1m: Tensor) -> Tensor:
         return -torch.sigmoid(k * (log1m - logp)) * logp
 
     if binary:
-        return _binary(logits, target, margin, weight=weight, ignore_index=ignore_index,
+        return _binary(logits, target, margin_form, weight=weight, ignore_index=ignore_index,
                        reduction=reduction, num_items_in_batch=num_items_in_batch)
     if form == "margin":
-        return _multiclass(logits, target, margin, weight=weight, ignore_index=ignore_index,
+        return _multiclass(logits, target, margin_form, weight=weight, ignore_index=ignore_index,
                            reduction=reduction, num_items_in_batch=num_items_in_batch)
     num_classes = logits.shape[-1] if isinstance(logits, Tensor) and logits.dim() else 0
     errors = (_target_errors(target, num_classes, ignore_index)
@@ -423,9 +447,10 @@ def soft_truncation_loss(logits: Tensor, target: Tensor, *, k: float = 1.0,
     with errors:
         x, idx, ignored, w = _multiclass_inputs(logits, target, weight, ignore_index, reduction,
                                                 num_items_in_batch)
-        logp, _ = log_p_and_log1m_p(x, idx)
-        # softmax(-Kx)_t over the classes present (a -inf logit is an absent class)
-        y = torch.where(torch.isneginf(x), -math.inf, x * -k)
+        logp = -F.softplus(margin(x, idx, ignored))
+        # softmax(-Kx)_t over the classes present (a -inf logit is an absent class; a finite
+        # stand-in keeps a row with no class present free of NaN)
+        y = torch.where(torch.isneginf(x), _TARGET_FILL, x * -k)
         f = (y.gather(-1, idx.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(y, dim=-1)).exp()
     out = _reduce(-f * logp, w, ignored, reduction, num_items_in_batch)
     return out.reshape(target.shape) if out.dim() else out

@@ -145,7 +145,7 @@ def _cmrc_segment(text: str, rm_punc: bool = True) -> list[str]:
     The official script lets ``word_tokenize`` split sentences first, which needs nltk's punkt
     model (a separate download); here each run is taken as one sentence
     (``preserve_line=True``). Of the 9,657 CMRC2018 dev answers, 9 hold a run with a full stop
-    before more text (all ``Henry A. Walsh``-like initials, which punkt does not split either).
+    before more text (all initials like ``Henry A. Walsh``); only there can the two differ.
     """
     from nltk.tokenize import word_tokenize
 
