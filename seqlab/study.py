@@ -502,8 +502,12 @@ def _pct(x, digits: int = 2) -> str:
     return "n/a" if x is None else f"{100 * x:.{digits}f}"
 
 
-def _p(x) -> str:
-    return "n/a" if x is None else (f"{x:.3f}" if x >= 0.001 else f"{x:.1e}")
+def _p(x, resamples: int | None = None) -> str:
+    if x is None:
+        return "n/a"
+    if resamples and x == 0:
+        return f"< {1 / resamples:.3f}"  # no resample crossed 0
+    return f"{x:.3f}" if x >= 0.001 else f"{x:.1e}"
 
 
 def markdown(results: dict) -> str:
@@ -546,7 +550,7 @@ def markdown(results: dict) -> str:
         lines.append(f"| {name} | {f['pairs']} | {_pct(f['mean_diff'])} | {_p(f['t_test_p'])} | "
                      f"{_p(f['wilcoxon_p'])} | {_pct(v['test_precision']['mean_diff'])} | "
                      f"{_pct(v['test_recall']['mean_diff'])} | {bcell} | "
-                     f"{_p(bs['p_value']) if bs else 'n/a'} |")
+                     f"{_p(bs['p_value'], bs['resamples']) if bs else 'n/a'} |")
     unpaired = {n: e["vs_baseline"]["unpaired_seeds"] for n, e in losses.items()
                 if e.get("vs_baseline", {}).get("unpaired_seeds")}
     if unpaired:
@@ -570,7 +574,8 @@ def markdown(results: dict) -> str:
               f"Token-level expected calibration error ({ECE_BINS} bins) of the predicted label's "
               "probability on test, over all tokens and over tokens whose gold or predicted tag "
               "is not `O`; training time (the epochs only, evaluation excluded) and real "
-              "(non-padding) training tokens per second.", "",
+              "(non-padding) training tokens per second, as measured: they depend on what else "
+              "the machine was doing, so compare them only between runs made alike.", "",
               "| loss | ECE all | ECE entity tokens | train time (s) | tokens/s |",
               "|---|---:|---:|---:|---:|"]
     for name, e in losses.items():
