@@ -17,8 +17,8 @@ baseline differ in the loss only and their scores can be compared in pairs. Runs
 ``OUTPUT_DIR/runs/<loss>/seed-<n>``; a run directory holding ``metrics.json`` is finished and
 skipped, anything else is (re)done, so a grid can be completed over several sittings or split
 across machines with ``--shard i/n``. Weights are not kept unless ``study.keep_weights``; the
-dev and test predictions (with each word's predicted-label probability) are kept, gzipped,
-for the bootstrap and the calibration figures.
+test predictions (with each word's predicted-label probability) are kept, gzipped, for the
+bootstrap and the calibration figures.
 
 :func:`report` aggregates the finished runs into ``results.json``, ``report.md`` and figures.
 """
@@ -157,6 +157,9 @@ def shard(runs: list[Run], i: int, n: int) -> list[Run]:
 
 
 def _compress_predictions(directory: Path) -> None:
+    """Keep the test predictions, gzipped (the bootstrap and calibration read them); the dev
+    predictions' scores are in metrics.json."""
+    (directory / "predictions_dev.conll").unlink(missing_ok=True)
     for f in directory.glob("predictions_*.conll"):
         with open(f, "rb") as src, gzip.open(f.with_name(f.name + ".gz"), "wb", compresslevel=9) as dst:
             shutil.copyfileobj(src, dst)
