@@ -63,7 +63,8 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
-    bf16: bool = False
+    bf16: bool = False                # bfloat16 autocast for training
+    eval_precision: str = "same"      # evaluate as trained (same), or in float32 (fp32)
     seed: int = 42
     output_dir: str = "runs/default"
     overwrite: bool = False           # replace an existing output_dir
@@ -115,6 +116,7 @@ _CHOICES = {
     "qa.head": ("pointer", "tagging"),
     "train.resume": ("no", "yes", "auto"),
     "train.on_nonfinite": ("stop", "skip"),
+    "train.eval_precision": ("same", "fp32"),
 }
 
 # train.* keys that may change between a checkpoint and its resumption: how long the run is,

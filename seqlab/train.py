@@ -326,6 +326,8 @@ def train(cfg: Config, task, model, tokenizer, *, progress: bool = True) -> dict
                 fh.write(json.dumps(clean, allow_nan=False) + "\n")
 
     device = accelerator.device
+    # evaluation in the training precision unless train.eval_precision says fp32
+    eval_dtype = torch.bfloat16 if t.bf16 and t.eval_precision == "same" else None
     params = [p for p in model.parameters() if p.requires_grad]
     inner = getattr(optimizer, "optimizer", optimizer)
     # a skipped step leaves weights and optimizer state as they were: fused AdamW reads a
@@ -475,7 +477,8 @@ def train(cfg: Config, task, model, tokenizer, *, progress: bool = True) -> dict
         state["all_tokens"] += int(accelerator.reduce(epoch_all, "sum"))
         unwrapped = accelerator.unwrap_model(model)
         dev = task.evaluate(unwrapped, "dev", device=device, progress=progress,
-                            accelerator=accelerator) if task.has_split("dev") else None
+                            accelerator=accelerator, dtype=eval_dtype) \
+            if task.has_split("dev") else None
         record = {"event": "eval", "split": "dev", "epoch": epoch + 1, "step": state["step"],
                   "epoch_time_s": epoch_time,
                   "train_tokens_per_s": epoch_real_n / epoch_time if epoch_time else None}
@@ -511,7 +514,7 @@ def train(cfg: Config, task, model, tokenizer, *, progress: bool = True) -> dict
     for split in ("dev", "test"):  # on every process, each its share
         if task.has_split(split):
             res = task.evaluate(model, split, device=device, accelerator=accelerator,
-                                out_file=staging / f"predictions_{split}.{task.prediction_ext}",
+                                dtype=eval_dtype, out_file=staging / f"predictions_{split}.{task.prediction_ext}",
                                 progress=progress)
             result[split] = res
             log({"event": "final", "split": split, **task.summary(res)})

@@ -205,3 +205,23 @@ def test_two_processes_equal_one_with_twice_the_batch(tmp_path, fixtures, tiny_e
     assert m2["dev"]["default"]["f1"] == pytest.approx(m1["dev"]["default"]["f1"])
     # messages once, from the main process
     assert run.stdout.count("model and metrics in") == 1
+
+
+def test_bf16_training_evaluates_in_bf16_unless_asked(tmp_path, fixtures, tiny_encoder, monkeypatch):
+    from seqlab.tasks.ner import NerTask
+
+    seen = []
+    original = NerTask.evaluate
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("dtype"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(NerTask, "evaluate", spy)
+    assert main(_args(fixtures, tiny_encoder, tmp_path / "a", "train.bf16=true",
+                      "train.epochs=1")) == 0
+    assert seen and all(d == torch.bfloat16 for d in seen)
+    seen.clear()
+    assert main(_args(fixtures, tiny_encoder, tmp_path / "b", "train.bf16=true", "train.epochs=1",
+                      "train.eval_precision=fp32")) == 0
+    assert seen and all(d is None for d in seen)

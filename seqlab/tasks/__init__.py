@@ -46,10 +46,12 @@ class Task(Protocol):
         """How many items the loss of ``batch`` sums over (for exact gradient accumulation)."""
 
     def evaluate(self, model, split: str, *, device=None, out_file: Path | None = None,
-                 progress: bool = True, accelerator=None) -> dict:
+                 progress: bool = True, accelerator=None, dtype: torch.dtype | None = None
+                 ) -> dict:
         """Predict ``split``, score it, write the predictions to ``out_file``. With an
         ``accelerator`` of several processes, each predicts its share (:func:`shard_of`) and every
-        process scores the gathered whole (:func:`gather_shards`)."""
+        process scores the gathered whole (:func:`gather_shards`); ``dtype``: an autocast
+        precision (bfloat16 after bf16 training)."""
 
     def score(self, result: dict) -> float:
         """The number that picks the best epoch (higher is better)."""

@@ -11,6 +11,7 @@ Tagging loss: the configured loss over ``O``/``B-ANS``/``I-ANS`` on context toke
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -268,7 +269,8 @@ class QATask:
 
     @torch.inference_mode()
     def predict(self, model, examples: list[QAExample], *, device=None, progress: bool = True,
-                batch_size: int | None = None) -> dict[str, dict]:
+                batch_size: int | None = None, dtype: torch.dtype | None = None
+                ) -> dict[str, dict]:
         """``{question id: {"text", "start", "end", "score"}}``, windows merged."""
         q = self.cfg.qa
         feats = encode(self.tokenizer, examples, self.cfg, with_labels=False)
@@ -283,7 +285,9 @@ class QATask:
                       disable=not progress, leave=False):
             chunk = [feats[k] for k in order[b: b + bs]]
             batch = {k: v.to(device) for k, v in self.collate(chunk).items()}
-            out = self._forward(model, batch)
+            with (torch.autocast(batch["input_ids"].device.type, dtype=dtype) if dtype
+                  else contextlib.nullcontext()):
+                out = self._forward(model, batch)
             for row, f in enumerate(chunk):
                 n = f["length"]
                 if q.head == "tagging":
@@ -329,12 +333,14 @@ class QATask:
         return {"exact_match": em / n, "f1": f1 / n, "questions": len(examples)}
 
     def evaluate(self, model, split: str, *, device=None, out_file: Path | None = None,
-                 progress: bool = True, accelerator=None) -> dict:
+                 progress: bool = True, accelerator=None, dtype: torch.dtype | None = None
+                 ) -> dict:
         from . import gather_shards, shard_of
 
         examples = self.splits[split]
         mine = shard_of(len(examples), accelerator)
-        part = self.predict(model, [examples[i] for i in mine], device=device, progress=progress)
+        part = self.predict(model, [examples[i] for i in mine], device=device, progress=progress,
+                            dtype=dtype)
         values = gather_shards(mine, [part[examples[i].id] for i in mine], len(examples),
                                accelerator)
         preds = {ex.id: v for ex, v in zip(examples, values)}
