@@ -153,13 +153,21 @@ def _check_multiclass(logits: Tensor, target: Tensor) -> None:
         )
 
 
-@contextlib.contextmanager
-def _target_errors(target: Tensor, num_classes: int, ignore_index: int):
-    """Report an out-of-range class index as a ValueError naming it.
+def _target_errors(logits, target: Tensor, ignore_index: int):
+    """A context that reports an out-of-range class index as a ValueError naming it (nothing
+    while ``torch.compile`` traces).
 
     Indexing checks every index itself (on the CPU it raises, on other devices it is a
     device-side assertion), so the values are only looked at once it has failed: no extra pass,
     and no wait for the device on the way that succeeds."""
+    if torch.compiler.is_compiling():
+        return contextlib.nullcontext()
+    num_classes = logits.shape[-1] if isinstance(logits, Tensor) and logits.dim() else 0
+    return _reraise_bad_target(target, num_classes, ignore_index)
+
+
+@contextlib.contextmanager
+def _reraise_bad_target(target: Tensor, num_classes: int, ignore_index: int):
     try:
         yield
     except (RuntimeError, IndexError):
@@ -252,17 +260,17 @@ def _multiclass_inputs(logits: Tensor, target: Tensor, weight, ignore_index: int
 
 
 def _multiclass(logits: Tensor, target: Tensor, item_loss: ItemLoss, *, weight, ignore_index: int,
-                reduction: str, num_items_in_batch) -> Tensor:
-    """A multiclass loss given as a function of :math:`\\log p_t` and :math:`\\log(1 - p_t)`."""
-    num_classes = logits.shape[-1] if isinstance(logits, Tensor) and logits.dim() else 0
-    errors = (_target_errors(target, num_classes, ignore_index)
-              if not torch.compiler.is_compiling() else contextlib.nullcontext())
-    with errors:
+                reduction: str, num_items_in_batch, factor=None) -> Tensor:
+    """A multiclass loss given as a function of :math:`\\log p_t` and :math:`\\log(1 - p_t)`;
+    ``factor(x, idx)``, when given, multiplies each item's loss (it sees the logits)."""
+    with _target_errors(logits, target, ignore_index):
         x, idx, ignored, w = _multiclass_inputs(logits, target, weight, ignore_index, reduction,
                                                 num_items_in_batch)
         z = margin(x, idx, ignored)
-    out = _reduce(item_loss(-F.softplus(z), -F.softplus(-z)), w, ignored, reduction,
-                  num_items_in_batch)
+        item = item_loss(-F.softplus(z), -F.softplus(-z))
+        if factor is not None:
+            item = item * factor(x, idx)
+    out = _reduce(item, w, ignored, reduction, num_items_in_batch)
     return out.reshape(target.shape) if out.dim() else out
 
 
@@ -323,9 +331,7 @@ def cross_entropy(logits: Tensor, target: Tensor, *, weight: Tensor | None = Non
                        ignore_index=ignore_index, reduction=reduction,
                        num_items_in_batch=num_items_in_batch)
     num_classes = logits.shape[-1] if isinstance(logits, Tensor) and logits.dim() else 0
-    errors = (_target_errors(target, num_classes, ignore_index)
-              if not torch.compiler.is_compiling() else contextlib.nullcontext())
-    with errors:
+    with _target_errors(logits, target, ignore_index):
         _check_multiclass(logits, target)
         _check_reduction(reduction)
         _check_num_items(num_items_in_batch)
@@ -441,19 +447,16 @@ def soft_truncation_loss(logits: Tensor, target: Tensor, *, k: float = 1.0,
     if form == "margin":
         return _multiclass(logits, target, margin_form, weight=weight, ignore_index=ignore_index,
                            reduction=reduction, num_items_in_batch=num_items_in_batch)
-    num_classes = logits.shape[-1] if isinstance(logits, Tensor) and logits.dim() else 0
-    errors = (_target_errors(target, num_classes, ignore_index)
-              if not torch.compiler.is_compiling() else contextlib.nullcontext())
-    with errors:
-        x, idx, ignored, w = _multiclass_inputs(logits, target, weight, ignore_index, reduction,
-                                                num_items_in_batch)
-        logp = -F.softplus(margin(x, idx, ignored))
+
+    def softmax_of_minus_kx(x: Tensor, idx: Tensor) -> Tensor:
         # softmax(-Kx)_t over the classes present (a -inf logit is an absent class; a finite
         # stand-in keeps a row with no class present free of NaN)
         y = torch.where(torch.isneginf(x), _TARGET_FILL, x * -k)
-        f = (y.gather(-1, idx.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(y, dim=-1)).exp()
-    out = _reduce(-f * logp, w, ignored, reduction, num_items_in_batch)
-    return out.reshape(target.shape) if out.dim() else out
+        return (y.gather(-1, idx.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(y, dim=-1)).exp()
+
+    return _multiclass(logits, target, lambda logp, _: -logp, factor=softmax_of_minus_kx,
+                       weight=weight, ignore_index=ignore_index, reduction=reduction,
+                       num_items_in_batch=num_items_in_batch)
 
 
 def _soft_truncation_options(k: float = 1.0, form: str = "margin", binary: bool = False) -> None:

@@ -65,12 +65,12 @@ class Task(Protocol):
     def save_extra(self, directory: Path) -> None:
         """Everything beside the model and tokenizer that prediction needs (``seqlab.json``)."""
 
-    @classmethod
-    def cli_evaluate(cls, args, meta: dict, cfg: Config) -> int:
+    @staticmethod
+    def cli_evaluate(args, meta: dict, cfg: Config) -> int:
         """``seqlab evaluate`` on a trained run of this task."""
 
-    @classmethod
-    def cli_predict(cls, args, meta: dict, cfg: Config) -> int:
+    @staticmethod
+    def cli_predict(args, meta: dict, cfg: Config) -> int:
         """``seqlab predict`` on a trained run of this task."""
 
 

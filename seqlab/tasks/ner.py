@@ -150,13 +150,9 @@ class NerTask:
     def count_items(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return (batch["labels"] != IGNORE).sum()
 
-    @classmethod
-    def cli_evaluate(cls, args, meta: dict, cfg: Config) -> int:
-        return _evaluate_cli(args, meta, cfg)
-
-    @classmethod
-    def cli_predict(cls, args, meta: dict, cfg: Config) -> int:
-        return _predict_cli(args, meta, cfg)
+    # the CLI's paths, defined at the end of this module
+    cli_evaluate = staticmethod(lambda args, meta, cfg: _evaluate_cli(args, meta, cfg))
+    cli_predict = staticmethod(lambda args, meta, cfg: _predict_cli(args, meta, cfg))
 
     def __init__(self, cfg: Config, tokenizer, corpus: NerCorpus):
         self.cfg = cfg
