@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--bf16", action="store_true", help=_BF16_HELP)
     e.add_argument("--no-progress", action="store_true")
+    _backend_options(e)
 
     r = sub.add_parser("predict", help="raw text in, JSON lines of entities (or answers) out")
     r.add_argument("model_dir")
@@ -53,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--output", help="write JSON lines here instead of stdout")
     r.add_argument("--question", help="QA: the question")
     r.add_argument("--context-file", help="QA: a file holding the context")
+    _backend_options(r)
+
+    x = sub.add_parser("export", help="a trained run to ONNX (checked against torch), for "
+                       "`predict --backend onnxruntime` and deployment")
+    x.add_argument("model_dir")
+    x.add_argument("--output", help="the exported directory (default: MODEL_DIR-onnx)")
+    x.add_argument("--quantize", choices=["int8"], help="ONNX Runtime's dynamic int8 quantisation")
 
     st = sub.add_parser("study", help="a seeded, paired grid of training runs over losses, "
                         "and its report (see configs/study-*.yaml)")
@@ -72,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _backend_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="run the model with torch, or with ONNX Runtime (an exported directory, "
+                        "or a run exported on the fly)")
+    p.add_argument("--threads", type=int, help="onnxruntime: intra-op threads")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     try:
@@ -84,10 +99,11 @@ def main(argv: list[str] | None = None) -> int:
                         "not an override: overrides are dotted.key=value, e.g. train.seed=7")
                 print(f"seqlab {args.command}: error: {bad[0]!r} is {what}", file=sys.stderr)
                 return 2
+            args.overrides = list(args.overrides) + rest
+        elif rest and args.command == "predict" and not any(r.startswith("-") for r in rest):
+            args.files = list(args.files) + rest  # files after options
         elif rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        if rest:
-            args.overrides = list(args.overrides) + rest
     except SystemExit as exc:  # argparse has printed its message
         return int(exc.code or 0)
     if args.version:
@@ -102,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         quiet_libraries()
     try:
         return {"train": _train, "evaluate": _evaluate, "predict": _predict, "study": _study,
-                "datasets": _datasets}[args.command](args)
+                "export": _export, "datasets": _datasets}[args.command](args)
     except SeqlabError as exc:
         print(f"seqlab {args.command}: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_status", 2)
@@ -164,6 +180,16 @@ def _study(args) -> int:
     results = report(study)
     done = sum(len(e["seeds"]) for e in results["losses"].values())
     print(f"{done} of {len(study.runs())} runs finished; report in {study.output_dir / 'report.md'}")
+    return 0
+
+
+def _export(args) -> int:
+    from .export import export
+
+    out = export(args.model_dir, args.output, quantize=args.quantize)
+    record = json.loads((out / "export.json").read_text(encoding="utf-8"))
+    print(f"exported to {out} ({record['precision']}; float32 logits within "
+          f"{record['max_abs_logit_diff_vs_torch']:.2g} of torch's)")
     return 0
 
 

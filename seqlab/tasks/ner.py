@@ -391,7 +391,8 @@ def decode_entities(words: Sequence[str], preds: Sequence[tuple[int, float]], la
 
 def _evaluate_cli(args, meta: dict, cfg: Config) -> int:
     from ..data.schemes import split_tag
-    from ..models import load_token_classifier, load_tokenizer
+    from ..export import prediction_model
+    from ..models import load_tokenizer
 
     dtype = torch.bfloat16 if args.bf16 else None
     if args.dataset:
@@ -419,7 +420,7 @@ def _evaluate_cli(args, meta: dict, cfg: Config) -> int:
     cfg.model.max_length, cfg.model.window_overlap = meta["max_length"], meta["window_overlap"]
     cfg.train.eval_batch_size = args.batch_size
     task = NerTask(cfg, load_tokenizer(args.model_dir), corpus)
-    model = load_token_classifier(args.model_dir)
+    model = prediction_model(args, meta)
     result = task.evaluate(model, "eval", out_file=out, progress=not args.no_progress, dtype=dtype)
     print(format_scores(result["default"], f"{name}: seqeval default mode (conlleval)"))
     print()
@@ -429,7 +430,8 @@ def _evaluate_cli(args, meta: dict, cfg: Config) -> int:
 
 
 def _predict_cli(args, meta: dict, cfg: Config) -> int:
-    from ..models import load_token_classifier, load_tokenizer
+    from ..export import prediction_model
+    from ..models import load_tokenizer
 
     if args.question or args.context_file:
         raise SeqlabError("--question and --context-file are for QA models; this one is NER")
@@ -437,7 +439,7 @@ def _predict_cli(args, meta: dict, cfg: Config) -> int:
     check_input_files(args.files)  # before any work
     out_path = check_output_file(args.output)
     tokenizer = load_tokenizer(args.model_dir)
-    model = load_token_classifier(args.model_dir)
+    model = prediction_model(args, meta)
     with AtomicOutput(out_path) as out:
         # blocks of lines: bounded memory, and output from the first block on
         for block in blocks(iter_lines(args.files), PREDICT_BLOCK_LINES):

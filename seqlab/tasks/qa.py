@@ -375,7 +375,9 @@ def _task_for(args, meta: dict, cfg: Config, splits: dict, language: str):
     cfg.qa.head = meta["head"]
     cfg.model.max_length = meta["max_length"]
     tokenizer = load_tokenizer(args.model_dir)
-    model = _load_model(args.model_dir, meta["head"])
+    from ..export import prediction_model
+
+    model = prediction_model(args, meta)
     return QATask(cfg, tokenizer, splits, language), model
 
 

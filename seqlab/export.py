@@ -1,0 +1,218 @@
+"""``seqlab export``: a trained run to ONNX, and an ONNX Runtime model that prediction can use.
+
+An exported directory is self-contained: ``model.onnx`` (dynamic batch and sequence axes),
+the tokenizer, ``config.json``, ``config.yaml``, ``seqlab.json`` and ``export.json`` (the seqlab
+version, the precision, and the largest logit difference against torch measured at export).
+``seqlab predict DIR --backend onnxruntime`` and ``seqlab evaluate`` read it; given a run
+directory instead, they export it first into a temporary directory (``seqlab export`` keeps it).
+
+The export checks itself: float32 ONNX logits must equal torch's to :data:`TOLERANCE` on a
+sample, else nothing is written. ``--quantize int8`` applies ONNX Runtime's dynamic
+quantisation (int8 weights of the linear layers) to the checked float32 graph.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .errors import SeqlabError
+
+TOLERANCE = 1e-4  # largest absolute logit difference, float32 ONNX against torch
+ONNX_FILE = "model.onnx"
+EXPORT_FILE = "export.json"
+_INSTALL = "pip install 'seqlab[onnx]' (onnx, onnxruntime, onnxscript)"
+
+
+def _require(*modules: str) -> None:
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SeqlabError(f"ONNX export and the onnxruntime backend need {', '.join(missing)}: "
+                          f"{_INSTALL}")
+
+
+def is_exported(directory: str | Path) -> bool:
+    return (Path(directory) / EXPORT_FILE).is_file()
+
+
+def _output_names(meta: dict) -> list[str]:
+    return ["start_logits", "end_logits"] if meta["task"] == "qa" and meta.get("head") == "pointer" \
+        else ["logits"]
+
+
+def _load_torch_model(run: Path, meta: dict):
+    from .models import load_question_answering, load_token_classifier
+
+    if _output_names(meta) == ["logits"]:
+        return load_token_classifier(str(run))
+    return load_question_answering(str(run))
+
+
+def export(run_dir: str | Path, output: str | Path | None = None, *,
+           quantize: str | None = None) -> Path:
+    """Export a finished run to ONNX (and check it); return the exported directory.
+
+    Raises:
+        SeqlabError: an incomplete or unknown directory, a missing optional dependency, an
+            occupied output directory, or ONNX logits that differ from torch's.
+    """
+    run = Path(run_dir)
+    if run.name.endswith(".incomplete") or not (run / "seqlab.json").is_file():
+        raise SeqlabError(f"{run}: not a finished seqlab run (no seqlab.json); export the "
+                          "output_dir of a completed `seqlab train`")
+    if is_exported(run):
+        raise SeqlabError(f"{run}: already an exported directory")
+    if not any((run / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")):
+        raise SeqlabError(f"{run}: no model weights (was it trained with train.save_model=false?)")
+    if quantize not in (None, "int8"):
+        raise SeqlabError(f"--quantize: expected int8, got {quantize!r}")
+    out = Path(output) if output else run.with_name(run.name + (f"-onnx-{quantize}" if quantize
+                                                                 else "-onnx"))
+    if out.exists() and any(out.iterdir()):
+        raise SeqlabError(f"--output {out}: exists and is not empty")
+    _require("onnx", "onnxruntime", "onnxscript")
+    meta = json.loads((run / "seqlab.json").read_text(encoding="utf-8"))
+    model = _load_torch_model(run, meta).eval()
+    names = _output_names(meta)
+    inputs = ["input_ids", "attention_mask"]
+    if meta["task"] == "qa" and getattr(model.config, "type_vocab_size", 0) > 1:
+        inputs.append("token_type_ids")
+
+    g = torch.Generator().manual_seed(0)
+    vocab = model.config.vocab_size
+
+    def sample(batch: int, length: int) -> dict[str, torch.Tensor]:
+        ids = torch.randint(5, vocab, (batch, length), generator=g)
+        feed = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if "token_type_ids" in inputs:
+            feed["token_type_ids"] = torch.zeros_like(ids)
+        return feed
+
+    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.is_dir() else None) as tmp:
+        staging = Path(tmp) / "export"
+        staging.mkdir()
+        batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+        program = torch.onnx.export(
+            model, (), kwargs=sample(2, 16), dynamo=True, input_names=inputs, output_names=names,
+            dynamic_shapes={k: {0: batch, 1: seq} for k in inputs}, verbose=False)
+        program.save(str(staging / ONNX_FILE))
+        check = sample(3, 37)  # other sizes than traced
+        onnx_out = OrtModel(staging, check_version=False, meta=meta)._run(check)
+        with torch.no_grad():
+            ref = model(**check)
+        diff = max(float((torch.from_numpy(onnx_out[n]) - getattr(ref, n)).abs().max())
+                   for n in names)
+        if not diff <= TOLERANCE:
+            raise SeqlabError(f"the ONNX model's logits differ from torch's by {diff:.3g} "
+                              f"(more than {TOLERANCE}); nothing was written")
+        record = {"seqlab_version": __version__, "task": meta["task"], "precision": "float32",
+                  "max_abs_logit_diff_vs_torch": diff, "tolerance": TOLERANCE,
+                  "inputs": inputs, "outputs": names}
+        if quantize == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            fp32 = staging / "model.fp32.onnx"
+            (staging / ONNX_FILE).rename(fp32)
+            quantize_dynamic(str(fp32), str(staging / ONNX_FILE), weight_type=QuantType.QInt8)
+            fp32.unlink()
+            int8_out = OrtModel(staging, check_version=False, meta=meta)._run(check)
+            record.update(precision="int8 (dynamic quantisation of the weights)",
+                          max_abs_logit_diff_vs_torch_int8=max(
+                              float((torch.from_numpy(int8_out[n]) - getattr(ref, n)).abs().max())
+                              for n in names))
+        for f in ("seqlab.json", "config.yaml", "config.json"):
+            shutil.copy(run / f, staging / f)
+        from .models import load_tokenizer
+
+        load_tokenizer(str(run)).save_pretrained(staging)
+        (staging / EXPORT_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        if out.exists():
+            out.rmdir()
+        shutil.move(str(staging), str(out))
+    return out
+
+
+class _Output(dict):
+    """Model outputs (and config keys) by attribute, as transformers' are read."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class OrtModel:
+    """An exported model behind an ONNX Runtime session, called like the transformers model it
+    came from (``model(input_ids=..., attention_mask=...)``, outputs as torch tensors)."""
+
+    training = False
+
+    def __init__(self, directory: str | Path, *, threads: int | None = None,
+                 check_version: bool = True, meta: dict | None = None):
+        _require("onnxruntime")
+        import onnxruntime as ort
+
+        directory = Path(directory)
+        if check_version:
+            record = json.loads((directory / EXPORT_FILE).read_text(encoding="utf-8"))
+            if record.get("seqlab_version") != __version__:
+                raise SeqlabError(f"{directory}: exported by seqlab {record.get('seqlab_version')}, "
+                                  f"this is {__version__}: export the run again")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(directory / ONNX_FILE), options,
+                                            providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        config = directory / "config.json"
+        self.config = _Output(json.loads(config.read_text(encoding="utf-8"))) if config.is_file() \
+            else _Output()
+
+    def _run(self, feed: dict[str, torch.Tensor]) -> dict:
+        ids = feed["input_ids"]
+        arrays = {"input_ids": ids.numpy(),
+                  "attention_mask": (feed.get("attention_mask") if feed.get("attention_mask")
+                                     is not None else torch.ones_like(ids)).numpy()}
+        if "token_type_ids" in self.inputs:
+            tt = feed.get("token_type_ids")
+            arrays["token_type_ids"] = (tt if tt is not None else torch.zeros_like(ids)).numpy()
+        return dict(zip(self.outputs, self.session.run(self.outputs, arrays)))
+
+    def __call__(self, **feed) -> _Output:
+        return _Output({k: torch.from_numpy(v) for k, v in self._run(feed).items()})
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+    def parameters(self):
+        yield torch.empty(0)
+
+
+def prediction_model(args, meta: dict):
+    """The model ``seqlab predict`` / ``evaluate`` run: torch, or ONNX Runtime
+    (``--backend onnxruntime``) from an exported directory or a run exported on the fly."""
+    directory = Path(args.model_dir)
+    backend = getattr(args, "backend", "torch")
+    if backend == "onnxruntime":
+        if is_exported(directory):
+            return OrtModel(directory, threads=args.threads)
+        tmp = Path(tempfile.mkdtemp(prefix="seqlab-onnx-"))
+        print(f"seqlab: exporting {directory} to ONNX for this run (`seqlab export` keeps it)",
+              file=__import__("sys").stderr)
+        exported = export(directory, tmp / "export")
+        return OrtModel(exported, threads=args.threads)
+    if is_exported(directory):
+        raise SeqlabError(f"{directory}: an exported ONNX directory; use --backend onnxruntime")
+    return _load_torch_model(directory, meta)
