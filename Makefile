@@ -11,7 +11,7 @@ export SEQLAB_DATA
 
 STAMP := $(VENV)/.seqlab-installed
 
-.PHONY: install train test bench-losses bench-ner bench-qa clean
+.PHONY: install train test bench-losses bench-ner bench-onnx bench-qa clean
 
 install: $(STAMP)
 
@@ -46,6 +46,9 @@ bench-losses: $(STAMP)
 
 bench-ner: $(STAMP)
 	$(BIN)/python scripts/bench_ner.py $(ARGS)
+
+bench-onnx: $(STAMP)
+	$(BIN)/python scripts/bench_onnx.py runs/conll2003-ce $(ARGS)
 
 bench-qa: $(STAMP)
 	$(BIN)/python scripts/bench_qa.py $(ARGS)

@@ -6,16 +6,21 @@ version, the precision, and the largest logit difference against torch measured 
 ``seqlab predict DIR --backend onnxruntime`` and ``seqlab evaluate`` read it; given a run
 directory instead, they export it first into a temporary directory (``seqlab export`` keeps it).
 
-The export checks itself: float32 ONNX logits must equal torch's to :data:`TOLERANCE` on a
-sample, else nothing is written. ``--quantize int8`` applies ONNX Runtime's dynamic
-quantisation (int8 weights of the linear layers) to the checked float32 graph.
+BERT encoders get ONNX Runtime's transformer fusions. The export checks itself: float32 ONNX
+logits must equal torch's to :data:`TOLERANCE` on a sample, else nothing is written.
+``--quantize int8`` applies ONNX Runtime's dynamic quantisation (int8 weights of the linear
+layers, per output channel) to the checked float32 graph.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -53,6 +58,41 @@ def _load_torch_model(run: Path, meta: dict):
     if _output_names(meta) == ["logits"]:
         return load_token_classifier(str(run))
     return load_question_answering(str(run))
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter's and the quantiser's progress lines and warnings (about torchvision
+    operators, pre-processing) are not the user's business: keep them off the terminal."""
+    loggers = [logging.getLogger(), logging.getLogger("torch.onnx")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _optimize(path: Path, config) -> None:
+    """ONNX Runtime's transformer fusions (LayerNorm with its residual, bias with GELU) for BERT
+    encoders, in place; other architectures, or a graph it cannot read, stay as exported. The
+    export's check runs on the result."""
+    if getattr(config, "model_type", None) != "bert":
+        return
+    try:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        with _quiet_exporter():
+            optimized = optimize_model(str(path), model_type="bert",
+                                       num_heads=config.num_attention_heads,
+                                       hidden_size=config.hidden_size)
+            optimized.save_model_to_file(str(path))
+    except Exception:  # noqa: BLE001 - the unfused graph is correct, only slower
+        return
 
 
 def export(run_dir: str | Path, output: str | Path | None = None, *,
@@ -99,10 +139,13 @@ def export(run_dir: str | Path, output: str | Path | None = None, *,
         staging = Path(tmp) / "export"
         staging.mkdir()
         batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-        program = torch.onnx.export(
-            model, (), kwargs=sample(2, 16), dynamo=True, input_names=inputs, output_names=names,
-            dynamic_shapes={k: {0: batch, 1: seq} for k in inputs}, verbose=False)
-        program.save(str(staging / ONNX_FILE))
+        with _quiet_exporter():
+            program = torch.onnx.export(
+                model, (), kwargs=sample(2, 16), dynamo=True, input_names=inputs,
+                output_names=names, dynamic_shapes={k: {0: batch, 1: seq} for k in inputs},
+                verbose=False)
+            program.save(str(staging / ONNX_FILE))
+        _optimize(staging / ONNX_FILE, model.config)
         check = sample(3, 37)  # other sizes than traced
         onnx_out = OrtModel(staging, check_version=False, meta=meta)._run(check)
         with torch.no_grad():
@@ -120,10 +163,14 @@ def export(run_dir: str | Path, output: str | Path | None = None, *,
 
             fp32 = staging / "model.fp32.onnx"
             (staging / ONNX_FILE).rename(fp32)
-            quantize_dynamic(str(fp32), str(staging / ONNX_FILE), weight_type=QuantType.QInt8)
+            with _quiet_exporter():
+                # per channel: 85.78 against 85.90 test F1 on CoNLL-2003, where per tensor lost
+                # 1.2 points (scripts/bench_onnx.py)
+                quantize_dynamic(str(fp32), str(staging / ONNX_FILE), weight_type=QuantType.QInt8,
+                                 per_channel=True)
             fp32.unlink()
             int8_out = OrtModel(staging, check_version=False, meta=meta)._run(check)
-            record.update(precision="int8 (dynamic quantisation of the weights)",
+            record.update(precision="int8 (dynamic quantisation of the weights, per channel)",
                           max_abs_logit_diff_vs_torch_int8=max(
                               float((torch.from_numpy(int8_out[n]) - getattr(ref, n)).abs().max())
                               for n in names))
