@@ -218,6 +218,15 @@ def margin(x: Tensor, idx: Tensor, ignored: Tensor | None = None) -> Tensor:
     return z if ignored is None else z.masked_fill(ignored, 0.0)
 
 
+def _per_item_count(total: Tensor, num_items_in_batch) -> Tensor:
+    """``total / num_items_in_batch``; 0 (with a zero gradient) when the count is 0, where every
+    item was ignored and the sum is 0 too. A tensor count is divided on its device."""
+    if isinstance(num_items_in_batch, Tensor):
+        n = num_items_in_batch.to(device=total.device, dtype=total.dtype)
+        return total / n.clamp_min(torch.finfo(total.dtype).tiny)
+    return total / num_items_in_batch if num_items_in_batch else total * 0.0
+
+
 def _reduce(item: Tensor, w: Tensor | None, ignored: Tensor, reduction: str,
             num_items_in_batch: int | float | Tensor | None) -> Tensor:
     """Weight, zero the ignored items and reduce; ``item`` is the unweighted per-item loss.
@@ -225,12 +234,8 @@ def _reduce(item: Tensor, w: Tensor | None, ignored: Tensor, reduction: str,
     if w is not None:
         item = item * w
     item = item.masked_fill(ignored, 0.0)
-    if num_items_in_batch is not None:  # 0: every item ignored, so the sum is 0 too
-        total = item.sum()
-        if isinstance(num_items_in_batch, Tensor):
-            n = num_items_in_batch.to(device=total.device, dtype=total.dtype)
-            return total / n.clamp_min(torch.finfo(total.dtype).tiny)
-        return total / num_items_in_batch if num_items_in_batch else total * 0.0
+    if num_items_in_batch is not None:
+        return _per_item_count(item.sum(), num_items_in_batch)
     if reduction == "none":
         return item
     total = item.sum()
@@ -344,10 +349,7 @@ def cross_entropy(logits: Tensor, target: Tensor, *, weight: Tensor | None = Non
         if per_item:
             return out.reshape(target.shape)
         if num_items_in_batch is not None:
-            if isinstance(num_items_in_batch, Tensor):
-                n = num_items_in_batch.to(device=out.device, dtype=out.dtype)
-                return out / n.clamp_min(torch.finfo(out.dtype).tiny)
-            return out / num_items_in_batch if num_items_in_batch else out * 0.0
+            return _per_item_count(out, num_items_in_batch)
         if reduction == "sum":
             return out
         # the weighted count of the items that are not ignored (F.cross_entropy's own "mean"
