@@ -33,9 +33,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
-from .config import apply_overrides, config_from_dict
+from .config import apply_overrides, config_from_dict, read_yaml
 from .errors import ConfigError, DataError
 
 SPLITS = ("dev", "test")
@@ -96,13 +95,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
             (the message names the loss).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: study config not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(read_yaml(path, "study config"), overrides or [])
     for key in ("study", "base", "losses"):
         if not isinstance(raw.get(key), dict):
             raise ConfigError(f"{path}: expected a mapping under {key!r} (see seqlab/study.py)")
