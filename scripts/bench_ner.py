@@ -1,15 +1,27 @@
-"""seqlab NER training and prediction side by side with a Hugging Face-style reference, one run.
+"""seqlab NER training and prediction side by side with Hugging Face's ways, one run.
 
-    make bench-ner                                   # full CoNLL-2003, 3 epochs (about an hour here)
+    make bench-ner                                   # full CoNLL-2003, 3 epochs (about 2 hours here)
     python scripts/bench_ner.py --epochs 1 --limit 2000   # a shorter side-by-side
+    python scripts/bench_ner.py --loops seqlab,trainer    # some of the loops only
 
-The reference loop is written the way transformers' ``run_ner_no_trainer.py`` does it: tokenise
-with truncation at ``max_length``, shuffled random batches, ``DataCollatorForTokenClassification``
-dynamic padding, AdamW, linear decay without warmup; scored with seqeval on the (truncated)
-first-subword predictions. Both runs use the same encoder, data, batch size, learning rate, seed.
-Prints wall time per epoch, training tokens/s (real tokens, and counting padding), peak RSS,
-dev/test entity F1 of both, and prediction sentences/s of ``seqlab predict`` against
-``transformers.pipeline("token-classification", aggregation_strategy="first", batch_size=64)``.
+Each training loop runs in a process of its own (so each peak RSS is its own), on the same
+encoder, data, batch size, learning rate and seed:
+
+- ``seqlab``: ``seqlab train`` as configured by default (length-grouped batches, fused AdamW,
+  warmup, weight decay, gradient clipping);
+- ``seqlab-compile``: the same with ``train.compile: true`` (compile time included);
+- ``trainer``: the Hugging Face ``Trainer`` with its speed flags,
+  ``train_sampling_strategy="group_by_length"`` and ``optim="adamw_torch_fused"``, and seqlab's
+  weight decay, warmup ratio and clipping; data truncated at ``max_length`` as ``run_ner.py`` does;
+- ``reference``: a loop written the way ``run_ner_no_trainer.py`` does it (truncation at
+  ``max_length``, shuffled random batches, ``DataCollatorForTokenClassification``, AdamW, linear
+  decay without warmup).
+
+Every model is scored by the same code: seqlab's evaluation, every word of the gold dev and test
+sentences (longer sentences windowed), seqeval default mode. Prints wall time per epoch, training
+time, tokens/s (real, and counting padding), peak RSS, dev/test F1, and prediction sentences/s
+of the first loop's model against ``transformers.pipeline("token-classification",
+aggregation_strategy="first", batch_size=64)``.
 """
 
 from __future__ import annotations
@@ -18,9 +30,9 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -30,7 +42,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from seqlab.config import config_from_dict  # noqa: E402
 from seqlab.data.schemes import convert  # noqa: E402
-from seqlab.metrics import entity_scores  # noqa: E402
 from seqlab.models import load_token_classifier, load_tokenizer  # noqa: E402
 from seqlab.data.alignment import split_words  # noqa: E402
 from seqlab.tasks.ner import (NerTask, decode_entities, load_corpus, predict_words,  # noqa: E402
@@ -38,129 +49,186 @@ from seqlab.tasks.ner import (NerTask, decode_entities, load_corpus, predict_wor
 from seqlab.train import train  # noqa: E402
 
 
-class PeakRSS:
-    """Sample the process's resident set size in a thread; report the peak over the block."""
-
-    def __enter__(self):
-        self.peak, self._stop = 0, False
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-        return self
-
-    def _run(self):
-        while not self._stop:
-            with open("/proc/self/status") as fh:
-                for line in fh:
-                    if line.startswith("VmRSS:"):
-                        self.peak = max(self.peak, int(line.split()[1]) * 1024)
-            time.sleep(0.1)
-
-    def __exit__(self, *exc):
-        self._stop = True
-        self._t.join()
+LOOPS = ("seqlab", "seqlab-compile", "trainer", "reference")
 
 
-def run_seqlab(args, out_dir: Path) -> dict:
-    cfg = config_from_dict({
+def _config(args, out_dir: Path, compiled: bool = False):
+    return config_from_dict({
         "task": "ner", "data": {"dataset": "conll2003", "data_dir": args.data_dir,
                                 "limit": args.limit, "eval_limit": args.eval_limit},
         "model": {"encoder": args.encoder, "max_length": args.max_length},
         "loss": {"name": "ce"},
         "train": {"epochs": args.epochs, "batch_size": args.batch_size,
                   "learning_rate": args.lr, "seed": args.seed, "output_dir": str(out_dir),
-                  "overwrite": True}})
+                  "overwrite": True, "compile": compiled}})
+
+
+def run_seqlab(args, out_dir: Path, compiled: bool = False) -> dict:
+    cfg = _config(args, out_dir, compiled)
     corpus = load_corpus(cfg)
     tok = load_tokenizer(cfg.model.encoder)
     task = NerTask(cfg, tok, corpus)
     torch.manual_seed(args.seed)
     model = load_token_classifier(cfg.model.encoder, corpus.labels)
-    with PeakRSS() as rss:
-        t0 = time.perf_counter()
-        res = train(cfg, task, model, tok, progress=not args.no_progress)
-        wall = time.perf_counter() - t0
+    res = train(cfg, task, model, tok, progress=not args.no_progress)
     epochs = [json.loads(l) for l in (out_dir / "metrics.jsonl").read_text().splitlines()]
     epoch_times = [e["epoch_time_s"] for e in epochs if e["event"] == "eval"]
-    return {"wall_s": wall, "epoch_s": epoch_times, "tok_s_real": res["train_tokens_per_s"],
-            "tok_s_padded": res["train_tokens_per_s_with_padding"], "peak_rss": rss.peak,
-            "dev_f1": res["dev"]["default"]["f1"], "test_f1": res["test"]["default"]["f1"],
-            "corpus": corpus, "model_dir": out_dir}
+    return {"epoch_s": epoch_times, "train_s": res["train_time_s"],
+            "tok_s_real": res["train_tokens_per_s"],
+            "tok_s_padded": res["train_tokens_per_s_with_padding"],
+            "dev_f1": res["dev"]["default"]["f1"], "test_f1": res["test"]["default"]["f1"]}
 
 
-def run_reference(args, corpus) -> dict:
+def _hf_rows(args, corpus, tok, split: str) -> list[dict]:
+    """Truncated at max_length, labels on first subwords: the way run_ner.py prepares data."""
+    l2i = {l: i for i, l in enumerate(corpus.labels)}
+    sents = corpus.splits[split]
+    enc = tok([s.tokens for s in sents], is_split_into_words=True, truncation=True,
+              max_length=args.max_length)
+    rows = []
+    for i, s in enumerate(sents):
+        tags = convert(s.tags, corpus.scheme, "iob2")
+        prev, lab = None, []
+        for w in enc.word_ids(i):
+            lab.append(-100 if w is None or w == prev else l2i[tags[w]])
+            prev = w
+        rows.append({"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i],
+                     "labels": lab})
+    return rows
+
+
+class CountingCollator:
+    """DataCollatorForTokenClassification, counting the real and padded positions it hands out."""
+
+    def __init__(self, tok):
+        from transformers import DataCollatorForTokenClassification
+
+        self.inner = DataCollatorForTokenClassification(tok)
+        self.real = self.padded = 0
+
+    def __call__(self, rows):
+        batch = self.inner(rows)
+        self.real += int(batch["attention_mask"].sum())
+        self.padded += batch["attention_mask"].numel()
+        return batch
+
+
+def _score_with_seqlab(args, corpus, tok, model) -> dict:
+    """Every word of the gold dev and test sentences, by the code that scores seqlab's runs."""
+    task = NerTask(_config(args, Path(tempfile.gettempdir())), tok, corpus)
+    model.eval()
+    return {f"{split}_f1": task.evaluate(model, split, progress=False)["default"]["f1"]
+            for split in ("dev", "test")}
+
+
+def run_trainer(args, work: Path) -> dict:
+    """The Hugging Face Trainer with its speed flags: length-grouped sampling and fused AdamW,
+    with seqlab's weight decay, warmup and gradient clipping."""
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    defaults = _config(args, work).train
+    corpus = load_corpus(_config(args, work))
+    tok = load_tokenizer(args.encoder)
+    rows = _hf_rows(args, corpus, tok, "train")
+    train_set = Dataset.from_list(rows).map(lambda r: {"length": len(r["input_ids"])})
+    torch.manual_seed(args.seed)
+    model = load_token_classifier(args.encoder, corpus.labels)
+    collate = CountingCollator(tok)
+    targs = TrainingArguments(
+        output_dir=str(work / "trainer"), per_device_train_batch_size=args.batch_size,
+        learning_rate=args.lr, num_train_epochs=args.epochs, weight_decay=defaults.weight_decay,
+        warmup_steps=defaults.warmup_ratio, lr_scheduler_type="linear",
+        max_grad_norm=defaults.max_grad_norm, train_sampling_strategy="group_by_length",
+        optim="adamw_torch_fused", seed=args.seed, save_strategy="no", eval_strategy="no",
+        logging_steps=50, report_to="none", use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=args.no_progress)
+    trainer = Trainer(model=model, args=targs, train_dataset=train_set, data_collator=collate,
+                      processing_class=tok)
+    out = trainer.train()
+    train_s = out.metrics["train_runtime"]
+    return {"epoch_s": [train_s / args.epochs] if args.epochs else [], "train_s": train_s,
+            "tok_s_real": collate.real / train_s, "tok_s_padded": collate.padded / train_s,
+            "padding_share": 1 - collate.real / collate.padded,
+            **_score_with_seqlab(args, corpus, tok, model)}
+
+
+def run_reference(args, work: Path) -> dict:
     """The run_ner_no_trainer.py way, written out."""
     from torch.utils.data import DataLoader
-    from transformers import DataCollatorForTokenClassification, get_scheduler
+    from transformers import get_scheduler
 
+    corpus = load_corpus(_config(args, work))
     torch.manual_seed(args.seed)
     tok = load_tokenizer(args.encoder)
-    labels = corpus.labels
-    l2i = {l: i for i, l in enumerate(labels)}
-    model = load_token_classifier(args.encoder, labels)
-
-    def encode(sents):
-        rows = []
-        enc = tok([s.tokens for s in sents], is_split_into_words=True, truncation=True,
-                  max_length=args.max_length)
-        for i, s in enumerate(sents):
-            tags = convert(s.tags, corpus.scheme, "iob2")
-            prev, lab = None, []
-            for w in enc.word_ids(i):
-                lab.append(-100 if w is None or w == prev else l2i[tags[w]])
-                prev = w
-            rows.append({"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i],
-                         "labels": lab})
-        return rows
-
-    train_rows = encode(corpus.splits["train"])
-    collate = DataCollatorForTokenClassification(tok)
+    model = load_token_classifier(args.encoder, corpus.labels)
+    collate = CountingCollator(tok)
     g = torch.Generator().manual_seed(args.seed)
-    loader = DataLoader(train_rows, batch_size=args.batch_size, shuffle=True, collate_fn=collate,
-                        generator=g)
-    no_decay = ["bias", "LayerNorm.weight"]
-    groups = [{"params": [p for n, p in model.named_parameters() if not any(nd in n for nd in no_decay)],
-               "weight_decay": 0.0},
-              {"params": [p for n, p in model.named_parameters() if any(nd in n for nd in no_decay)],
-               "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=args.lr)
+    loader = DataLoader(_hf_rows(args, corpus, tok, "train"), batch_size=args.batch_size,
+                        shuffle=True, collate_fn=collate, generator=g)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     steps = math.ceil(len(loader) * args.epochs)
     sched = get_scheduler("linear", optimizer=opt, num_warmup_steps=0, num_training_steps=steps)
-    epoch_times, real, padded, train_time = [], 0, 0, 0.0
-    with PeakRSS() as rss:
-        for epoch in range(math.ceil(args.epochs)):
-            model.train()
-            t0 = time.perf_counter()
-            for batch in loader:
-                out = model(**batch)
-                out.loss.backward()
-                opt.step()
-                sched.step()
-                opt.zero_grad()
-                real += int(batch["attention_mask"].sum())
-                padded += batch["attention_mask"].numel()
-            epoch_times.append(time.perf_counter() - t0)
-            train_time += epoch_times[-1]
+    epoch_times, done = [], 0
+    for epoch in range(math.ceil(args.epochs)):
+        model.train()
+        t0 = time.perf_counter()
+        for batch in loader:
+            out = model(**batch)
+            out.loss.backward()
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+            done += 1
+            if done >= steps:
+                break
+        epoch_times.append(time.perf_counter() - t0)
+    train_s = sum(epoch_times)
+    return {"epoch_s": epoch_times, "train_s": train_s, "tok_s_real": collate.real / train_s,
+            "tok_s_padded": collate.padded / train_s,
+            "padding_share": 1 - collate.real / collate.padded,
+            **_score_with_seqlab(args, corpus, tok, model)}
 
-        @torch.inference_mode()
-        def score(split):
-            model.eval()
-            sents = corpus.splits[split]
-            rows = encode(sents)
-            gold, pred = [], []
-            for b in range(0, len(rows), 64):
-                batch = collate([{k: r[k] for k in ("input_ids", "attention_mask", "labels")}
-                                 for r in rows[b: b + 64]])
-                ids = model(input_ids=batch["input_ids"],
-                            attention_mask=batch["attention_mask"]).logits.argmax(-1)
-                for p_row, l_row in zip(ids.tolist(), batch["labels"].tolist()):
-                    keep = [(p, l) for p, l in zip(p_row, l_row) if l != -100]
-                    gold.append([labels[l] for _, l in keep])
-                    pred.append([labels[p] for p, _ in keep])
-            return entity_scores(gold, pred)["f1"]
 
-        dev_f1, test_f1 = score("dev"), score("test")
-    return {"epoch_s": epoch_times, "tok_s_real": real / train_time, "tok_s_padded": padded / train_time,
-            "padding_share": 1 - real / padded, "peak_rss": rss.peak, "dev_f1": dev_f1,
-            "test_f1": test_f1}
+def run_loop(args) -> int:
+    """One training loop in this process (the driver starts one process per loop, so that each
+    peak memory is its own); the figures go to ``--result`` as JSON."""
+    work = Path(args.workdir)
+    name = args.loop
+    if name in ("seqlab", "seqlab-compile"):
+        res = run_seqlab(args, work / name, compiled=name == "seqlab-compile")
+    elif name == "trainer":
+        res = run_trainer(args, work)
+    else:
+        res = run_reference(args, work)
+    Path(args.result).write_text(json.dumps(res) + "\n")
+    return 0
+
+
+def spawn_loop(args, name: str, work: Path) -> dict:
+    """Run one loop in a child process; its peak RSS from the kernel's accounting of that child."""
+    result = work / f"{name}.json"
+    cmd = [sys.executable, __file__, "--loop", name, "--result", str(result), "--workdir",
+           str(work), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+           "--max-length", str(args.max_length), "--lr", str(args.lr), "--seed", str(args.seed),
+           "--encoder", args.encoder]
+    for flag, value in (("--limit", args.limit), ("--eval-limit", args.eval_limit),
+                        ("--data-dir", args.data_dir)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    if args.no_progress:
+        cmd.append("--no-progress")
+    print(f"--- {name}", flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench_ner: the {name} loop failed (exit {proc.returncode})")
+    res = json.loads(result.read_text())
+    res["peak_rss"] = usage.ru_maxrss * 1024  # KiB on Linux
+    res["process_s"] = time.perf_counter() - t0
+    return res
 
 
 def predict_speed(model_dir: Path, corpus, repeats: int) -> dict:
@@ -232,44 +300,66 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--encoder", default="minilm-l6")
     p.add_argument("--data-dir", default=os.environ.get("SEQLAB_DATA"))
+    p.add_argument("--loops", default="seqlab,seqlab-compile,trainer,reference",
+                   help=f"comma-separated, from {', '.join(LOOPS)}; the first is timed for "
+                        "prediction and is the numerator of the ratios")
     p.add_argument("--predict-repeats", type=int, default=3)
-    p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--output", help="write the figures as JSON here")
     p.add_argument("--predict-only", metavar="MODEL_DIR",
-                   help="skip both trainings: time prediction of this trained model directory")
+                   help="skip training: time prediction of this trained model directory")
+    p.add_argument("--loop", choices=LOOPS, help=argparse.SUPPRESS)  # a child process's loop
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    p.add_argument("--workdir", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.predict_only:
         return predict_only(args)
+    if args.loop:
+        return run_loop(args)
+    loops = [name.strip() for name in args.loops.split(",") if name.strip()]
+    unknown = [name for name in loops if name not in LOOPS]
+    if unknown or not loops:
+        p.error(f"--loops: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(LOOPS)}")
     with tempfile.TemporaryDirectory() as tmp:
-        ours = run_seqlab(args, Path(tmp) / "seqlab")
-        ref = None if args.skip_reference else run_reference(args, ours["corpus"])
-        speed = predict_speed(ours["model_dir"], ours["corpus"], args.predict_repeats)
+        work = Path(tmp)
+        res = {name: spawn_loop(args, name, work) for name in loops}
+        speed = None
+        if loops[0].startswith("seqlab"):
+            cfg = _config(args, work / loops[0])
+            corpus = load_corpus(cfg, json.loads((work / loops[0] / "seqlab.json").read_text())["labels"])
+            speed = predict_speed(work / loops[0], corpus, args.predict_repeats)
     mib = 2 ** 20
-    rows = [("wall time per epoch (s)", ", ".join(f"{t:.0f}" for t in ours["epoch_s"]),
-             ", ".join(f"{t:.0f}" for t in ref["epoch_s"]) if ref else "-"),
-            ("train tokens/s, real tokens", f"{ours['tok_s_real']:.0f}", f"{ref['tok_s_real']:.0f}" if ref else "-"),
-            ("train tokens/s, with padding", f"{ours['tok_s_padded']:.0f}", f"{ref['tok_s_padded']:.0f}" if ref else "-"),
-            ("peak RSS (MiB)", f"{ours['peak_rss'] / mib:.0f}", f"{ref['peak_rss'] / mib:.0f}" if ref else "-"),
-            ("dev entity F1 (seqeval default)", f"{100 * ours['dev_f1']:.2f}", f"{100 * ref['dev_f1']:.2f}" if ref else "-"),
-            ("test entity F1 (seqeval default)", f"{100 * ours['test_f1']:.2f}", f"{100 * ref['test_f1']:.2f}" if ref else "-"),
-            ("predict sentences/s (test set)", f"{speed['seqlab']:.0f}", f"{speed['pipeline']:.0f} (pipeline)"),
-            ("predict sentences/s, bf16 autocast (`--bf16`)", f"{speed['seqlab bf16']:.0f}", "-"),
-            ("test entity F1 of `predict` output, fp32 / bf16",
-             " / ".join(f"{100 * speed['f1'][k]:.2f}" for k in speed["f1"]), "-")]
+
+    def row(label, fmt):
+        return [label, *(fmt(res[name]) for name in loops)]
+
+    rows = [row("wall time per epoch (s)", lambda r: ", ".join(f"{t:.0f}" for t in r["epoch_s"])),
+            row("training time (s), compile included", lambda r: f"{r['train_s']:.0f}"),
+            row("train tokens/s, real tokens", lambda r: f"{r['tok_s_real']:.0f}"),
+            row("train tokens/s, with padding", lambda r: f"{r['tok_s_padded']:.0f}"),
+            row("peak RSS of the process (MiB)", lambda r: f"{r['peak_rss'] / mib:.0f}"),
+            row("dev entity F1 (seqeval default)", lambda r: f"{100 * r['dev_f1']:.2f}"),
+            row("test entity F1 (seqeval default)", lambda r: f"{100 * r['test_f1']:.2f}")]
     print(f"\nCoNLL-2003, {args.encoder}, epochs {args.epochs}, batch {args.batch_size}, max_length "
           f"{args.max_length}, lr {args.lr}, seed {args.seed}, train limit {args.limit}, "
           f"eval limit {args.eval_limit}, torch threads {torch.get_num_threads()}")
-    print("| | seqlab | reference |\n|---|---:|---:|")
-    for name, a, b in rows:
-        print(f"| {name} | {a} | {b} |")
-    if ref:
-        print(f"real tokens/s ratio seqlab / reference: {ours['tok_s_real'] / ref['tok_s_real']:.2f}; "
-              f"reference padding share {100 * ref['padding_share']:.0f}%")
-    print(f"predict ratio seqlab / pipeline: {speed['seqlab'] / speed['pipeline']:.2f} "
-          f"(bf16 autocast: {speed['seqlab bf16'] / speed['pipeline']:.2f})")
+    print("| | " + " | ".join(loops) + " |\n|---|" + "---:|" * len(loops))
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    first = res[loops[0]]
+    for name in loops[1:]:
+        share = res[name].get("padding_share")
+        print(f"real tokens/s {loops[0]} / {name}: {first['tok_s_real'] / res[name]['tok_s_real']:.2f}"
+              + (f"; {name} padding share {100 * share:.0f}%" if share is not None else ""))
+    if speed:
+        print(f"\nprediction, {loops[0]}'s model, test set, median of {args.predict_repeats}:")
+        print("| | sentences/s | x pipeline | test F1 |\n|---|---:|---:|---:|")
+        for name in ("seqlab", "seqlab bf16", "pipeline"):
+            f1 = f"{100 * speed['f1'][name]:.2f}" if name in speed["f1"] else "-"
+            print(f"| {name} | {speed[name]:.0f} | {speed[name] / speed['pipeline']:.2f} | {f1} |")
     if args.output:
-        Path(args.output).write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+        Path(args.output).write_text(json.dumps({"loops": res, "rows": rows, "predict": speed},
+                                                indent=2) + "\n")
     return 0
 
 

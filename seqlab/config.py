@@ -64,6 +64,7 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
     bf16: bool = False                # bfloat16 autocast for training
+    compile: bool = False             # torch.compile the model for training (eval stays eager)
     eval_precision: str = "same"      # evaluate as trained (same), or in float32 (fp32)
     seed: int = 42
     output_dir: str = "runs/default"
@@ -123,7 +124,7 @@ _CHOICES = {
 # how it checkpoints and logs, and where the pieces stand; anything else changes the run
 RESUMABLE_CHANGES = ("train.epochs", "train.max_steps", "train.resume", "train.overwrite",
                      "train.checkpoint_every", "train.checkpoint_minutes",
-                     "train.keep_checkpoints", "train.log_every", "train.num_threads",
+                     "train.keep_checkpoints", "train.log_every", "train.num_threads", "train.compile",
                      "train.eval_batch_size", "data.data_dir")
 
 

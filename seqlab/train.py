@@ -288,6 +288,10 @@ def train(cfg: Config, task, model, tokenizer, *, progress: bool = True) -> dict
                         generator=torch.Generator().manual_seed(t.seed))
     optimizer = make_optimizer(model, t.weight_decay, t.learning_rate)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    # the loss's forward through the compiled module; accelerate keeps (and checkpoints) the
+    # module itself, so checkpoints are the same with and without compile and evaluation runs
+    # eager. dynamic: length-grouped batches change the sequence length from batch to batch
+    forward_model = torch.compile(model, dynamic=True) if t.compile else model
     # totals from the prepared loader: this process's share of the batches
     accum = t.gradient_accumulation_steps
     steps_per_epoch = math.ceil(len(loader) / accum)
@@ -424,7 +428,7 @@ def train(cfg: Config, task, model, tokenizer, *, progress: bool = True) -> dict
             for k, batch in enumerate(window):
                 sync = contextlib.nullcontext() if k == len(window) - 1 else accelerator.no_sync(model)
                 with sync:
-                    loss = task.compute_loss(model, batch, num_items_in_batch=n_items)
+                    loss = task.compute_loss(forward_model, batch, num_items_in_batch=n_items)
                     accelerator.backward(loss)
                 window_loss += loss.detach().float()
                 epoch_real += batch["attention_mask"].sum()

@@ -225,3 +225,51 @@ def test_bf16_training_evaluates_in_bf16_unless_asked(tmp_path, fixtures, tiny_e
     assert main(_args(fixtures, tiny_encoder, tmp_path / "b", "train.bf16=true", "train.epochs=1",
                       "train.eval_precision=fp32")) == 0
     assert seen and all(d is None for d in seen)
+
+
+
+def test_compiled_training_takes_the_eager_steps(tmp_path, fixtures, tiny_encoder, monkeypatch):
+    """train.compile runs the loss's forward through torch.compile (dynamic shapes: the batches
+    have different lengths). Without dropout it takes the same steps as eager; its checkpoints
+    hold the module's own keys, so an eager run resumes it."""
+    from safetensors.torch import load_file
+
+    import seqlab.train
+    from seqlab.config import config_from_dict
+    from seqlab.tasks import get_task
+    from seqlab.train import train
+
+    class Stop(Exception):
+        pass
+
+    def run(name, compiled, resume="no", crash=None):
+        cfg = config_from_dict({
+            "task": "ner", "data": {"train_file": str(fixtures / "train.conll"),
+                                    "dev_file": str(fixtures / "dev.conll")},
+            "model": {"encoder": str(tiny_encoder), "max_length": 24},
+            "train": {"batch_size": 2, "max_steps": 5, "learning_rate": 1e-3, "warmup_ratio": 0,
+                      "compile": compiled, "log_every": 1, "checkpoint_every": 3,
+                      "resume": resume, "output_dir": str(tmp_path / name), "save_model": False}})
+        task = get_task("ner").from_config(cfg)
+        torch.manual_seed(0)
+        model = _no_dropout(task.new_model())
+
+        def crash_at(point):
+            if point == crash:
+                raise Stop
+
+        monkeypatch.setattr(seqlab.train, "_crash_point", crash_at)
+        return train(cfg, task, model, task.tokenizer, progress=False), task
+
+    eager, task = run("eager", False)
+    lengths = {len(task.collate([r])["input_ids"][0]) for r in task.features("train")}
+    assert len(lengths) > 1  # the compiled forward sees several sequence lengths
+    with pytest.raises(Stop):
+        run("compiled", True, crash="step-4")
+    step = tmp_path / "compiled.incomplete" / "checkpoints" / "step-3"
+    keys = load_file(str(step / "model.safetensors")).keys()
+    assert keys and not any("_orig_mod" in k for k in keys)
+    resumed, _ = run("compiled", False, resume="yes")  # steps 4 and 5 eager
+    assert resumed["loss_history"] == pytest.approx(eager["loss_history"], rel=1e-4)
+    assert len(resumed["loss_history"]) == 5
+    assert resumed["dev"]["default"] == eager["dev"]["default"]
