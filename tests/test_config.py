@@ -48,7 +48,8 @@ def test_study_config_loads_and_every_run_validates(path):
 
 
 def test_there_are_study_configs():
-    assert {"study-wnut17", "study-conll2003-1k", "study-ncbi-disease"} <= {p.stem for p in STUDIES}
+    assert {"study-wnut17", "study-conll2003-1k", "study-ncbi-disease", "study-conll2003"} <= \
+        {p.stem for p in STUDIES}
 
 
 def test_overrides_and_coercion(tmp_path):
