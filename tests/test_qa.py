@@ -218,7 +218,7 @@ def test_real_files(data_dir):
 
 
 @pytest.mark.parametrize("head", ["pointer", "tagging"])
-def test_training_each_head_through_the_cli(tmp_path, tiny_encoder, head):
+def test_training_each_head_through_the_cli(tmp_path, tiny_encoder, head, monkeypatch):
     rng = random.Random(2)
     paras = []
     for i in range(12):
@@ -238,7 +238,9 @@ def test_training_each_head_through_the_cli(tmp_path, tiny_encoder, head):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["loss_history"][-1] < metrics["loss_history"][0]
     assert (tmp_path / "out" / "predictions_dev.json").is_file()
+    monkeypatch.chdir(tmp_path)  # evaluate writes beside the user, never into the run
     assert main(["evaluate", str(tmp_path / "out"), "--file", str(data), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "predictions_out_qa.json").read_text())
     ctx = tmp_path / "ctx.txt"
     ctx.write_text(paras[0]["context"])
     out = tmp_path / "answer.json"
