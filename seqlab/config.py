@@ -124,8 +124,8 @@ _CHOICES = {
 # how it checkpoints and logs, and where the pieces stand; anything else changes the run
 RESUMABLE_CHANGES = ("train.epochs", "train.max_steps", "train.resume", "train.overwrite",
                      "train.checkpoint_every", "train.checkpoint_minutes",
-                     "train.keep_checkpoints", "train.log_every", "train.num_threads", "train.compile",
-                     "train.eval_batch_size", "data.data_dir")
+                     "train.keep_checkpoints", "train.log_every", "train.num_threads",
+                     "train.compile", "train.eval_batch_size", "data.data_dir")
 
 
 def _type_name(tp: Any) -> str:

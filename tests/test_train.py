@@ -227,7 +227,6 @@ def test_bf16_training_evaluates_in_bf16_unless_asked(tmp_path, fixtures, tiny_e
     assert seen and all(d is None for d in seen)
 
 
-
 def test_compiled_training_takes_the_eager_steps(tmp_path, fixtures, tiny_encoder, monkeypatch):
     """train.compile runs the loss's forward through torch.compile (dynamic shapes: the batches
     have different lengths). Without dropout it takes the same steps as eager; its checkpoints
