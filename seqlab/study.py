@@ -386,6 +386,7 @@ def _summary(values: list[float]) -> dict:
     v = np.asarray(values, dtype=np.float64)
     return {"mean": float(v.mean()) if v.size else None,
             "std": float(v.std(ddof=1)) if v.size > 1 else None,
+            "median": float(np.median(v)) if v.size else None,
             "values": [float(x) for x in values]}
 
 
@@ -570,14 +571,20 @@ def markdown(results: dict) -> str:
               f"Token-level expected calibration error ({ECE_BINS} bins) of the predicted label's "
               "probability on test, over all tokens and over tokens whose gold or predicted tag "
               "is not `O`; training time (the epochs only, evaluation excluded) and real "
-              "(non-padding) training tokens per second, as measured: they depend on what else "
-              "the machine was doing, so compare them only between runs made alike.", "",
+              "(non-padding) training tokens per second, as measured, the median over seeds and "
+              "the range: they depend on what else the machine was doing, so compare them only "
+              "between runs made alike.", "",
               "| loss | ECE all | ECE entity tokens | train time (s) | tokens/s |",
               "|---|---:|---:|---:|---:|"]
+
+    def spread(summary: dict) -> str:
+        v = summary["values"]
+        return f"{summary['median']:.0f} ({min(v):.0f}-{max(v):.0f})" if v else "-"
+
     for name, e in losses.items():
         t = e.get("test", {})
         lines.append(f"| {name} | {ms(t, 'ece_all')} | {ms(t, 'ece_entity')} | "
-                     f"{e['train_time_s']['mean']:.0f} | {e['train_tokens_per_s']['mean']:.0f} |")
+                     f"{spread(e['train_time_s'])} | {spread(e['train_tokens_per_s'])} |")
     lines += ["", "![test F1 by loss](f1_by_loss.png)",
               "![precision against recall](precision_recall.png)",
               "![rare-type F1 by loss](rare_type_f1.png)", ""]
