@@ -127,8 +127,9 @@ def run_trainer(args, work: Path) -> dict:
     from datasets import Dataset
     from transformers import Trainer, TrainingArguments
 
-    defaults = _config(args, work).train
-    corpus = load_corpus(_config(args, work))
+    cfg = _config(args, work)
+    defaults = cfg.train
+    corpus = load_corpus(cfg)
     tok = load_tokenizer(args.encoder)
     rows = _hf_rows(args, corpus, tok, "train")
     train_set = Dataset.from_list(rows).map(lambda r: {"length": len(r["input_ids"])})
