@@ -74,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--data-dir", help="data directory for named datasets (default: $SEQLAB_DATA)")
     st.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    ss = sub.add_parser("study-summary", help="the finished studies side by side: summary.md "
+                        "and a figure of each loss's difference to the baseline")
+    ss.add_argument("directory", nargs="?", default="benchmarks/study",
+                    help="the directory holding the studies' output directories "
+                    "(default: benchmarks/study)")
+
     d = sub.add_parser("datasets", help="list the named datasets of every task, and whether "
                        "their files are found")
     d.add_argument("--data-dir", help="data directory (default: $SEQLAB_DATA)")
@@ -118,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         quiet_libraries()
     try:
         return {"train": _train, "evaluate": _evaluate, "predict": _predict, "study": _study,
-                "export": _export, "datasets": _datasets}[args.command](args)
+                "study-summary": _study_summary, "export": _export, "datasets": _datasets}[args.command](args)
     except SeqlabError as exc:
         print(f"seqlab {args.command}: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_status", 2)
@@ -180,6 +186,15 @@ def _study(args) -> int:
     results = report(study)
     done = sum(len(e["seeds"]) for e in results["losses"].values())
     print(f"{done} of {len(study.runs())} runs finished; report in {study.output_dir / 'report.md'}")
+    return 0
+
+
+def _study_summary(args) -> int:
+    from .study import write_summary
+
+    studies = write_summary(args.directory)
+    print(f"{len(studies)} studies ({', '.join(r['study'] for r in studies)}); summary in "
+          f"{Path(args.directory) / 'summary.md'}")
     return 0
 
 

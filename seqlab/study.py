@@ -35,7 +35,7 @@ from pathlib import Path
 
 
 from .config import apply_overrides, config_from_dict, read_yaml
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, SeqlabError
 
 SPLITS = ("dev", "test")
 ECE_BINS = 15
@@ -365,6 +365,7 @@ def paired_tests(a: list[float], b: list[float]) -> dict:
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     out = {"pairs": int(d.size), "mean_diff": float(d.mean()) if d.size else None,
            "sd_diff": float(d.std(ddof=1)) if d.size > 1 else None,
+           "diffs": [float(x) for x in d],
            "t_test_p": None, "wilcoxon_p": None}
     if d.size >= 2 and np.any(d != 0):
         t = stats.ttest_rel(a, b)
@@ -433,7 +434,8 @@ def aggregate(study: Study, *, resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
         entry["runs"].append(rec)
 
     out = {"study": study.name, "config": str(study.path), "baseline": study.baseline,
-           "seeds": study.seeds, "losses": {}}
+           "seeds": study.seeds, "planned_runs": len(study.runs()), "finished_runs": len(runs),
+           "losses": {}}
     rare = None
     base_runs = per_loss.get(study.baseline, {}).get("runs", [])
     if base_runs and "test" in base_runs[0]:
@@ -591,14 +593,22 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def figures(results: dict, directory: Path) -> list[Path]:
-    """F1 by loss with error bars, precision against recall (a point per seed), rare-type F1 by
-    loss; PNG and SVG each."""
+def _pyplot():
+    """pyplot without a display, writing SVGs whose element ids do not change between runs (so
+    a regenerated figure shows in a diff only where it changed)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "seqlab"
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def figures(results: dict, directory: Path) -> list[Path]:
+    """F1 by loss with error bars, precision against recall (a point per seed), rare-type F1 by
+    loss; PNG and SVG each."""
+    plt = _pyplot()
     losses = {k: v for k, v in results["losses"].items() if "test" in v}
     names = list(losses)
     written = []
@@ -663,3 +673,183 @@ def report(study: Study, *, resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
     if results["losses"]:
         figures(results, study.output_dir)
     return results
+
+
+# --------------------------------------------------------------------------- across studies
+
+
+def read_results(directory: str | Path) -> list[dict]:
+    """The ``results.json`` of every study one level under ``directory`` (``benchmarks/study``),
+    in name order.
+
+    Raises:
+        SeqlabError: no study there.
+        DataError: a results file that is not one (the message names the file).
+    """
+    directory = Path(directory)
+    paths = sorted(directory.glob("*/results.json"))
+    if not paths:
+        raise SeqlabError(f"{directory}: no */results.json; expected the directory holding the "
+                          "studies' output directories (`seqlab study CONFIG --report` writes them)")
+    out = []
+    for path in paths:
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"not JSON: {exc}", str(path)) from None
+        if not isinstance(results, dict) or not {"study", "baseline", "losses"} <= set(results):
+            raise DataError("expected the results of `seqlab study --report` (keys study, "
+                            "baseline, losses)", str(path))
+        out.append(results)
+    return out
+
+
+def _signed(x) -> str:
+    return "n/a" if x is None else f"{100 * x:+.2f}"
+
+
+def _wins(cmp_: dict) -> str:
+    d = cmp_["test_f1"].get("diffs")
+    return "n/a" if d is None else f"{sum(x > 0 for x in d)}/{len(d)}"
+
+
+def _cleared(cmp_: dict) -> bool:
+    """Whether the pooled bootstrap's 95% interval of the difference excludes 0."""
+    bs = cmp_.get("test_bootstrap")
+    return bool(bs) and (bs["ci_low"] > 0 or bs["ci_high"] < 0)
+
+
+def _grid_state(results: dict) -> str:
+    if "planned_runs" not in results:
+        return ""
+    done, planned = results["finished_runs"], results["planned_runs"]
+    return "" if done == planned else f", {done} of {planned} runs"
+
+
+def headline_table(results: dict) -> list[str]:
+    """One study in one table: test F1, the paired comparison with the baseline, the rarest
+    type's F1 and calibration, a row per loss (percent)."""
+    rare = results.get("rarest_type")
+    lines = ["| loss | seeds | test F1 | Δ F1 | wins | t-test p | Wilcoxon p | Δ precision | "
+             f"Δ recall | bootstrap Δ [95% CI] | {rare or 'rarest type'} F1 | ECE all | "
+             "ECE entity |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    for name, e in results["losses"].items():
+        t = e.get("test")
+        if not t:
+            continue
+        f1 = f"{_pct(t['f1']['mean'])}" + ("" if t["f1"]["std"] is None else f" ± {_pct(t['f1']['std'])}")
+        rare_f1 = _pct(t["per_type_f1"][rare]["mean"]) if rare in t.get("per_type_f1", {}) else "n/a"
+        ece = [_pct(t[k]["mean"], 1) if k in t else "n/a" for k in ("ece_all", "ece_entity")]
+        v = e.get("vs_baseline")
+        if v:
+            bs = v.get("test_bootstrap")
+            boot = (f"{_signed(bs['diff'])} [{_signed(bs['ci_low'])}, {_signed(bs['ci_high'])}]"
+                    if bs else "n/a")
+            cmp_cells = [_signed(v["test_f1"]["mean_diff"]), _wins(v), _p(v["test_f1"]["t_test_p"]),
+                         _p(v["test_f1"]["wilcoxon_p"]), _signed(v["test_precision"]["mean_diff"]),
+                         _signed(v["test_recall"]["mean_diff"]), boot]
+        else:
+            cmp_cells = [""] * 7
+        lines.append(f"| {name} | {len(e['seeds'])} | {f1} | " + " | ".join(cmp_cells) +
+                     f" | {rare_f1} | {ece[0]} | {ece[1]} |")
+    return lines
+
+
+def summary_markdown(studies: list[dict]) -> str:
+    """The loss studies side by side: the paired difference in test F1 to each study's baseline,
+    then each study's headline table."""
+    losses = list(dict.fromkeys(n for r in studies for n in r["losses"]))
+    lines = ["# Loss studies: summary", "",
+             "Written by `seqlab study-summary` from the `results.json` beside it. Test entity F1 "
+             "(seqeval default mode), in percent. For each loss: the mean paired difference to "
+             "the study's baseline over seeds, in points, and in how many seeds the loss scored "
+             "higher. **Bold**: the paired bootstrap over test sentences (pooled seeds, 1,000 "
+             "resamples) puts the difference's 95% interval clear of 0.", "",
+             "| loss | " + " | ".join(f"{r['study']}{_grid_state(r)}" for r in studies)
+             + " | mean Δ |",
+             "|---|" + "---:|" * (len(studies) + 1)]
+    for name in losses:
+        cells, diffs = [], []
+        for r in studies:
+            e = r["losses"].get(name)
+            if e is None or "test" not in e:
+                cells.append("-")
+            elif name == r["baseline"]:
+                f1 = e["test"]["f1"]
+                cells.append(f"{_pct(f1['mean'])}" + ("" if f1["std"] is None else f" ± {_pct(f1['std'])}")
+                             + " (F1)")
+            elif e.get("vs_baseline", {}).get("test_f1", {}).get("mean_diff") is None:
+                cells.append("n/a")
+            else:
+                v = e["vs_baseline"]
+                d = v["test_f1"]["mean_diff"]
+                diffs.append(d)
+                text = _signed(d)
+                cells.append((f"**{text}**" if _cleared(v) else text) + f" ({_wins(v)})")
+        mean = _signed(sum(diffs) / len(diffs)) if diffs else ""
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
+    lines += ["", "The mean Δ is over the studies where the loss has a paired comparison; "
+              "the studies differ in size and difficulty, so read it as a ranking, not an effect "
+              "size.", "", "![difference in test F1 to the baseline](summary_delta_f1.png)", ""]
+    for r in studies:
+        lines += [f"## {r['study']}{_grid_state(r)}", "",
+                  f"Config `{r['config']}`, baseline `{r['baseline']}`; every figure is in "
+                  f"[its report]({r['study']}/report.md). Δ: the loss minus `{r['baseline']}`, "
+                  "mean over paired seeds; wins: seeds where the loss scored higher; ECE: "
+                  "token-level expected calibration error of the predicted label's probability, "
+                  "over all tokens and over entity tokens.", ""]
+        lines += headline_table(r) + [""]
+    return "\n".join(lines)
+
+
+def summary_figure(studies: list[dict], directory: Path) -> list[Path]:
+    """Difference in test F1 to the baseline, a row per loss and a colour per study: the mean
+    paired difference, the bootstrap's 95% interval, and a dot per seed. PNG and SVG."""
+    plt = _pyplot()
+    losses = [n for n in dict.fromkeys(n for r in studies for n in r["losses"])
+              if any(r["losses"].get(n, {}).get("vs_baseline") for r in studies)]
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.55 * max(1, len(losses))))
+    height = 0.7 / max(1, len(studies))
+    for j, r in enumerate(studies):
+        labelled = False
+        for i, name in enumerate(losses):
+            v = r["losses"].get(name, {}).get("vs_baseline")
+            if not v or v["test_f1"].get("mean_diff") is None:
+                continue
+            y = i - 0.35 + height * (j + 0.5)
+            bs = v.get("test_bootstrap")
+            err = None
+            if bs:
+                d = v["test_f1"]["mean_diff"]
+                err = [[100 * max(0.0, d - bs["ci_low"])], [100 * max(0.0, bs["ci_high"] - d)]]
+            ax.errorbar(100 * v["test_f1"]["mean_diff"], y, xerr=err, fmt="o", capsize=3,
+                        color=f"C{j % 10}", label=None if labelled else r["study"])
+            labelled = True
+            seeds = v["test_f1"].get("diffs") or []
+            ax.scatter([100 * x for x in seeds], [y] * len(seeds), s=8, color=f"C{j % 10}",
+                       alpha=0.4, zorder=3)
+    ax.axvline(0, color="grey", lw=1)
+    ax.set_yticks(range(len(losses)), losses)
+    ax.invert_yaxis()
+    ax.set_xlabel("test entity F1 minus the baseline's (points)")
+    ax.set_title("Δ test F1 to cross-entropy, paired by seed\n"
+                 "(point: mean over seeds; bar: bootstrap 95% interval; dots: seeds)", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(axis="x", alpha=0.3)
+    written = []
+    for ext in ("png", "svg"):
+        path = directory / f"summary_delta_f1.{ext}"
+        fig.savefig(path, dpi=120, bbox_inches="tight", metadata={"Date": None} if ext == "svg" else None)
+        written.append(path)
+    plt.close(fig)
+    return written
+
+
+def write_summary(directory: str | Path) -> list[dict]:
+    """``summary.md`` and ``summary_delta_f1.{png,svg}`` in ``directory`` from the studies under it."""
+    directory = Path(directory)
+    studies = read_results(directory)
+    (directory / "summary.md").write_text(summary_markdown(studies), encoding="utf-8")
+    summary_figure(studies, directory)
+    return studies

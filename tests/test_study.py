@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from seqlab.cli import main
-from seqlab.errors import ConfigError
+from seqlab.errors import ConfigError, DataError
 from seqlab.study import (Run, aggregate, calibration, expected_calibration_error, load_study,
-                          paired_bootstrap, paired_tests, parse_shard, read_predictions, run_grid,
-                          sentence_counts, shard)
+                          paired_bootstrap, paired_tests, parse_shard, read_predictions, report,
+                          run_grid, sentence_counts, shard, write_summary)
 
 scipy_stats = pytest.importorskip("scipy.stats")
 
@@ -117,6 +117,7 @@ def test_paired_tests_match_scipy():
     assert out["mean_diff"] == pytest.approx(np.mean(np.subtract(a, b)))
     assert out["t_test_p"] == pytest.approx(scipy_stats.ttest_rel(a, b).pvalue)
     assert out["wilcoxon_p"] == pytest.approx(scipy_stats.wilcoxon(a, b).pvalue)
+    assert out["diffs"] == pytest.approx(np.subtract(a, b).tolist())
     same = paired_tests([0.5, 0.6], [0.5, 0.6])
     assert same["mean_diff"] == 0 and same["t_test_p"] is None
 
@@ -242,3 +243,57 @@ def test_runs_that_did_not_start_alike_are_not_paired(tmp_path):
     cmp_ = aggregate(study, resamples=50)["losses"]["focal"]["vs_baseline"]
     assert cmp_["unpaired_seeds"] == [2] and cmp_["test_f1"]["pairs"] == 2
     assert cmp_["test_bootstrap"]["seeds"] == [1, 3]
+
+
+def _fixture_study(tmp_path: Path, name: str, f1: dict) -> Path:
+    """A study under ``tmp_path/studies/<name>`` with fake runs of the given test F1s, reported."""
+    root = tmp_path / "studies"
+    path = tmp_path / f"study-{name}.yaml"
+    path.write_text(yaml.safe_dump({
+        "study": {"output_dir": str(root / name), "seeds": [1, 2, 3], "baseline": "ce"},
+        "base": {"task": "ner", "data": {"dataset": "conll2003"}, "train": {"epochs": 1}},
+        "losses": {k: {"name": "focal" if k != "ce" else "ce"} for k in f1}}))
+    study = load_study(path)
+    good = [(["B-PER", "O"], ["B-PER", "O"], [0.9, 0.8])]
+    bad = [(["B-PER", "O"], ["O", "O"], [0.9, 0.8])]
+    for run in study.runs():
+        _fake_run(run.directory, {"test": f1[run.loss][run.seed - 1]},
+                  good if run.loss != "ce" else bad)
+    report(study)
+    return root
+
+
+def test_summary_sets_the_studies_side_by_side(tmp_path):
+    _fixture_study(tmp_path, "a", {"ce": [0.70, 0.72, 0.71], "focal": [0.74, 0.73, 0.70]})
+    root = _fixture_study(tmp_path, "b", {"ce": [0.50, 0.52, 0.51], "focal": [0.48, 0.51, 0.49]})
+    assert main(["study-summary", str(root)]) == 0
+    text = (root / "summary.md").read_text()
+    # a: +1.33 points, higher in 2 of 3 seeds; the bootstrap (focal finds every entity, ce
+    # none) clears 0, so the cell is bold. b: -1.67, 0 of 3.
+    assert "| focal | **+1.33** (2/3) | **-1.67** (0/3) | -0.17 |" in text
+    assert "| ce | 71.00 ± 1.00 (F1) | 51.00 ± 1.00 (F1) |  |" in text
+    assert "## a" in text and "## b" in text and "| focal | 3 | 72.33 ± 2.08 | +1.33 | 2/3 |" in text
+    for ext in ("png", "svg"):
+        assert (root / f"summary_delta_f1.{ext}").stat().st_size > 0
+
+
+def test_summary_of_a_partial_grid_says_so(tmp_path):
+    root = _fixture_study(tmp_path, "a", {"ce": [0.70, 0.72, 0.71], "focal": [0.74, 0.73, 0.70]})
+    (root / "a" / "runs" / "focal" / "seed-3" / "metrics.json").unlink()
+    report(load_study(tmp_path / "study-a.yaml"))
+    assert write_summary(root)[0]["finished_runs"] == 5
+    assert "| loss | a, 5 of 6 runs | mean Δ |" in (root / "summary.md").read_text()
+
+
+def test_summary_of_nothing_or_of_a_broken_file_is_one_line(tmp_path, capsys):
+    assert main(["study-summary", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no */results.json" in err
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "results.json").write_text("{")
+    assert main(["study-summary", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path / 'x' / 'results.json'}: not JSON" in err
+    (tmp_path / "x" / "results.json").write_text("[]")
+    with pytest.raises(DataError, match="expected the results"):
+        write_summary(tmp_path)
