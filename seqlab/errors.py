@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 class SeqlabError(Exception):
     """Base class of every error caused by input (files, configs, arguments), not by a bug."""
@@ -21,3 +23,10 @@ class DataError(SeqlabError, ValueError):
         super().__init__(where + message)
         self.path = path
         self.line = line
+
+
+def first_process() -> bool:
+    """Whether this is the first (or only) process of a launch. Under ``torchrun`` or
+    ``accelerate launch`` every process reads the same data, so a note about the data is said by
+    the first one only; the launchers set ``RANK`` before any seqlab code runs."""
+    return os.environ.get("RANK", "0") == "0"

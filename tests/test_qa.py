@@ -122,6 +122,20 @@ def test_read_squad_relocates_and_reports(tmp_path):
     assert report.skipped_questions == ["c"]
 
 
+def test_only_the_first_process_warns_about_the_data(tmp_path, monkeypatch):
+    import warnings
+
+    p = _squad(tmp_path, [{"id": "c", "question": "?", "answers": [{"text": "Rome", "answer_start": 0}]}])
+    monkeypatch.setenv("RANK", "1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would fail the test
+        _, report = read_squad(p)
+    assert report.skipped_questions == ["c"]  # the same reading, said by rank 0 only
+    monkeypatch.setenv("RANK", "0")
+    with pytest.warns(UserWarning, match="without a found answer: c"):
+        read_squad(p)
+
+
 @pytest.mark.parametrize("qas, match", [
     ([{"id": "x1", "answers": []}], r"question x1 has no 'question'"),
     ([{"id": "x2", "question": "?"}], r"question x2 has no 'answers'"),
@@ -182,7 +196,7 @@ def test_tagged_span_search_is_exact():
     assert best_tagged_span([0.0, 1.0], [0.0, 1.0], [None, None], max_answer_length=3) is None
 
 
-def test_questions_are_cut_to_max_query_length(tiny_encoder, capsys):
+def test_questions_are_cut_to_max_query_length(tiny_encoder, capsys, monkeypatch):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_encoder)
@@ -192,6 +206,9 @@ def test_questions_are_cut_to_max_query_length(tiny_encoder, capsys):
     assert long_q.startswith(out[0]) and out[1] == "which lights ?"
     assert "1 of 2 questions cut to qa.max_query_length=10" in capsys.readouterr().err
     ex = QAExample("q", "t", " ".join(WORDS * 3), long_q, [], references=["x"])
+    monkeypatch.setenv("RANK", "1")  # the other processes of a launch cut alike and say nothing
+    assert truncate_questions(tok, [long_q], 10) == out[:1]
+    assert capsys.readouterr().err == ""
     feats = encode(tok, [ex], _cfg(max_length=48, stride=16, max_query_length=10), with_labels=False)
     assert all(len(f["input_ids"]) <= 48 for f in feats)
     # the question takes at most 10 of the 48 subwords, so each window holds 35 of context

@@ -19,7 +19,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import DataError, first_process
 
 
 @dataclass
@@ -132,7 +132,8 @@ def read_squad(path: str | os.PathLike, *, warn: bool = True) -> tuple[list[QAEx
                                           answers, impossible, refs))
     if not examples:
         raise DataError("no usable questions", str(path))
-    if warn and (report.relocated or report.dropped_answers or report.skipped_questions):
+    if warn and first_process() and (report.relocated or report.dropped_answers
+                                     or report.skipped_questions):
         ids = ", ".join(report.skipped_questions[:10])
         more = "" if len(report.skipped_questions) <= 10 else ", ..."
         warnings.warn(f"{path}: {report.summary()}" +

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..config import Config
 from ..data.alignment import IGNORE, pad_batch
 from ..data.qa import QAExample, load_qa, read_squad, trainable
-from ..errors import DataError, SeqlabError
+from ..errors import DataError, SeqlabError, first_process
 from ..files import check_output_file, evaluate_output, write_json
 from ..losses import build_loss
 from ..metrics import cmrc_em_f1, squad_em_f1
@@ -102,7 +102,7 @@ def truncate_questions(tokenizer, questions: list[str], max_query_length: int) -
             question = question[: offsets[max_query_length - 1][1]]
             cut += 1
         out.append(question)
-    if cut:
+    if cut and first_process():
         print(f"seqlab: {cut} of {len(questions)} questions cut to qa.max_query_length="
               f"{max_query_length} subwords", file=sys.stderr)
     return out
