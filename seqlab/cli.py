@@ -171,7 +171,7 @@ def _train(args) -> int:
 
 
 def _study(args) -> int:
-    from .study import dry_run, load_study, parse_shard, report, run_grid
+    from .study import dry_run, headline_table, load_study, parse_shard, report, run_grid
 
     overrides = list(args.overrides)
     if args.data_dir:
@@ -184,8 +184,10 @@ def _study(args) -> int:
     if not args.report:
         run_grid(study, shard_spec=args.shard, progress=not args.no_progress)
     results = report(study)
-    done = sum(len(e["seeds"]) for e in results["losses"].values())
-    print(f"{done} of {len(study.runs())} runs finished; report in {study.output_dir / 'report.md'}")
+    if results["losses"]:
+        print("\n".join(headline_table(results)))
+    print(f"{results['finished_runs']} of {results['planned_runs']} runs finished; report in "
+          f"{study.output_dir / 'report.md'}")
     return 0
 
 

@@ -201,7 +201,7 @@ def test_sentence_counts_reproduce_seqeval():
     assert 2 * tp / (n_pred + n_gold) == pytest.approx(f1_score(gold, pred))
 
 
-def test_tiny_study_end_to_end(tmp_path, fixtures, tiny_encoder):
+def test_tiny_study_end_to_end(tmp_path, fixtures, tiny_encoder, capsys):
     base = {"task": "ner",
             "data": {"train_file": str(fixtures / "train.conll"), "dev_file": str(fixtures / "dev.conll"),
                      "test_file": str(fixtures / "test.conll")},
@@ -227,6 +227,9 @@ def test_tiny_study_end_to_end(tmp_path, fixtures, tiny_encoder):
     for name in ("report.md", "f1_by_loss.png", "f1_by_loss.svg", "precision_recall.png"):
         assert (out / name).is_file(), name
     assert "| ce-again | 2 | 0.00 |" in (out / "report.md").read_text()
+    printed = capsys.readouterr().out  # the headline table, then where the report is
+    assert "| ce-again | 2 | " in printed and "| +0.00 | 0/2 |" in printed
+    assert printed.rstrip().endswith(f"6 of 6 runs finished; report in {out / 'report.md'}")
     # a second call trains nothing and reports again
     mtime = (run / "metrics.json").stat().st_mtime
     assert main(["study", str(path), "--no-progress"]) == 0
