@@ -19,7 +19,9 @@ _BF16_HELP = ("NER: run the encoder under bfloat16 autocast; faster on hardware 
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="seqlab", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="seqlab", description="Sequence labelling (NER and span "
+                                "QA) with losses for class imbalance: train, evaluate, predict, "
+                                "export, and compare losses in seeded, paired studies.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
