@@ -501,6 +501,12 @@ def _pct(x, digits: int = 2) -> str:
     return "n/a" if x is None else f"{100 * x:.{digits}f}"
 
 
+def _mean_sd(summary: dict) -> str:
+    """``mean ± sd`` in percent (the mean alone for one value)."""
+    sd = summary["std"]
+    return _pct(summary["mean"]) + ("" if sd is None else f" ± {_pct(sd)}")
+
+
 def _p(x, resamples: int | None = None) -> str:
     if x is None:
         return "n/a"
@@ -522,10 +528,7 @@ def markdown(results: dict) -> str:
               "|---|---:|---:|---:|---:|---:|---:|"]
 
     def ms(sec, key):
-        if not sec or key not in sec:
-            return "n/a"
-        s = sec[key]
-        return _pct(s["mean"]) + ("" if s["std"] is None else f" ± {_pct(s['std'])}")
+        return _mean_sd(sec[key]) if sec and key in sec else "n/a"
 
     for name, e in losses.items():
         lines.append(f"| {name} | {len(e['seeds'])} | {ms(e.get('test'), 'f1')} | "
@@ -738,7 +741,7 @@ def headline_table(results: dict) -> list[str]:
         t = e.get("test")
         if not t:
             continue
-        f1 = f"{_pct(t['f1']['mean'])}" + ("" if t["f1"]["std"] is None else f" ± {_pct(t['f1']['std'])}")
+        f1 = _mean_sd(t["f1"])
         rare_f1 = _pct(t["per_type_f1"][rare]["mean"]) if rare in t.get("per_type_f1", {}) else "n/a"
         ece = [_pct(t[k]["mean"], 1) if k in t else "n/a" for k in ("ece_all", "ece_entity")]
         v = e.get("vs_baseline")
@@ -776,9 +779,7 @@ def summary_markdown(studies: list[dict]) -> str:
             if e is None or "test" not in e:
                 cells.append("-")
             elif name == r["baseline"]:
-                f1 = e["test"]["f1"]
-                cells.append(f"{_pct(f1['mean'])}" + ("" if f1["std"] is None else f" ± {_pct(f1['std'])}")
-                             + " (F1)")
+                cells.append(_mean_sd(e["test"]["f1"]) + " (F1)")
             elif e.get("vs_baseline", {}).get("test_f1", {}).get("mean_diff") is None:
                 cells.append("n/a")
             else:
