@@ -807,6 +807,8 @@ def summary_markdown(studies: list[dict]) -> str:
 def summary_figure(studies: list[dict], directory: Path) -> list[Path]:
     """Difference in test F1 to the baseline, a row per loss and a colour per study: the mean
     paired difference, the bootstrap's 95% interval, and a dot per seed. PNG and SVG."""
+    import matplotlib.ticker
+
     plt = _pyplot()
     losses = [n for n in dict.fromkeys(n for r in studies for n in r["losses"])
               if any(r["losses"].get(n, {}).get("vs_baseline") for r in studies)]
@@ -831,9 +833,17 @@ def summary_figure(studies: list[dict], directory: Path) -> list[Path]:
             ax.scatter([100 * x for x in seeds], [y] * len(seeds), s=8, color=f"C{j % 10}",
                        alpha=0.4, zorder=3)
     ax.axvline(0, color="grey", lw=1)
+    # linear within ±5 points, where the losses that work differ; logarithmic beyond, so that a
+    # loss that fails does not squeeze the rest into a few pixels
+    ax.set_xscale("symlog", linthresh=5, linscale=1)
+    low, high = ax.get_xlim()
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(
+        [x for x in (-80, -40, -20, -10, -5, -2, 0, 2, 5, 10, 20, 40, 80) if low <= x <= high]))
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:+g}" if x else "0"))
     ax.set_yticks(range(len(losses)), losses)
     ax.invert_yaxis()
-    ax.set_xlabel("test entity F1 minus the baseline's (points)")
+    ax.set_xlabel("test entity F1 minus the baseline's (points; linear within ±5, log beyond)")
     ax.set_title("Δ test F1 to cross-entropy, paired by seed\n"
                  "(point: mean over seeds; bar: bootstrap 95% interval; dots: seeds)", fontsize=9)
     ax.legend(fontsize=7, loc="best")
