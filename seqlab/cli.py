@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         quiet_libraries()
     try:
         return {"train": _train, "evaluate": _evaluate, "predict": _predict, "study": _study,
-                "study-summary": _study_summary, "export": _export, "datasets": _datasets}[args.command](args)
+                "study-summary": _study_summary, "export": _export,
+                "datasets": _datasets}[args.command](args)
     except SeqlabError as exc:
         print(f"seqlab {args.command}: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_status", 2)

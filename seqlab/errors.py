@@ -1,4 +1,5 @@
-"""Errors a user can act on. The CLI prints them as one line and exits with status 2."""
+"""Errors a user can act on (the CLI prints them as one line and exits with status 2), and
+which process of a launch says a note to the user."""
 
 from __future__ import annotations
 
