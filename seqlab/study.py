@@ -785,13 +785,14 @@ def summary_markdown(studies: list[dict]) -> str:
             else:
                 v = e["vs_baseline"]
                 d = v["test_f1"]["mean_diff"]
-                diffs.append(d)
+                if not _grid_state(r):  # a grid still running does not move the ranking
+                    diffs.append(d)
                 text = _signed(d)
                 cells.append((f"**{text}**" if _cleared(v) else text) + f" ({_wins(v)})")
         mean = _signed(sum(diffs) / len(diffs)) if diffs else ""
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
-    lines += ["", "The mean Δ is over the studies where the loss has a paired comparison; "
-              "the studies differ in size and difficulty, so read it as a ranking, not an effect "
+    lines += ["", "The mean Δ is over the complete studies where the loss has a paired "
+              "comparison (a study still running is left out of it); the studies differ in size and difficulty, so read it as a ranking, not an effect "
               "size.", "", "![difference in test F1 to the baseline](summary_delta_f1.png)", ""]
     for r in studies:
         lines += [f"## {r['study']}{_grid_state(r)}", "",

@@ -285,7 +285,9 @@ def test_summary_of_a_partial_grid_says_so(tmp_path):
     (root / "a" / "runs" / "focal" / "seed-3" / "metrics.json").unlink()
     report(load_study(tmp_path / "study-a.yaml"))
     assert write_summary(root)[0]["finished_runs"] == 5
-    assert "| loss | a, 5 of 6 runs | mean Δ |" in (root / "summary.md").read_text()
+    text = (root / "summary.md").read_text()
+    assert "| loss | a, 5 of 6 runs | mean Δ |" in text
+    assert "| focal | **+2.50** (2/2) |  |" in text  # a running grid gives no mean Δ
 
 
 def test_summary_of_nothing_or_of_a_broken_file_is_one_line(tmp_path, capsys):
