@@ -608,6 +608,18 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, stem: Path) -> list[Path]:
+    """``stem.png`` and ``stem.svg`` (without a date, so unchanged figures stay unchanged)."""
+    written = []
+    for ext in ("png", "svg"):
+        path = stem.with_name(f"{stem.name}.{ext}")
+        fig.savefig(path, dpi=120, bbox_inches="tight",
+                    metadata={"Date": None} if ext == "svg" else None)
+        written.append(path)
+    plt.close(fig)
+    return written
+
+
 def figures(results: dict, directory: Path) -> list[Path]:
     """F1 by loss with error bars, precision against recall (a point per seed), rare-type F1 by
     loss; PNG and SVG each."""
@@ -617,12 +629,7 @@ def figures(results: dict, directory: Path) -> list[Path]:
     written = []
 
     def save(fig, stem):
-        for ext in ("png", "svg"):
-            path = directory / f"{stem}.{ext}"
-            fig.savefig(path, dpi=120, bbox_inches="tight",
-                        metadata={"Date": None} if ext == "svg" else None)
-            written.append(path)
-        plt.close(fig)
+        written.extend(_save(plt, fig, directory / stem))
 
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for i, n in enumerate(names):
@@ -792,8 +799,8 @@ def summary_markdown(studies: list[dict]) -> str:
         mean = _signed(sum(diffs) / len(diffs)) if diffs else ""
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
     lines += ["", "The mean Δ is over the complete studies where the loss has a paired "
-              "comparison (a study still running is left out of it); the studies differ in size and difficulty, so read it as a ranking, not an effect "
-              "size.", "", "![difference in test F1 to the baseline](summary_delta_f1.png)", ""]
+              "comparison (a study still running is left out of it); the studies differ in size "
+              "and difficulty, so read it as a ranking, not an effect size.", "", "![difference in test F1 to the baseline](summary_delta_f1.png)", ""]
     for r in studies:
         lines += [f"## {r['study']}{_grid_state(r)}", "",
                   f"Config `{r['config']}`, baseline `{r['baseline']}`; every figure is in "
@@ -849,13 +856,7 @@ def summary_figure(studies: list[dict], directory: Path) -> list[Path]:
                  "(point: mean over seeds; bar: bootstrap 95% interval; dots: seeds)", fontsize=9)
     ax.legend(fontsize=7, loc="best")
     ax.grid(axis="x", alpha=0.3)
-    written = []
-    for ext in ("png", "svg"):
-        path = directory / f"summary_delta_f1.{ext}"
-        fig.savefig(path, dpi=120, bbox_inches="tight", metadata={"Date": None} if ext == "svg" else None)
-        written.append(path)
-    plt.close(fig)
-    return written
+    return _save(plt, fig, directory / "summary_delta_f1")
 
 
 def write_summary(directory: str | Path) -> list[dict]:
