@@ -34,8 +34,13 @@ import torch.nn.functional as F
 import transformers  # noqa: F401  before any torchvision is on the path: see torchvision_focal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from seqlab.losses import (cross_entropy, dice_loss, focal_loss, hard_truncation_loss,  # noqa: E402
-                           soft_truncation_loss)
+from seqlab.losses import (
+    cross_entropy,
+    dice_loss,
+    focal_loss,
+    hard_truncation_loss,
+    soft_truncation_loss,
+)
 
 SHAPES = [("NER 4,096 tok x 9", 4096, 9), ("NER 65,536 tok x 9", 65536, 9),
           ("QA 64 x 384 pos", 64, 384)]
@@ -234,8 +239,8 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     torch.manual_seed(0)
     fns = candidates(compiled=not args.no_compile, torchvision_dir=args.torchvision_dir)
-    lines = [f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-             f"median of {args.repeats} forward+backward runs", ""]
+    lines = [(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+             f"median of {args.repeats} forward+backward runs"), ""]
     for label, n, c in SHAPES:
         x = torch.randn(n, c, device=device)
         t = torch.randint(0, c, (n,), device=device)

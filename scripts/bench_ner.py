@@ -40,14 +40,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seqlab.config import config_from_dict  # noqa: E402
-from seqlab.data.schemes import convert  # noqa: E402
-from seqlab.models import load_token_classifier, load_tokenizer  # noqa: E402
-from seqlab.data.alignment import split_words  # noqa: E402
-from seqlab.tasks.ner import (NerTask, decode_entities, load_corpus, predict_words,  # noqa: E402
-                              score_and_write)
-from seqlab.train import train  # noqa: E402
-
+from seqlab.config import config_from_dict
+from seqlab.data.alignment import split_words
+from seqlab.data.schemes import convert
+from seqlab.models import load_token_classifier, load_tokenizer
+from seqlab.tasks.ner import (
+    NerTask,
+    decode_entities,
+    load_corpus,
+    predict_words,
+    score_and_write,
+)
+from seqlab.train import train
 
 LOOPS = ("seqlab", "seqlab-compile", "trainer", "reference")
 

@@ -24,11 +24,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seqlab.config import config_from_dict  # noqa: E402
-from seqlab.data.alignment import split_words  # noqa: E402
-from seqlab.export import OrtModel, export  # noqa: E402
-from seqlab.models import load_token_classifier, load_tokenizer  # noqa: E402
-from seqlab.tasks.ner import decode_entities, load_corpus, predict_words, score_and_write  # noqa: E402
+from seqlab.config import config_from_dict
+from seqlab.data.alignment import split_words
+from seqlab.export import OrtModel, export
+from seqlab.models import load_token_classifier, load_tokenizer
+from seqlab.tasks.ner import (
+    decode_entities,
+    load_corpus,
+    predict_words,
+    score_and_write,
+)
 
 
 def main(argv=None) -> int:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seqlab.config import load_config  # noqa: E402
-from seqlab.train import train_config  # noqa: E402
+from seqlab.config import load_config
+from seqlab.train import train_config
 
 
 def main(argv=None) -> int:

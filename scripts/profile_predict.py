@@ -25,11 +25,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seqlab.data.alignment import build_features, subwords_per_word  # noqa: E402
-from seqlab.data.registry import load_named  # noqa: E402
-from seqlab.models import load_token_classifier, load_tokenizer  # noqa: E402
-from seqlab.data.alignment import pad_batch  # noqa: E402
-from seqlab.tasks.ner import predict_words  # noqa: E402
+from seqlab.data.alignment import (
+    build_features,
+    pad_batch,
+    subwords_per_word,
+)
+from seqlab.data.registry import load_named
+from seqlab.models import load_token_classifier, load_tokenizer
+from seqlab.tasks.ner import predict_words
 
 
 @torch.inference_mode()

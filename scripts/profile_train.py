@@ -25,12 +25,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from torch.utils.data import DataLoader  # noqa: E402
+from torch.utils.data import DataLoader
 
-from seqlab.config import config_from_dict  # noqa: E402
-from seqlab.models import load_token_classifier, load_tokenizer  # noqa: E402
-from seqlab.tasks.ner import NerTask, load_corpus  # noqa: E402
-from seqlab.train import LengthGroupedBatchSampler, make_optimizer  # noqa: E402
+from seqlab.config import config_from_dict
+from seqlab.models import load_token_classifier, load_tokenizer
+from seqlab.tasks.ner import NerTask, load_corpus
+from seqlab.train import LengthGroupedBatchSampler, make_optimizer
 
 PHASES = ("forward + loss", "backward", "clip gradients", "optimizer step")
 
