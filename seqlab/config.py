@@ -72,6 +72,8 @@ class TrainConfig:
     save_model: bool = True           # write the weights and tokenizer (a study may not need them)
     group_by_length: bool = True      # batches of similar length (little padding)
     max_steps: int | None = None      # stop after this many optimizer steps
+    early_stopping_patience: int | None = None  # stop after this many epochs without a better
+                                                # dev score (the best epoch's weights are kept)
     log_every: int = 50               # optimizer steps between metrics.jsonl lines
     num_threads: int | None = None    # torch CPU threads (default: torch's choice)
     checkpoint_every: int | None = None  # optimizer steps between checkpoints (besides each
@@ -122,7 +124,7 @@ _CHOICES = {
 
 # train.* keys that may change between a checkpoint and its resumption: how long the run is,
 # how it checkpoints and logs, and where the pieces stand; anything else changes the run
-RESUMABLE_CHANGES = ("train.epochs", "train.max_steps", "train.resume", "train.overwrite",
+RESUMABLE_CHANGES = ("train.epochs", "train.max_steps", "train.early_stopping_patience", "train.resume", "train.overwrite",
                      "train.checkpoint_every", "train.checkpoint_minutes",
                      "train.keep_checkpoints", "train.log_every", "train.num_threads",
                      "train.compile", "train.eval_batch_size", "data.data_dir")
@@ -267,6 +269,8 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError(f"model.max_length: expected at least 8, got {cfg.model.max_length}")
     if cfg.train.keep_checkpoints < 1:
         raise ConfigError(f"train.keep_checkpoints: expected at least 1, got {cfg.train.keep_checkpoints}")
+    if cfg.train.early_stopping_patience is not None and cfg.train.early_stopping_patience < 1:
+        raise ConfigError("train.early_stopping_patience: expected a number of epochs >= 1")
     if cfg.train.checkpoint_every is not None and cfg.train.checkpoint_every < 1:
         raise ConfigError("train.checkpoint_every: expected a number of optimizer steps >= 1")
     if not 0 <= cfg.train.warmup_ratio < 1:

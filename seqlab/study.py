@@ -74,14 +74,36 @@ class Study:
         for seed in self.seeds:
             for loss, section in self.losses.items():
                 directory = self.output_dir / "runs" / loss / f"seed-{seed}"
-                raw = apply_overrides(self.base, [])
-                raw["loss"] = dict(section)
+                raw = merge_sections(self.base, variant_config(section))
                 train = dict(raw.get("train") or {})
                 train.update(seed=seed, output_dir=str(directory), overwrite=True,
                              save_model=self.keep_weights)
                 raw["train"] = train
                 out.append(Run(loss, seed, directory, raw))
         return out
+
+
+_VARIANT_KEYS = ("loss", "model", "train", "eval", "data", "qa")
+
+
+def variant_config(section: dict) -> dict:
+    """A grid entry as the part of a training config it changes: ``{name: focal, gamma: 1}`` is
+    a ``loss:`` section; a mapping of config sections (``{loss: {...}, train: {...}}``) is used
+    as it is, so a run may change the learning rate or the head beside the loss."""
+    if any(k in _VARIANT_KEYS for k in section):
+        return {k: dict(v) if isinstance(v, dict) else v for k, v in section.items()}
+    return {"loss": dict(section)}
+
+
+def merge_sections(base: dict, over: dict) -> dict:
+    """``base`` with ``over`` merged in, section by section (``over`` wins)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_sections(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 _STUDY_KEYS = ("output_dir", "seeds", "baseline", "keep_weights", "name")

@@ -262,6 +262,9 @@ def train(cfg: Config, task, model, tokenizer, *, progress: bool = True) -> dict
 
     t = cfg.train
     out, staging = prepare_output_dir(cfg)
+    if t.early_stopping_patience and not task.has_split("dev"):
+        raise ConfigError("train.early_stopping_patience: early stopping needs a dev split "
+                          "(set data.dev_file, or drop the key)")
     saved = checkpoints(staging) if t.resume in ("yes", "auto") else []
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
@@ -497,6 +500,12 @@ def train(cfg: Config, task, model, tokenizer, *, progress: bool = True) -> dict
             state["best_score"], state["best_epoch"] = score, epoch + 1
             if accelerator.is_main_process:
                 _save_weights(unwrapped.state_dict(), staging / "best")
+        patience = t.early_stopping_patience
+        if patience and dev is not None and epoch + 1 - state["best_epoch"] >= patience:
+            accelerator.print(f"early stopping: no better dev {task.primary_metric} for {patience} "
+                              f"epochs (best: epoch {state['best_epoch']})")
+            state["stopped_early_at_epoch"] = epoch + 1
+            done = True
         state["epoch"], state["batches_done"] = epoch + 1, 0
         if not done and state["epoch"] < epochs:
             save_checkpoint(epoch)
@@ -510,6 +519,8 @@ def train(cfg: Config, task, model, tokenizer, *, progress: bool = True) -> dict
                     **fingerprints,
                     "best_epoch": state["best_epoch"], "steps": state["step"],
                     "skipped_steps": state["skipped_steps"],
+                    "epochs_run": state["epoch"],
+                    "stopped_early_at_epoch": state.get("stopped_early_at_epoch"),
                     "train_time_s": round(train_time, 2),
                     "train_tokens_per_s": state["real_tokens"] / train_time if train_time else None,
                     "train_tokens_per_s_with_padding":

@@ -46,6 +46,17 @@ def test_grid_expands_seed_by_seed_with_paired_settings(tmp_path):
     assert runs[2].config["loss"] == {"name": "ce", "class_weight": "inverse_sqrt"}
 
 
+def test_a_grid_entry_may_change_other_sections_than_the_loss(tmp_path):
+    study = load_study(_write_study(tmp_path, losses={
+        "ce": {"name": "ce"},
+        "ce-fast": {"loss": {"name": "ce"}, "train": {"learning_rate": 1e-4}}}))
+    ce, fast = study.runs()[:2]
+    assert fast.config["loss"] == ce.config["loss"] == {"name": "ce"}
+    assert fast.config["train"]["learning_rate"] == 1e-4 and "learning_rate" not in ce.config["train"]
+    # the base's other train keys survive the merge
+    assert fast.config["train"]["epochs"] == ce.config["train"]["epochs"] == 1
+
+
 @pytest.mark.parametrize("losses, match", [
     ({"ce": {"name": "ce"}, "bad": {"name": "focal", "gama": 1}}, r"loss 'bad': .*loss\.gama"),
     ({"ce": {"name": "ce"}, "w": {"name": "ce", "class_weight": "log"}}, r"class_weight"),

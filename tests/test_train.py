@@ -272,3 +272,23 @@ def test_compiled_training_takes_the_eager_steps(tmp_path, fixtures, tiny_encode
     assert resumed["loss_history"] == pytest.approx(eager["loss_history"], rel=1e-4)
     assert len(resumed["loss_history"]) == 5
     assert resumed["dev"]["default"] == eager["dev"]["default"]
+
+
+def test_early_stopping_ends_after_patience_epochs_and_keeps_the_best(tmp_path, fixtures,
+                                                                      tiny_encoder):
+    # a learning rate too small to change a prediction: no epoch beats the first
+    out = tmp_path / "run"
+    assert main(_args(fixtures, tiny_encoder, out, "train.epochs=8",
+                      "train.early_stopping_patience=2", "train.learning_rate=1e-12")) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["best_epoch"] == 1
+    assert m["stopped_early_at_epoch"] == 3 and m["epochs_run"] == 3
+    evals = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in evals if e.get("event") == "eval"] == [1, 2, 3]
+
+
+def test_early_stopping_needs_a_dev_split(tmp_path, fixtures, tiny_encoder, capsys):
+    args = [a for a in _args(fixtures, tiny_encoder, tmp_path / "run",
+                             "train.early_stopping_patience=2") if not a.startswith("data.dev_file")]
+    assert main(args) == 2
+    assert "early stopping needs a dev split" in capsys.readouterr().err
