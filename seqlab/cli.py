@@ -20,8 +20,9 @@ _BF16_HELP = ("NER: run the encoder under bfloat16 autocast; faster on hardware 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seqlab", description="Sequence labelling (NER and span "
-                                "QA) with losses for class imbalance: train, evaluate, predict, "
-                                "export, and compare losses in seeded, paired studies.")
+                                "QA) with heads and losses for class imbalance: train, evaluate, "
+                                "predict, export, serve, and compare them in seeded, paired "
+                                "studies.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -29,10 +30,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="YAML config (see configs/)")
     t.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. loss.gamma=1 train.seed=7")
     t.add_argument("--data-dir", help="data directory for named datasets (default: $SEQLAB_DATA)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in OUTPUT_DIR.incomplete from its newest "
-                        "checkpoint (same as train.resume=yes)")
+                        "checkpoint, or finish a run that ended but was not renamed (same as "
+                        "train.resume=yes)")
+    t.add_argument("--recover", action="store_true",
+                   help="with --resume: allow train.learning_rate, train.on_nonfinite and "
+                        "train.max_grad_norm to change (allowed anyway after a divergence)")
+    _progress_option(t)
 
     e = sub.add_parser("evaluate", help="score a trained model on a dataset split or a file")
     e.add_argument("model_dir")
@@ -41,12 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--file", help="a CoNLL / JSON lines (NER) or SQuAD JSON (QA) file")
     e.add_argument("--split", default="test", help="split of the named dataset (default: test)")
     e.add_argument("--data-dir", help="data directory (default: $SEQLAB_DATA)")
-    e.add_argument("--output", help="predictions file (default: predictions_<run>_<data>.conll "
+    e.add_argument("--output", help="predictions file (default: predictions_<run>_<data>.<ext> "
                    "in the current directory; never written into MODEL_DIR unless asked)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--bf16", action="store_true", help=_BF16_HELP)
-    e.add_argument("--no-progress", action="store_true")
     _backend_options(e)
+    _task_options(e, "evaluate")
+    _progress_option(e)
 
     r = sub.add_parser("predict", help="raw text in, JSON lines of entities (or answers) out")
     r.add_argument("model_dir")
@@ -54,18 +60,19 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=64)
     r.add_argument("--bf16", action="store_true", help=_BF16_HELP)
     r.add_argument("--output", help="write JSON lines here instead of stdout")
-    r.add_argument("--question", help="QA: the question")
-    r.add_argument("--context-file", help="QA: a file holding the context")
     _backend_options(r)
+    _task_options(r, "predict")
+    _progress_option(r)
 
     x = sub.add_parser("export", help="a trained run to ONNX (checked against torch), for "
                        "`predict --backend onnxruntime` and deployment")
     x.add_argument("model_dir")
     x.add_argument("--output", help="the exported directory (default: MODEL_DIR-onnx)")
     x.add_argument("--quantize", choices=["int8"], help="ONNX Runtime's dynamic int8 quantisation")
+    _progress_option(x)
 
-    st = sub.add_parser("study", help="a seeded, paired grid of training runs over losses, "
-                        "and its report (see configs/study-*.yaml)")
+    st = sub.add_parser("study", help="a seeded, paired grid of training runs, and its report "
+                        "(see configs/study-*.yaml)")
     st.add_argument("config", help="study config (configs/study-*.yaml)")
     st.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. study.seeds=[1,2]")
     st.add_argument("--shard", help="i/n: run only the i-th of n shares of the grid")
@@ -74,25 +81,62 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--report", action="store_true",
                     help="only aggregate the finished runs into results.json, report.md, figures")
     st.add_argument("--data-dir", help="data directory for named datasets (default: $SEQLAB_DATA)")
-    st.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _progress_option(st)
 
     ss = sub.add_parser("study-summary", help="the finished studies side by side: summary.md "
-                        "and a figure of each loss's difference to the baseline")
+                        "and a figure of each variant's difference to the baseline")
     ss.add_argument("directory", nargs="?", default="benchmarks/study",
                     help="the directory holding the studies' output directories "
                     "(default: benchmarks/study)")
+    _progress_option(ss)
 
     d = sub.add_parser("datasets", help="list the named datasets of every task, and whether "
                        "their files are found")
     d.add_argument("--data-dir", help="data directory (default: $SEQLAB_DATA)")
+    sub.add_parser("heads", help="list the heads of every task, with their losses and options")
     return p
+
+
+def _progress_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (from seqlab or the libraries it calls)")
 
 
 def _backend_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
                    help="run the model with torch, or with ONNX Runtime (an exported directory, "
-                        "or a run exported on the fly)")
+                        "or a run's export, made once and cached)")
     p.add_argument("--threads", type=int, help="onnxruntime: intra-op threads")
+
+
+def _task_options(p: argparse.ArgumentParser, command: str) -> None:
+    """The options tasks add to ``command``, in a group per task."""
+    from .tasks import TASKS
+
+    for name, task in TASKS.items():
+        options = task.cli_options.get(command, [])
+        if options:
+            group = p.add_argument_group(f"options for {name} models")
+            for o in options:
+                group.add_argument(*o.flags, help=o.help, dest=f"task_{o.dest}", **o.kwargs)
+
+
+def _extra(args, command: str, task) -> dict:
+    """The task options given on the command line; one of another task's is an error."""
+    from .tasks import TASKS
+
+    mine = {o.dest for o in task.cli_options.get(command, [])}
+    extra = {}
+    for name, other in TASKS.items():
+        for o in other.cli_options.get(command, []):
+            value = getattr(args, f"task_{o.dest}", None)
+            if value is None:
+                continue
+            if o.dest not in mine:
+                raise SeqlabError(f"{o.flags[0]} is an option for {name} models; this one is "
+                                  f"{task.name}")
+            extra[o.dest] = value
+    return extra
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         quiet_libraries()
     try:
         return {"train": _train, "evaluate": _evaluate, "predict": _predict, "study": _study,
-                "study-summary": _study_summary, "export": _export,
-                "datasets": _datasets}[args.command](args)
+                "study-summary": _study_summary, "export": _export, "datasets": _datasets,
+                "heads": _heads}[args.command](args)
     except SeqlabError as exc:
         print(f"seqlab {args.command}: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_status", 2)
@@ -158,6 +202,19 @@ def _datasets(args) -> int:
     return 0
 
 
+def _heads(args) -> int:
+    import dataclasses
+
+    from .heads import HEADS
+
+    for name, head in HEADS.items():
+        opts = ", ".join(f"model.{f.name}" for f in dataclasses.fields(head.options)) \
+            if head.options else "-"
+        print(f"{name:<16}task {'/'.join(head.tasks):<5} default loss {head.default_loss:<14} "
+              f"losses {', '.join(head.allowed_losses())}; options {opts}")
+    return 0
+
+
 def _train(args) -> int:
     from .config import load_config
     from .train import prepare_output_dir, train_config
@@ -167,9 +224,13 @@ def _train(args) -> int:
         overrides.append(f"data.data_dir={args.data_dir}")
     if args.resume:
         overrides.append("train.resume=yes")
+    if args.recover and not args.resume:
+        raise SeqlabError("--recover goes with --resume (it allows a resumed run's learning "
+                          "rate, on_nonfinite and max_grad_norm to change)")
     cfg = load_config(args.config, overrides)
-    prepare_output_dir(cfg)  # fail on an occupied output directory before any work
-    train_config(cfg, progress=not args.no_progress)
+    prepare_output_dir(cfg, recover=args.recover)  # fail on an occupied output directory first
+    train_config(cfg, progress=not args.no_progress, recover=args.recover,
+                 config_path=args.config)
     return 0
 
 
@@ -215,7 +276,7 @@ def _export(args) -> int:
 
 def _load_run(model_dir: str):
     from .config import load_config
-    from .tasks import get_task
+    from .tasks import Run, get_task
 
     path = Path(model_dir)
     meta_path = path / "seqlab.json"
@@ -223,17 +284,30 @@ def _load_run(model_dir: str):
         raise SeqlabError(f"{model_dir}: not a seqlab model directory (no seqlab.json); "
                           "expected the output_dir of `seqlab train`")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    return get_task(meta["task"]), meta, load_config(path / "config.yaml")
+    return get_task(meta["task"]), Run(path, meta, load_config(path / "config.yaml"))
 
 
 def _evaluate(args) -> int:
-    task, meta, cfg = _load_run(args.model_dir)
-    return task.cli_evaluate(args, meta, cfg)
+    from .tasks import EvaluateOptions
+
+    task, run = _load_run(args.model_dir)
+    opts = EvaluateOptions(dataset=args.dataset, file=args.file, split=args.split,
+                           data_dir=args.data_dir, output=args.output, batch_size=args.batch_size,
+                           bf16=args.bf16, progress=not args.no_progress, backend=args.backend,
+                           threads=args.threads, extra=_extra(args, "evaluate", task))
+    return task.cli_evaluate(opts, run)
 
 
 def _predict(args) -> int:
-    task, meta, cfg = _load_run(args.model_dir)
-    return task.cli_predict(args, meta, cfg)
+    from .tasks import PredictOptions
+
+    task, run = _load_run(args.model_dir)
+    # a bar of lines done, on a terminal's stderr only (stdout carries the JSON)
+    opts = PredictOptions(files=list(args.files), output=args.output, batch_size=args.batch_size,
+                          bf16=args.bf16, progress=not args.no_progress and sys.stderr.isatty(),
+                          backend=args.backend,
+                          threads=args.threads, extra=_extra(args, "predict", task))
+    return task.cli_predict(opts, run)
 
 
 if __name__ == "__main__":

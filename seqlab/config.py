@@ -39,11 +39,14 @@ class ModelConfig:
     encoder: str = "minilm-l6"        # minilm-l6, a local transformers directory, or a hub id
     max_length: int = 128             # subwords per model input, special tokens included
     window_overlap: int = 32          # NER: subwords shared by consecutive windows
+    head: str | None = None           # the head on the encoder (`seqlab heads`); None: the task's
+    # the head's own options (model.<key> in YAML), validated by the head
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class LossConfig:
-    name: str = "ce"
+    name: str | None = None           # None: the head's default loss
     options: dict[str, Any] = field(default_factory=dict)
     # per-class weights from the training label counts n_c: inverse (1 / n_c) or inverse_sqrt
     # (1 / sqrt(n_c)), scaled to a mean of 1 over training tokens; exclusive with weight
@@ -85,14 +88,9 @@ class TrainConfig:
 
 
 @dataclass
-class QAConfig:
-    head: str = "pointer"             # pointer (start/end logits) or tagging (B/I over context)
-    doc_stride: int = 128
-    max_query_length: int = 64
-    max_answer_length: int = 30
-    n_best: int = 20
-    null_threshold: float = 0.0       # SQuAD v2: predict "" when null score - best > this
-    version_2: bool = False           # allow unanswerable questions
+class EvalConfig:
+    decode: str | None = None         # tagging heads: argmax or viterbi (None: the head's default)
+    allow_nested: bool = False        # span heads: keep overlapping predicted spans
 
 
 @dataclass
@@ -102,32 +100,49 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    qa: QAConfig = field(default_factory=QAConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    # the sections a task owns (``qa`` for span QA), by name; read as ``cfg.<name>``
+    sections: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str):
+        sections = self.__dict__.get("sections")
+        if sections is not None and name in sections:
+            return sections[name]
+        raise AttributeError(f"{type(self).__name__} has no section {name!r}")
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
+        """The config as YAML would hold it: loss and head options inline in their sections."""
+        d = {f.name: dataclasses.asdict(getattr(self, f.name)) if f.name not in ("task", "sections")
+             else getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sections"}
+        d["model"] = {k: v for k, v in d["model"].items() if k != "options"}
+        d["model"].update(self.model.options)
         d["loss"] = {"name": self.loss.name, **self.loss.options}
         if self.loss.class_weight:
             d["loss"]["class_weight"] = self.loss.class_weight
+        for name, section in self.sections.items():
+            d[name] = dataclasses.asdict(section) if dataclasses.is_dataclass(section) else section
         return d
 
 
 _CHOICES = {
-    "task": ("ner", "qa"),
     "data.scheme": ("auto", "iob1", "iob2", "bioes", "bmes"),
     "data.train_scheme": ("iob2", "bioes"),
-    "qa.head": ("pointer", "tagging"),
     "train.resume": ("no", "yes", "auto"),
     "train.on_nonfinite": ("stop", "skip"),
     "train.eval_precision": ("same", "fp32"),
+    "eval.decode": ("argmax", "viterbi"),
 }
 
-# train.* keys that may change between a checkpoint and its resumption: how long the run is,
-# how it checkpoints and logs, and where the pieces stand; anything else changes the run
-RESUMABLE_CHANGES = ("train.epochs", "train.max_steps", "train.early_stopping_patience", "train.resume", "train.overwrite",
+# keys that may change between a checkpoint and its resumption: how long the run is, how it
+# checkpoints and logs, and where the pieces stand; anything else changes the run
+RESUMABLE_CHANGES = ("train.epochs", "train.max_steps", "train.early_stopping_patience",
+                     "train.resume", "train.overwrite",
                      "train.checkpoint_every", "train.checkpoint_minutes",
                      "train.keep_checkpoints", "train.log_every", "train.num_threads",
                      "train.compile", "train.eval_batch_size", "data.data_dir")
+# and these too when the checkpoint comes from a run stopped by a non-finite loss (or with
+# --change-after-divergence): what recovering from a divergence takes
+RECOVERY_CHANGES = ("train.learning_rate", "train.on_nonfinite", "train.max_grad_norm")
 
 
 def _type_name(tp: Any) -> str:
@@ -135,13 +150,15 @@ def _type_name(tp: Any) -> str:
         tp, getattr(tp, "__name__", str(tp)))
 
 
-def _coerce(key: str, value: Any, tp: Any) -> Any:
+def coerce(key: str, value: Any, tp: Any) -> Any:
+    """``value`` as the type ``tp`` (``int | None`` and the like), or a ConfigError naming
+    ``key``."""
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(key, value, args[0])
+        return coerce(key, value, args[0])
     if value is None:
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got null")
     if tp is bool:
@@ -174,7 +191,10 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     return value
 
 
-def _build(cls: type, raw: Any, prefix: str) -> Any:
+def build_section(cls: type, raw: Any, prefix: str, choices: dict | None = None) -> Any:
+    """A dataclass from a mapping: unknown keys are an error listing the valid ones, values
+    coerced to the fields' types, ``choices`` (dotted key -> allowed values) enforced."""
+    choices = _CHOICES if choices is None else {**_CHOICES, **choices}
     if not isinstance(raw, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {raw!r}")
     hints = typing.get_type_hints(cls)
@@ -189,35 +209,84 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         key = f"{prefix}.{name}" if prefix else name
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, value if value is not None else {}, key)
-        else:
-            if key in _CHOICES and isinstance(value, bool) and "yes" in _CHOICES[key]:
-                value = "yes" if value else "no"  # YAML reads yes/no as booleans
-            kwargs[name] = _coerce(key, value, tp)
-            if key in _CHOICES and kwargs[name] not in _CHOICES[key]:
-                raise ConfigError(f"{key}: expected one of {', '.join(_CHOICES[key])}, "
-                                  f"got {kwargs[name]!r}")
+            kwargs[name] = build_section(tp, value if value is not None else {}, key, choices)
+            continue
+        if key in choices and isinstance(value, bool) and "yes" in choices[key]:
+            value = "yes" if value else "no"  # YAML reads yes/no as booleans
+        kwargs[name] = coerce(key, value, tp)
+        if key in choices and kwargs[name] is not None and kwargs[name] not in choices[key]:
+            raise ConfigError(f"{key}: expected one of {', '.join(choices[key])}, "
+                              f"got {kwargs[name]!r}")
     return cls(**kwargs)
 
 
-def _build_loss(raw: Any) -> LossConfig:
-    from .losses import available_losses, build_loss, loss_options
+_MODEL_KEYS = [f.name for f in dataclasses.fields(ModelConfig) if f.name != "options"]
+
+
+def _build_model(raw: Any, task) -> tuple[ModelConfig, Any]:
+    """The model section and its head: core keys here, the rest validated by the head."""
+    from .heads import get_head
+
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"model: expected a mapping of keys, got {raw!r}")
+    core = {k: v for k, v in raw.items() if k in _MODEL_KEYS}
+    extra = {k: v for k, v in raw.items() if k not in _MODEL_KEYS}
+    model = build_section(ModelConfig, core, "model")
+    model.head = model.head or task.default_head
+    head = get_head(model.head, key="model.head")
+    if task.name not in head.tasks:
+        raise ConfigError(f"model.head: the {model.head} head is for task {', '.join(head.tasks)}, "
+                          f"not {task.name}; heads for {task.name}: "
+                          f"{', '.join(n for n, h in heads_for(task.name))}")
+    if extra and head.options is None:
+        raise ConfigError(f"unknown config key model.{next(iter(extra))}; valid keys under model: "
+                          f"{', '.join(_MODEL_KEYS)}")
+    if head.options is not None:
+        try:
+            opts = build_section(head.options, extra, "model")
+        except ConfigError as exc:
+            valid = _MODEL_KEYS + [f.name for f in dataclasses.fields(head.options)]
+            if str(exc).startswith("unknown config key"):
+                raise ConfigError(f"{str(exc).split(';')[0]}; valid keys under model with the "
+                                  f"{model.head} head: {', '.join(valid)}") from None
+            raise
+        model.options = dataclasses.asdict(opts)
+    return model, head
+
+
+def heads_for(task_name: str) -> list[tuple[str, Any]]:
+    from .heads import HEADS
+
+    return [(n, h) for n, h in HEADS.items() if task_name in h.tasks]
+
+
+def _build_loss(raw: Any, head) -> LossConfig:
+    from .losses import build_loss, loss_options, loss_registry
 
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"loss: expected a mapping like {{name: focal, gamma: 2.0}}, got {raw!r}")
     raw = dict(raw)
-    name = str(raw.pop("name", "ce"))
+    name = raw.pop("name", None)
+    name = head.default_loss if name is None else str(name)
     class_weight = raw.pop("class_weight", None)
     if class_weight is not None and class_weight not in CLASS_WEIGHTS:
         raise ConfigError(f"loss.class_weight: expected one of {', '.join(CLASS_WEIGHTS)} or null, "
                           f"got {class_weight!r}")
     if class_weight is not None and raw.get("weight") is not None:
         raise ConfigError("loss: give either loss.weight or loss.class_weight, not both")
-    if name not in available_losses():
-        raise ConfigError(f"loss.name: unknown loss {name!r}; known losses: "
-                          f"{', '.join(available_losses())}")
+    if class_weight is not None and not head.class_weights:
+        raise ConfigError(f"loss.class_weight: the {head.name} head has no per-class weights "
+                          "(they apply to the softmax head's labels)")
+    head.check_loss(name)  # one line when the loss does not fit the head
+    if name not in loss_registry:  # a head's own loss (the CRF's likelihood) takes no options
+        if raw:
+            raise ConfigError(f"unknown config key loss.{next(iter(raw))} for loss {name!r}; "
+                              "it takes no options")
+        return LossConfig(name=name, options={}, class_weight=class_weight)
     valid = [o for o in loss_options(name) if o not in ("ignore_index", "reduction", "binary")]
     for key in raw:
         if key not in valid:
@@ -226,7 +295,7 @@ def _build_loss(raw: Any) -> LossConfig:
     options = {}
     for key, value in raw.items():
         if key == "form":
-            options[key] = _coerce(f"loss.{key}", value, str)
+            options[key] = coerce(f"loss.{key}", value, str)
         elif key == "weight":
             if value is not None and (not isinstance(value, list) or
                                       not all(isinstance(v, (int, float)) for v in value)):
@@ -235,25 +304,46 @@ def _build_loss(raw: Any) -> LossConfig:
         elif key == "alpha" and value is None:
             options[key] = None
         else:
-            options[key] = _coerce(f"loss.{key}", value, float)
+            options[key] = coerce(f"loss.{key}", value, float)
     try:
-        build_loss(name, **{k: v for k, v in options.items() if k != "weight"})
+        build_loss(name, binary=head.binary_losses,
+                   **{k: v for k, v in options.items() if k != "weight"})
     except ValueError as exc:
         raise ConfigError(f"loss: {exc}") from None
     return LossConfig(name=name, options=options, class_weight=class_weight)
 
 
 def config_from_dict(raw: dict) -> Config:
-    """Build and validate a :class:`Config` from a plain mapping (as read from YAML)."""
+    """Build and validate a :class:`Config` from a plain mapping (as read from YAML).
+
+    The task (``task:``) says which sections it owns besides the common ones, and the head
+    (``model.head``, else the task's default) which options and losses apply to it.
+    """
+    from .tasks import get_task
+
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a mapping at the top level, got {type(raw).__name__}")
     raw = dict(raw)
-    loss_raw = raw.pop("loss", None)
-    cfg = _build(Config, raw, "")
-    cfg.loss = _build_loss(loss_raw)
+    task = get_task(coerce("task", raw.get("task", "ner"), str))
+    raw = task.upgrade_config(raw)
+    own = dict(task.config_sections)
+    loss_raw, model_raw = raw.pop("loss", None), raw.pop("model", None)
+    section_raw = {name: raw.pop(name) for name in own if name in raw}
+    core = [f.name for f in dataclasses.fields(Config) if f.name != "sections"]
+    unknown = [k for k in raw if k not in core]
+    if unknown:
+        raise ConfigError(f"unknown config key {unknown[0]}; valid keys: "
+                          f"{', '.join(core + list(own))}")
+    cfg = build_section(Config, raw, "")
+    cfg.sections = {name: build_section(cls, section_raw.get(name) or {}, name)
+                    for name, cls in own.items()}
+    cfg.model, head = _build_model(model_raw, task)
+    cfg.loss = _build_loss(loss_raw, head)
     _check_values(cfg)
+    head.check_config(cfg)
+    task.check_config(cfg)
     return cfg
 
 
@@ -277,18 +367,6 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError(f"train.warmup_ratio: expected a value in [0, 1), got {cfg.train.warmup_ratio}")
     if cfg.model.window_overlap < 0:
         raise ConfigError("model.window_overlap: expected a value >= 0")
-    if cfg.task == "qa":
-        q = cfg.qa
-        if q.max_query_length < 1 or q.doc_stride < 0:
-            raise ConfigError("qa.max_query_length: expected >= 1, qa.doc_stride: expected >= 0")
-        room = cfg.model.max_length - q.max_query_length - 3  # [CLS] question [SEP] context [SEP]
-        if room <= q.doc_stride:
-            raise ConfigError(
-                f"qa.doc_stride: {q.doc_stride} leaves windows no room to advance: model.max_length "
-                f"{cfg.model.max_length} - qa.max_query_length {q.max_query_length} - 3 special "
-                f"tokens = {room} context subwords, which must be more than qa.doc_stride")
-        if cfg.loss.class_weight:
-            raise ConfigError("loss.class_weight applies to NER (task: ner)")
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

@@ -3,8 +3,10 @@
 An exported directory is self-contained: ``model.onnx`` (dynamic batch and sequence axes),
 the tokenizer, ``config.json``, ``config.yaml``, ``seqlab.json`` and ``export.json`` (the seqlab
 version, the precision, and the largest logit difference against torch measured at export).
+The task says what the model takes (its inputs) and the head what it returns (its outputs).
 ``seqlab predict DIR --backend onnxruntime`` and ``seqlab evaluate`` read it; given a run
-directory instead, they export it first into a temporary directory (``seqlab export`` keeps it).
+directory instead, they export it once into a cache keyed by the run's weights
+(``$SEQLAB_CACHE``, else ``~/.cache/seqlab``) and reuse that export afterwards.
 
 BERT encoders get ONNX Runtime's transformer fusions. The export checks itself: float32 ONNX
 logits must equal torch's to :data:`TOLERANCE` on a sample, else nothing is written.
@@ -15,10 +17,13 @@ layers, per output channel) to the checked float32 graph.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
+import os
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -27,6 +32,7 @@ import torch
 
 from . import __version__
 from .errors import SeqlabError
+from .files import check_output_dir, write_json
 
 TOLERANCE = 1e-4  # largest absolute logit difference, float32 ONNX against torch
 ONNX_FILE = "model.onnx"
@@ -47,17 +53,16 @@ def is_exported(directory: str | Path) -> bool:
     return (Path(directory) / EXPORT_FILE).is_file()
 
 
-def _output_names(meta: dict) -> list[str]:
-    return ["start_logits", "end_logits"] if meta["task"] == "qa" and meta.get("head") == "pointer" \
-        else ["logits"]
+def _head(meta: dict):
+    """The head class of a run (runs made before heads were named have the task's default)."""
+    from .heads import get_head
+    from .tasks import get_task
+
+    return get_head(meta.get("head") or get_task(meta["task"]).default_head)
 
 
 def _load_torch_model(run: Path, meta: dict):
-    from .models import load_question_answering, load_token_classifier
-
-    if _output_names(meta) == ["logits"]:
-        return load_token_classifier(str(run))
-    return load_question_answering(str(run))
+    return _head(meta).load_model(run, meta)
 
 
 @contextlib.contextmanager
@@ -77,22 +82,24 @@ def _quiet_exporter():
             lg.setLevel(level)
 
 
-def _optimize(path: Path, config) -> None:
+def _optimize(path: Path, config) -> str | None:
     """ONNX Runtime's transformer fusions (LayerNorm with its residual, bias with GELU) for BERT
-    encoders, in place; other architectures, or a graph it cannot read, stay as exported. The
-    export's check runs on the result."""
+    encoders, in place; other architectures stay as exported. Returns why the fusions were not
+    applied (None when they were); the unfused graph is correct, only slower, and the export's
+    check runs on whichever graph is kept."""
     if getattr(config, "model_type", None) != "bert":
-        return
-    try:
-        from onnxruntime.transformers.optimizer import optimize_model
+        return f"no fusions for model type {getattr(config, 'model_type', None)!r}"
+    from onnxruntime.transformers.optimizer import optimize_model
 
+    try:
         with _quiet_exporter():
             optimized = optimize_model(str(path), model_type="bert",
                                        num_heads=config.num_attention_heads,
                                        hidden_size=config.hidden_size)
             optimized.save_model_to_file(str(path))
-    except Exception:  # noqa: BLE001 - the unfused graph is correct, only slower
-        return
+    except (OSError, ValueError, RuntimeError, KeyError, AttributeError) as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
 
 
 def export(run_dir: str | Path, output: str | Path | None = None, *,
@@ -115,15 +122,16 @@ def export(run_dir: str | Path, output: str | Path | None = None, *,
         raise SeqlabError(f"--quantize: expected int8, got {quantize!r}")
     out = Path(output) if output else run.with_name(run.name + (f"-onnx-{quantize}" if quantize
                                                                  else "-onnx"))
+    check_output_dir(out)
     if out.exists() and any(out.iterdir()):
         raise SeqlabError(f"--output {out}: exists and is not empty")
     _require("onnx", "onnxruntime", "onnxscript")
+    from .tasks import get_task
+
     meta = json.loads((run / "seqlab.json").read_text(encoding="utf-8"))
     model = _load_torch_model(run, meta).eval()
-    names = _output_names(meta)
-    inputs = ["input_ids", "attention_mask"]
-    if meta["task"] == "qa" and getattr(model.config, "type_vocab_size", 0) > 1:
-        inputs.append("token_type_ids")
+    names = list(_head(meta).output_names)
+    inputs = get_task(meta["task"]).model_inputs(model.config)
 
     g = torch.Generator().manual_seed(0)
     vocab = model.config.vocab_size
@@ -135,7 +143,8 @@ def export(run_dir: str | Path, output: str | Path | None = None, *,
             feed["token_type_ids"] = torch.zeros_like(ids)
         return feed
 
-    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.is_dir() else None) as tmp:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         staging = Path(tmp) / "export"
         staging.mkdir()
         batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
@@ -145,7 +154,7 @@ def export(run_dir: str | Path, output: str | Path | None = None, *,
                 output_names=names, dynamic_shapes={k: {0: batch, 1: seq} for k in inputs},
                 verbose=False)
             program.save(str(staging / ONNX_FILE))
-        _optimize(staging / ONNX_FILE, model.config)
+        unfused = _optimize(staging / ONNX_FILE, model.config)
         check = sample(3, 37)  # other sizes than traced
         onnx_out = OrtModel(staging, check_version=False, meta=meta)._run(check)
         with torch.no_grad():
@@ -157,7 +166,9 @@ def export(run_dir: str | Path, output: str | Path | None = None, *,
                               f"(more than {TOLERANCE}); nothing was written")
         record = {"seqlab_version": __version__, "task": meta["task"], "precision": "float32",
                   "max_abs_logit_diff_vs_torch": diff, "tolerance": TOLERANCE,
-                  "inputs": inputs, "outputs": names}
+                  "inputs": inputs, "outputs": names,
+                  "fusions": "ONNX Runtime's BERT fusions" if unfused is None else
+                  f"none ({unfused})"}
         if quantize == "int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -179,7 +190,7 @@ def export(run_dir: str | Path, output: str | Path | None = None, *,
         from .models import load_tokenizer
 
         load_tokenizer(str(run)).save_pretrained(staging)
-        (staging / EXPORT_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        write_json(staging / EXPORT_FILE, record)
         if out.exists():
             out.rmdir()
         shutil.move(str(staging), str(out))
@@ -201,6 +212,8 @@ class OrtModel:
     came from (``model(input_ids=..., attention_mask=...)``, outputs as torch tensors)."""
 
     training = False
+
+    device = torch.device("cpu")  # ONNX Runtime's CPU provider: inputs and outputs live here
 
     def __init__(self, directory: str | Path, *, threads: int | None = None,
                  check_version: bool = True, meta: dict | None = None):
@@ -243,23 +256,47 @@ class OrtModel:
     def train(self, mode: bool = True):
         return self
 
-    def parameters(self):
-        yield torch.empty(0)
+
+def cache_dir() -> Path:
+    """Where on-the-fly exports are kept: ``$SEQLAB_CACHE/onnx``, else ``~/.cache/seqlab/onnx``."""
+    root = os.environ.get("SEQLAB_CACHE") or Path.home() / ".cache" / "seqlab"
+    return Path(root) / "onnx"
 
 
-def prediction_model(args, meta: dict):
+def _weights_key(run: Path) -> str:
+    """A key for a run's weights and what prediction reads beside them: the files' sizes,
+    modification times and the first MiB of the weights, hashed (no full read of the weights)."""
+    h = hashlib.sha1(__version__.encode())
+    for name in ("model.safetensors", "pytorch_model.bin", "config.json", "seqlab.json"):
+        f = run / name
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+            with open(f, "rb") as fh:
+                h.update(fh.read(1 << 20))
+    return h.hexdigest()[:20]
+
+
+def cached_export(run: Path) -> Path:
+    """The ONNX export of a run from the cache, made there on first use."""
+    target = cache_dir() / _weights_key(run)
+    if is_exported(target):
+        return target
+    print(f"seqlab: exporting {run} to ONNX once (kept in {target}; `seqlab export` writes it "
+          "where you choose)", file=sys.stderr)
+    if target.exists():  # an export that was interrupted
+        shutil.rmtree(target)
+    return export(run, target)
+
+
+def prediction_model(run, opts):
     """The model ``seqlab predict`` / ``evaluate`` run: torch, or ONNX Runtime
-    (``--backend onnxruntime``) from an exported directory or a run exported on the fly."""
-    directory = Path(args.model_dir)
-    backend = getattr(args, "backend", "torch")
-    if backend == "onnxruntime":
+    (``opts.backend == "onnxruntime"``) from an exported directory or a run's cached export."""
+    directory = Path(run.directory)
+    if opts.backend == "onnxruntime":
         if is_exported(directory):
-            return OrtModel(directory, threads=args.threads)
-        tmp = Path(tempfile.mkdtemp(prefix="seqlab-onnx-"))
-        print(f"seqlab: exporting {directory} to ONNX for this run (`seqlab export` keeps it)",
-              file=__import__("sys").stderr)
-        exported = export(directory, tmp / "export")
-        return OrtModel(exported, threads=args.threads)
+            return OrtModel(directory, threads=opts.threads)
+        return OrtModel(cached_export(directory), threads=opts.threads)
     if is_exported(directory):
         raise SeqlabError(f"{directory}: an exported ONNX directory; use --backend onnxruntime")
-    return _load_torch_model(directory, meta)
+    return _load_torch_model(directory, run.meta)

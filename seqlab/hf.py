@@ -21,7 +21,16 @@ Span QA: the Trainer hands only a key named ``labels`` to ``compute_loss_func``,
                       data_collator=seqlab.hf.QACollator(tokenizer),
                       compute_loss_func=seqlab.hf.loss_function("focal", gamma=2.0))
 
-The QA loss is :func:`seqlab.tasks.qa.pointer_loss`, the one ``seqlab train`` uses, but without
+Any head (CRF, GlobalPointer, ...) trains alike: the loss follows the model's outputs, and
+:func:`features` with :class:`DataCollator` build what its loss needs::
+
+    model = seqlab.hf.load_model("runs/my-crf")  # or a head's model class on an encoder
+    rows = seqlab.hf.features(model, tokenizer, tokens, tags)   # spans for a span head
+    trainer = Trainer(model=model, args=TrainingArguments(..., remove_unused_columns=False),
+                      train_dataset=rows, data_collator=seqlab.hf.DataCollator(model, tokenizer),
+                      compute_loss_func=seqlab.hf.loss_function())   # the head's default loss
+
+The QA loss is :func:`seqlab.heads.pointer.pointer_loss`, the one ``seqlab train`` uses, but without
 its mask: the Trainer gives ``compute_loss_func`` the outputs and labels only, not the inputs,
 so positions outside the context (the question, special tokens, padding) are not masked to
 ``-inf`` here and compete in the softmax over positions. ``seqlab train`` with ``task: qa``
@@ -36,48 +45,107 @@ import numpy as np
 import torch
 
 from .data.alignment import pad_batch
-from .losses import build_loss
 from .metrics import entity_scores
-from .tasks.qa import pointer_loss
 
 
-def _get(outputs, key: str):
-    if isinstance(outputs, dict) or hasattr(outputs, "keys"):
-        return outputs[key] if key in outputs.keys() else None
-    return getattr(outputs, key, None)
+def loss_function(name: str | None = None, *, head: str | None = None, **options) -> Callable:
+    """A ``compute_loss_func`` for ``transformers.Trainer``, for any seqlab head.
 
+    The returned callable takes ``(outputs, labels, num_items_in_batch=None)``. The head is
+    ``head`` when given, else the registered head whose model returns ``outputs`` (token logits,
+    a CRF's transitions, span scores, start and end logits); the loss is ``name`` (the head's
+    default when None) in the form that head takes, built on the first call. Labels: ``(B, L)``
+    with -100 for token heads, ``(B, types, L, L)`` for span heads (:func:`data_collator`),
+    ``(B, 2)`` start and end positions for the pointer head (:class:`QACollator`).
 
-def loss_function(name: str = "ce", **options) -> Callable:
-    """A ``compute_loss_func`` for ``transformers.Trainer`` built from the loss registry.
-
-    The returned callable takes ``(outputs, labels, num_items_in_batch=None)``: token
-    classification when ``outputs`` has ``logits`` (labels ``(B, L)`` with -100), span QA when
-    it has ``start_logits``/``end_logits`` (labels ``(B, 2)``, from :class:`QACollator`).
+    Raises:
+        ValueError: the loss does not apply to the head, or the labels do not fit it.
     """
-    loss_fn = build_loss(name, **options)
+    from .errors import ConfigError
+    from .heads import get_head, head_for_outputs
+
+    built: dict = {}
 
     def compute_loss(outputs, labels, num_items_in_batch=None):
         if labels is None:
             raise ValueError("compute_loss_func got labels=None: the batch has no 'labels' key "
                              "(for QA use seqlab.hf.QACollator)")
-        start = _get(outputs, "start_logits")
-        if start is not None:
-            end = _get(outputs, "end_logits")
-            if labels.dim() != 2 or labels.shape[-1] != 2:
-                raise ValueError(f"QA labels have shape {tuple(labels.shape)}, expected (batch, 2): "
-                                 "start and end positions (use seqlab.hf.QACollator)")
-            labels = labels.to(start.device)
-            # the Trainer counts both ends of each feature as items: 2 per feature
-            n = None if num_items_in_batch is None else num_items_in_batch / 2
-            return pointer_loss(loss_fn, start, end, labels[:, 0], labels[:, 1],
-                                num_items_in_batch=n)
-        logits = _get(outputs, "logits")
-        if logits is None:
-            raise ValueError("model outputs have neither 'logits' nor 'start_logits'")
-        return loss_fn(logits, labels.to(logits.device), num_items_in_batch)
+        if not built:
+            cls = get_head(head) if head else head_for_outputs(outputs)
+            loss_name = name or cls.default_loss
+            try:
+                cls.check_loss(loss_name)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+            built.update(head=cls, loss=cls.make_loss(loss_name, options))
+        return built["head"].trainer_loss(built["loss"], outputs, labels, num_items_in_batch)
 
-    compute_loss.loss = loss_fn  # type: ignore[attr-defined]
+    if head is not None:  # fail now, not at the first batch
+        cls = get_head(head)
+        try:
+            cls.check_loss(name or cls.default_loss)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
     return compute_loss
+
+
+def head_of(model, *, max_length: int = 512):
+    """The seqlab head of a model (``config.seqlab_head``; token classifiers without it are the
+    softmax head), set up from the model's config: labels, options, tag scheme."""
+    from .config import Config
+    from .heads import get_head
+
+    config = model.config
+    cfg = Config()
+    cfg.model.head = getattr(config, "seqlab_head", None) or "softmax"
+    cfg.model.options = dict(getattr(config, "seqlab_head_options", None) or {})
+    cfg.model.max_length = max_length
+    cfg.data.train_scheme = getattr(config, "seqlab_scheme", "iob2")
+    labels = [config.id2label[i] for i in range(config.num_labels)]
+    return get_head(cfg.model.head)(cfg, labels)
+
+
+def features(model, tokenizer, tokens: Sequence[Sequence[str]], gold: Sequence, *,
+             max_length: int = 512) -> list[dict]:
+    """Training features for ``model``'s head from words and their gold annotation: per
+    sentence a list of tags (heads that label words) or of ``(type, start, end)`` spans (span
+    heads). A sentence longer than ``max_length`` subwords is cut into windows, as
+    ``seqlab train`` does. Train with ``TrainingArguments(remove_unused_columns=False)`` and
+    :class:`DataCollator`."""
+    from .data.alignment import build_features, subwords_per_word
+
+    head = head_of(model, max_length=max_length)
+    index = {l: i for i, l in enumerate(head.labels)}
+    rows = []
+    for words, g in zip(subwords_per_word(tokenizer, tokens), gold):
+        ids = [index[t] for t in g] if head.target == "tags" else [(index[t], s, e) for t, s, e in g]
+        for f in build_features(words, None, max_length=max_length, overlap=max_length // 4,
+                                cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id):
+            rows.append({"input_ids": f["input_ids"], **head.window_targets(f, ids, len(words))})
+    return rows
+
+
+class DataCollator:
+    """Batches of :func:`features` for ``model``'s head (padding, and the head's label
+    tensors)."""
+
+    def __init__(self, model, tokenizer):
+        self.head = head_of(model)
+        self.pad_id = tokenizer.pad_token_id
+
+    def __call__(self, rows: list[dict]) -> dict:
+        return self.head.collate(rows, self.pad_id)
+
+
+def load_model(directory: str):
+    """A model trained by seqlab (any head), loaded from its directory."""
+    import json
+    from pathlib import Path
+
+    from .export import _load_torch_model
+
+    meta = json.loads((Path(directory) / "seqlab.json").read_text(encoding="utf-8"))
+    return _load_torch_model(Path(directory), meta)
 
 
 class QACollator:

@@ -58,12 +58,14 @@ __all__ = [
     "soft_truncation_loss",
     "hard_truncation_loss",
     "dice_loss",
+    "multilabel_ce",
     "log_p_and_log1m_p",
     "CrossEntropyLoss",
     "FocalLoss",
     "SoftTruncationLoss",
     "HardTruncationLoss",
     "DiceLoss",
+    "MultilabelCELoss",
     "build_loss",
     "available_losses",
     "loss_registry",
@@ -82,6 +84,13 @@ _TARGET_FILL = -1e30
 
 
 # --------------------------------------------------------------------------- validation
+
+
+def _eager() -> bool:
+    """Whether to validate arguments: always, except while ``torch.compile`` traces (an option
+    that arrives as a symbolic number cannot be inspected without a graph break; the module
+    forms validate their options once, when built)."""
+    return not torch.compiler.is_compiling()
 
 
 def _check_reduction(reduction: str) -> None:
@@ -252,8 +261,9 @@ def _multiclass_inputs(logits: Tensor, target: Tensor, weight, ignore_index: int
     """Checks and the shared preparation: logits ``(N, C)`` in the compute dtype, target
     indices with ignored items at 0, the ignored mask, and each item's weight (or None)."""
     _check_multiclass(logits, target)
-    _check_reduction(reduction)
-    _check_num_items(num_items_in_batch)
+    if _eager():
+        _check_reduction(reduction)
+        _check_num_items(num_items_in_batch)
     num_classes = logits.shape[-1]
     w_all = _check_weight(weight, num_classes, logits)
     t = target.reshape(-1)
@@ -282,8 +292,9 @@ def _multiclass(logits: Tensor, target: Tensor, item_loss: ItemLoss, *, weight, 
 def _binary(logits: Tensor, target: Tensor, item_loss: ItemLoss, *, weight, ignore_index: int,
             reduction: str, num_items_in_batch, alpha: float | None = None) -> Tensor:
     _check_binary(logits, target)
-    _check_reduction(reduction)
-    _check_num_items(num_items_in_batch)
+    if _eager():
+        _check_reduction(reduction)
+        _check_num_items(num_items_in_batch)
     w_all = _check_weight(weight, logits.shape[-1], logits) if logits.dim() else None
     x = logits.to(_compute_dtype(logits))
     ignored = target == ignore_index
@@ -338,8 +349,9 @@ def cross_entropy(logits: Tensor, target: Tensor, *, weight: Tensor | None = Non
     num_classes = logits.shape[-1] if isinstance(logits, Tensor) and logits.dim() else 0
     with _target_errors(logits, target, ignore_index):
         _check_multiclass(logits, target)
-        _check_reduction(reduction)
-        _check_num_items(num_items_in_batch)
+        if _eager():
+            _check_reduction(reduction)
+            _check_num_items(num_items_in_batch)
         w_all = _check_weight(weight, num_classes, logits)
         x = logits.to(_compute_dtype(logits)).reshape(-1, num_classes)
         t = target.reshape(-1)
@@ -383,7 +395,8 @@ def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, alpha: flo
         >>> focal_loss(torch.zeros(2, 3), torch.tensor([0, 2]), gamma=0.0)
         tensor(1.0986)
     """
-    _focal_options(gamma, alpha, binary)
+    if _eager():
+        _focal_options(gamma, alpha, binary)
 
     def item(logp: Tensor, log1m: Tensor) -> Tensor:
         return -_modulator(log1m, gamma) * logp
@@ -438,7 +451,8 @@ def soft_truncation_loss(logits: Tensor, target: Tensor, *, k: float = 1.0,
         >>> soft_truncation_loss(torch.zeros(2, 2), torch.tensor([0, 1]), k=1.0)
         tensor(0.3466)
     """
-    _soft_truncation_options(k, form)
+    if _eager():
+        _soft_truncation_options(k, form)
 
     def margin_form(logp: Tensor, log1m: Tensor) -> Tensor:
         return -torch.sigmoid(k * (log1m - logp)) * logp
@@ -489,7 +503,8 @@ def hard_truncation_loss(logits: Tensor, target: Tensor, *, m: float = 0.5,
         >>> hard_truncation_loss(torch.tensor([[4.0, 0.0], [0.0, 0.0]]), torch.tensor([0, 0]), m=0.6)
         tensor(0.3466)
     """
-    _hard_truncation_options(m)
+    if _eager():
+        _hard_truncation_options(m)
     log_m = math.log(m)
 
     def item(logp: Tensor, _: Tensor) -> Tensor:
@@ -526,7 +541,8 @@ def dice_loss(logits: Tensor, target: Tensor, *, alpha: float = 1.0, smooth: flo
         >>> dice_loss(torch.zeros(1, 2), torch.tensor([0]), alpha=0.0, smooth=1.0)
         tensor(0.2000)
     """
-    _dice_options(alpha, smooth)
+    if _eager():
+        _dice_options(alpha, smooth)
 
     def item(logp: Tensor, log1m: Tensor) -> Tensor:
         q = torch.exp(logp + alpha * log1m) if alpha else logp.exp()
@@ -542,6 +558,52 @@ def _dice_options(alpha: float = 1.0, smooth: float = 1.0, binary: bool = False)
     _check_range("smooth", smooth, 0.0)
 
 
+def multilabel_ce(logits: Tensor, target: Tensor, *, ignore_index: int = -100,
+                  reduction: Reduction = "mean", num_items_in_batch: int | Tensor | None = None,
+                  weight: Tensor | None = None, binary: bool = True) -> Tensor:
+    r"""Multilabel categorical cross-entropy (Su Jianlin, kexue.fm, 2020): softmax cross-entropy
+    generalised to many positive classes among many negative ones, with the decision threshold
+    fixed at 0. Each row of ``logits`` is one item (for a span head: one entity type of one
+    window, its candidate spans flattened into the class dimension):
+
+    .. math::
+        \log\Big(1 + \sum_{i \in \Omega_{neg}} e^{s_i}\Big)
+        + \log\Big(1 + \sum_{j \in \Omega_{pos}} e^{-s_j}\Big)
+
+    With one positive it is softmax cross-entropy over the positive and the negatives with an
+    extra class of logit 0 (the threshold). Computed in float32 (float64 stays float64) with
+    ``logsumexp``; classes that are ignored or of the other polarity enter the sums as the
+    compute dtype's lowest value, so any input dtype stays finite, ``bfloat16`` and ``float16``
+    included. A row with every class ignored contributes 0 and is not counted.
+
+    Shape:
+        logits ``(*, C)``, target ``(*, C)`` holding 1 (positive), 0 (negative) or
+        ``ignore_index``. ``reduction="mean"`` averages over the rows.
+
+    Raises:
+        ValueError: on shapes, a weight, or a reduction that does not fit.
+
+    Example:
+        >>> multilabel_ce(torch.tensor([[2.0, -1.0, 0.5]]), torch.tensor([[1, 0, 0]]))
+        tensor(1.2311)
+    """
+    if _eager():
+        _check_binary(logits, target)
+        _check_reduction(reduction)
+        _check_num_items(num_items_in_batch)
+        if weight is not None:
+            raise ValueError("multilabel_ce takes no per-class weight")
+    x = logits.to(_compute_dtype(logits))
+    ignored = target == ignore_index
+    positive = (target == 1) & ~ignored
+    negative = ~positive & ~ignored
+    low = torch.finfo(x.dtype).min
+    zero = x.new_zeros(x.shape[:-1] + (1,))
+    neg = torch.logsumexp(torch.cat([torch.where(negative, x, low), zero], -1), dim=-1)
+    pos = torch.logsumexp(torch.cat([torch.where(positive, -x, low), zero], -1), dim=-1)
+    return _reduce(neg + pos, None, ignored.all(-1), reduction, num_items_in_batch)
+
+
 # --------------------------------------------------------------------------- modules
 
 
@@ -551,6 +613,8 @@ class _Loss(nn.Module):
 
     fn: Callable[..., Tensor]
     check: Callable[..., None] = staticmethod(lambda binary=False: None)
+    multiclass: bool = True    # takes class-index targets (the softmax and tagging heads)
+    binary_form: bool = True   # takes same-shaped 0/1 targets (binary=True; the span head)
 
     def __init__(self, *, weight: Tensor | list[float] | None = None, ignore_index: int = -100,
                  reduction: Reduction = "mean", binary: bool = False, **options: float | str | None):
@@ -573,6 +637,12 @@ class _Loss(nn.Module):
         return type(self).fn(logits, target, weight=self.weight, ignore_index=self.ignore_index,
                              reduction=self.reduction, num_items_in_batch=num_items_in_batch,
                              binary=self.binary, **self.options)
+
+    def count_items(self, target: Tensor) -> Tensor:
+        """How many items ``reduction="mean"`` divides by (unweighted): the entries of
+        ``target`` that are not ``ignore_index``; with ``num_items_in_batch`` summed over the
+        micro-batches of an accumulated batch, accumulation equals the full batch."""
+        return (target != self.ignore_index).sum()
 
     def extra_repr(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
@@ -628,6 +698,28 @@ class DiceLoss(_Loss):
         super().__init__(alpha=alpha, smooth=smooth, **kwargs)
 
 
+class MultilabelCELoss(_Loss):
+    """Module form of :func:`multilabel_ce` (targets are always of the logits' shape)."""
+
+    fn = staticmethod(multilabel_ce)
+    multiclass = False
+
+    def __init__(self, **kwargs):
+        kwargs["binary"] = True
+        super().__init__(**kwargs)
+        if self.weight is not None:
+            raise ValueError("multilabel_ce takes no per-class weight")
+
+    def forward(self, logits: Tensor, target: Tensor,
+                num_items_in_batch: int | Tensor | None = None) -> Tensor:
+        return multilabel_ce(logits, target, ignore_index=self.ignore_index,
+                             reduction=self.reduction, num_items_in_batch=num_items_in_batch)
+
+    def count_items(self, target: Tensor) -> Tensor:
+        """The rows (the items of this loss) with at least one class not ignored."""
+        return (target != self.ignore_index).any(-1).sum()
+
+
 # --------------------------------------------------------------------------- registry
 
 loss_registry: dict[str, type[_Loss]] = {
@@ -636,6 +728,7 @@ loss_registry: dict[str, type[_Loss]] = {
     "soft_truncation": SoftTruncationLoss,
     "hard_truncation": HardTruncationLoss,
     "dice": DiceLoss,
+    "multilabel_ce": MultilabelCELoss,
 }
 
 

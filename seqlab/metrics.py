@@ -65,6 +65,56 @@ def entity_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], 
             "per_type": per_type}
 
 
+def span_scores(gold: Sequence[Sequence[tuple]], pred: Sequence[Sequence[tuple]]) -> dict:
+    """Exact-match micro precision, recall and F1 over entity spans, overall and per type.
+
+    ``gold`` and ``pred``: per sentence, entities ``(type, start, end, ...)`` (extra fields, a
+    score, are ignored); an entity counts as found when a predicted one has the same type,
+    start and end. Entities may nest or overlap. On flat entities this is seqeval's default
+    mode on the same entities written as tags.
+
+    Returns:
+        The shape of :func:`entity_scores`: ``{"precision", "recall", "f1", "support",
+        "per_type": {type: {...}}}``, as fractions.
+    """
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold sentences but {len(pred)} predicted")
+    tp: Counter = Counter()
+    n_gold: Counter = Counter()
+    n_pred: Counter = Counter()
+    for g, p in zip(gold, pred):
+        gs, ps = {tuple(e[:3]) for e in g}, {tuple(e[:3]) for e in p}
+        for e in gs:
+            n_gold[e[0]] += 1
+        for e in ps:
+            n_pred[e[0]] += 1
+        for e in gs & ps:
+            tp[e[0]] += 1
+
+    def prf(t: int, p: int, g: int) -> dict:
+        precision = t / p if p else 0.0
+        recall = t / g if g else 0.0
+        f1 = 2 * t / (p + g) if p + g else 0.0
+        return {"precision": precision, "recall": recall, "f1": f1, "support": g}
+
+    types = sorted(set(n_gold) | set(n_pred))
+    out = prf(sum(tp.values()), sum(n_pred.values()), sum(n_gold.values()))
+    out["per_type"] = {t: prf(tp[t], n_pred[t], n_gold[t]) for t in types}
+    return out
+
+
+def sentence_counts(gold, pred):
+    """Per sentence: (true positives, predicted entities, gold entities), seqeval default mode."""
+    import numpy as np
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    rows = []
+    for g, p in zip(gold, pred):
+        ge, pe = set(get_entities(list(g))), set(get_entities(list(p)))
+        rows.append((len(ge & pe), len(pe), len(ge)))
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+
+
 def format_scores(scores: dict, title: str = "") -> str:
     """A conlleval-like table of entity scores, percentages with two decimals."""
     lines = [title] if title else []

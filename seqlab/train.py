@@ -1,11 +1,16 @@
-"""The one training loop, on accelerate, for every task.
+"""The one training loop, on accelerate, for every task and head.
 
 It knows a task only through the protocol of :class:`seqlab.tasks.Task`: features, collate,
 loss, evaluate, the score that picks the best epoch, and what to save beside the model.
+:func:`train` is the loop; the parts beside it are named: the run directory and its end
+(:class:`RunDir`), checkpoints (:class:`Checkpoints`), the non-finite guard
+(:class:`NonFiniteGuard`), the log (:class:`MetricsLog`) and the batches
+(:class:`LengthGroupedBatchSampler`).
 
 The output directory is written as ``<output_dir>.incomplete`` while training and renamed to
 ``<output_dir>`` only when everything is in place, so a run that stops half-way never leaves a
-directory that looks finished.
+directory that looks finished; a run that finished but was not renamed is completed by
+``--resume`` without training again.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import os
 import shutil
 import signal
 import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,41 +34,197 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from . import __version__
-from .config import Config, changed_keys, save_config
+from .config import RECOVERY_CHANGES, RESUMABLE_CHANGES, Config, changed_keys, save_config
 from .errors import ConfigError, SeqlabError
+from .files import dumps_line, write_json
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "trainer_state.json"    # written last into a checkpoint; the rename completes it
+FINISHED = "metrics.json"            # written last into a finished run, before the clean-up
+DIVERGED = "diverged.json"           # a run stopped by a non-finite loss, gradient or weight
+
+
+class TrainingDiverged(SeqlabError):
+    """A non-finite loss, gradient norm or weight stopped training (exit status 3)."""
+
+    exit_status = 3
+
+
+def train(cfg: Config, task, model, tokenizer, *, progress: bool = True, recover: bool = False,
+          config_path: str | None = None) -> dict:
+    """Fine-tune ``model`` on ``task``; evaluate on dev each epoch, keep the best, test it, save.
+
+    Each optimizer step sums the loss over the micro-batches of the accumulated batch (on every
+    process) and divides by the number of labelled items in all of them, so accumulation and
+    several processes take the step of one large batch. Running sums stay on the device; the
+    host reads them once per logging interval, checkpoint and epoch end.
+
+    Returns:
+        The final metrics (also written to ``metrics.json``).
+
+    Raises:
+        TrainingDiverged: a non-finite loss, gradient norm or weight (see :class:`NonFiniteGuard`).
+    """
+    t = cfg.train
+    run = RunDir.prepare(cfg, recover=recover)
+    if run.done or run.finished():           # ended but not renamed: complete it, train nothing
+        return complete_finished(run)
+    if t.early_stopping_patience and not task.has_split("dev"):
+        raise ConfigError("train.early_stopping_patience: early stopping needs a dev split "
+                          "(set data.dev_file, or drop the key)")
+    accelerator = make_accelerator(cfg)
+    from accelerate.utils import set_seed
+    set_seed(t.seed)
+    sampler, loader, fingerprints = make_batches(task, cfg, accelerator, model)
+    optimizer = make_optimizer(model, t.weight_decay, t.learning_rate)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    steps_per_epoch = math.ceil(len(loader) / t.gradient_accumulation_steps)
+    total_steps = min(math.ceil(steps_per_epoch * t.epochs), t.max_steps or math.inf)
+    scheduler = make_scheduler(optimizer, t, total_steps)
+    accelerator.register_for_checkpointing(scheduler)
+    state = TrainState()
+    ckpt = Checkpoints(run, accelerator, state, keep=t.keep_checkpoints)
+    changes = ckpt.resume(cfg, scheduler, recover) if run.resuming else None
+    run.start(cfg, accelerator, fresh=not run.resuming)
+    log = MetricsLog(run.staging / "metrics.jsonl", accelerator, truncate_to=state.log_bytes)
+    if changes:
+        log.write({"event": "resumed_with_changes", "step": state.step, "changes": changes})
+    guard = NonFiniteGuard(t.on_nonfinite, model, optimizer, accelerator, state, run, log,
+                           config_path)
+    forward_model = torch.compile(model, dynamic=True) if t.compile else model
+    precision = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=t.bf16)
+    eval_dtype = torch.bfloat16 if t.bf16 and t.eval_precision == "same" else None
+    epochs = math.ceil(t.epochs)
+
+    while state.epoch < epochs and state.step < total_steps and not state.stopped_early:
+        model.train()
+        bar = tqdm(total=steps_per_epoch, initial=state.batches_done // t.gradient_accumulation_steps,
+                   desc=f"epoch {state.epoch + 1}/{epochs}", unit="step",
+                   disable=not (progress and accelerator.is_local_main_process))
+        timer = EpochTimer()
+        for window in accumulation_windows(loader, sampler, accelerator, state, t):
+            n_items = accelerator.reduce(torch.stack([task.count_items(b) for b in window]).sum(),
+                                         "sum").float() / accelerator.num_processes
+            loss = torch.zeros((), device=accelerator.device)
+            for k, batch in enumerate(window):
+                sync = contextlib.nullcontext() if k == len(window) - 1 else accelerator.no_sync(model)
+                with sync, precision:
+                    micro = task.compute_loss(forward_model, batch, num_items_in_batch=n_items)
+                accelerator.backward(guard.scale(micro))
+                loss += micro.detach().float()
+                timer.count(batch)
+            guard.step(loss, t.max_grad_norm, optimizer)   # clip, step (or skip), on the device
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.batches_done += len(window)
+            _crash_point(f"step-{state.step}")
+            bar.update(1)
+            if state.step % t.log_every == 0:
+                guard.check(state.epoch)
+                log.train(state, guard, timer, scheduler)
+                bar.set_postfix(loss=f"{state.history[-1]:.4f}" if state.history else "-")
+            if state.step >= total_steps:
+                break
+            if ckpt.due(t):
+                with timer.paused():
+                    ckpt.save(guard, log)
+        bar.close()
+        guard.check(state.epoch)
+        log.train(state, guard, timer, scheduler, epoch_end=True)
+        evaluate_epoch(task, model, accelerator, state, run, log, guard, eval_dtype, progress, t)
+        state.epoch, state.batches_done = state.epoch + 1, 0
+        ckpt.save(guard, log)                # every epoch's end, the last included
+
+    fingerprints["steps_per_epoch"] = steps_per_epoch
+    return finish(task, model, tokenizer, accelerator, state, run, log, guard, fingerprints,
+                  eval_dtype, progress, t)
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def make_accelerator(cfg: Config):
+    """An Accelerator for this launch; precision is ours (bf16 autocast around the training
+    forward only), so evaluation in float32 is float32."""
+    from accelerate import Accelerator
+
+    check_launch_environment()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    # several processes and no GPU: accelerate needs cpu=True to join them (gloo)
+    accelerator = Accelerator(mixed_precision="no", cpu=world > 1 and not torch.cuda.is_available())
+    if world != accelerator.num_processes:
+        raise ConfigError(
+            f"the launcher started {world} processes (WORLD_SIZE) but accelerate sees "
+            f"{accelerator.num_processes}: launch with `accelerate launch --num_processes {world} "
+            f"-m seqlab.cli train CONFIG` (add --cpu on a machine without GPUs)")
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    return accelerator
+
+
+def check_launch_environment() -> None:
+    """A launch that says several processes must say where they meet (torchrun and accelerate
+    set every one of these); else one line, before anything starts."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return
+    missing = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v)]
+    if missing:
+        raise ConfigError(f"WORLD_SIZE={world} but {', '.join(missing)} "
+                          f"{'is' if len(missing) == 1 else 'are'} not set: start the processes "
+                          f"with `torchrun --nproc_per_node {world} -m seqlab.cli train CONFIG` "
+                          "or `accelerate launch`, which set them")
 
 
 class LengthGroupedBatchSampler(Sampler[list[int]]):
-    """Batches of similar length, deterministic given seed and epoch.
+    """Micro-batches of similar length whose optimizer steps do not depend on how a step is
+    split, deterministic given seed and epoch.
 
-    transformers' ``get_length_grouped_indices`` (shuffle, cut into mega-batches of
-    ``50 x batch_size``, sort each by length) gives the order; it is cut into batches, and the
-    batches are shuffled, so that a run does not see each mega-batch longest first. Measured on
-    CoNLL-2003 train at batch 16: 4.1% of positions are padding (49% for random batches).
+    The grouping is done over the **effective batch** (``batch_size x accumulation x
+    processes``): transformers' ``get_length_grouped_indices`` orders the data (shuffle,
+    mega-batches sorted by length), the order is cut into effective batches, they are
+    shuffled, and each is split into its micro-batches (nearly equal sizes). Process ``p`` of
+    ``P`` takes every ``P``-th micro-batch, so each optimizer step sees exactly the examples of
+    one effective batch however it is split: 8 x 4 takes the step of 32 x 1, and 2 processes
+    that of one with twice the batch. With one process and no accumulation the order is that
+    of plain length grouping. Measured on CoNLL-2003 train at batch 16: 4.1% of positions are
+    padding (49% for random batches).
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, group: bool = True):
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, group: bool = True,
+                 accumulation: int = 1, processes: int = 1):
         self.lengths, self.batch_size, self.seed, self.group = lengths, batch_size, seed, group
+        self.parts = accumulation * processes
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
-
-    def __iter__(self):
+    def _steps(self) -> list[list[int]]:
         from transformers.trainer_pt_utils import get_length_grouped_indices
 
         g = torch.Generator().manual_seed(self.seed + self.epoch)
+        size = self.batch_size * self.parts
         if self.group:
-            order = get_length_grouped_indices(self.lengths, self.batch_size, generator=g)
+            order = get_length_grouped_indices(self.lengths, size, generator=g)
         else:
             order = torch.randperm(len(self.lengths), generator=g).tolist()
-        batches = [order[j: j + self.batch_size] for j in range(0, len(order), self.batch_size)]
+        steps = [order[j: j + size] for j in range(0, len(order), size)]
         if self.group:
-            batches = [batches[k] for k in torch.randperm(len(batches), generator=g).tolist()]
-        return iter(batches)
+            steps = [steps[k] for k in torch.randperm(len(steps), generator=g).tolist()]
+        return steps
+
+    def __iter__(self):
+        for step in self._steps():
+            n = min(self.parts, len(step))
+            cuts = [round(k * len(step) / n) for k in range(n + 1)]
+            for k in range(n):
+                yield step[cuts[k]: cuts[k + 1]]
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.lengths), self.batch_size * self.parts)
+        return full * self.parts + min(self.parts, rest)
 
 
 def fingerprint(obj) -> str:
@@ -74,6 +237,27 @@ def fingerprint(obj) -> str:
     else:
         h.update(json.dumps(obj).encode())
     return h.hexdigest()[:16]
+
+
+def make_batches(task, cfg: Config, accelerator, model):
+    """The sampler, the loader and the fingerprints that pair runs of one seed: the data
+    order, the initial weights, and the initial encoder's weights (equal across heads)."""
+    t = cfg.train
+    with accelerator.main_process_first():
+        rows = task.features("train")
+    sampler = LengthGroupedBatchSampler(list(rows["length"]), t.batch_size, t.seed,
+                                        group=t.group_by_length,
+                                        accumulation=t.gradient_accumulation_steps,
+                                        processes=accelerator.num_processes)
+    encoder = getattr(model, "base_model", model)
+    fingerprints = {"data_order": fingerprint(list(sampler)),
+                    "initial_weights": fingerprint(model.state_dict()),
+                    "initial_encoder_weights": fingerprint(encoder.state_dict())}
+    # a generator of its own: iterating the loader then draws nothing from the global random
+    # state, so a run resumed in mid-epoch sees the same dropout as one never stopped
+    loader = DataLoader(rows, batch_sampler=sampler, collate_fn=task.collate,
+                        generator=torch.Generator().manual_seed(t.seed))
+    return sampler, loader, fingerprints
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -93,96 +277,342 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 def make_optimizer(model: torch.nn.Module, weight_decay: float, lr: float) -> torch.optim.Optimizer:
     """AdamW, fused where torch supports it (CPU and CUDA since torch 2.4): one kernel over all
     parameters instead of a loop of small ones."""
-    groups = param_groups(model, weight_decay)
     try:
-        return torch.optim.AdamW(groups, lr=lr, fused=True)
+        return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):
         # fresh groups: the failed constructor may have filled these with fused=True
         return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
 
 
-CHECKPOINTS = "checkpoints"
-STATE_FILE = "trainer_state.json"  # written last into a checkpoint; the rename completes it
+def make_scheduler(optimizer, t, total_steps: int):
+    """Linear warm-up and decay over the run's optimizer steps. Not prepared: accelerate's
+    wrapper steps it once per process, for totals counted before prepare; this one steps once
+    per optimizer step (and is checkpointed through ``register_for_checkpointing``)."""
+    from transformers import get_linear_schedule_with_warmup
+
+    return get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps),
+                                           total_steps)
 
 
-class TrainingDiverged(SeqlabError):
-    """A non-finite loss or gradient norm stopped training (``train.on_nonfinite: stop``)."""
+@dataclass
+class TrainState:
+    """The loop's counters: what a checkpoint's ``trainer_state.json`` holds."""
 
-    exit_status = 3
+    step: int = 0
+    epoch: int = 0
+    batches_done: int = 0
+    best_score: float | None = None
+    best_epoch: int = -1
+    history: list = field(default_factory=list)
+    train_time_s: float = 0.0
+    real_tokens: int = 0
+    all_tokens: int = 0
+    skipped_steps: int = 0
+    last_finite_loss: float | None = None
+    stopped_early: int | None = None   # the epoch early stopping ended
+    log_bytes: int | None = None       # metrics.jsonl's length when the checkpoint was written
+    resumed_with_changes: list = field(default_factory=list)
+    epoch_time: float = 0.0            # the last epoch's training time and real tokens
+    epoch_tokens: int = 0
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
 
 
-def checkpoints(staging: Path) -> list[Path]:
-    """The complete checkpoints of a run, oldest first (a ``.tmp`` one is not complete)."""
-    root = staging / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    done = [p for p in root.iterdir() if p.name.startswith("step-") and p.name[5:].isdigit()
-            and (p / STATE_FILE).is_file()]
-    return sorted(done, key=lambda p: int(p.name[5:]))
+def accumulation_windows(loader, sampler, accelerator, state: TrainState, t):
+    """The epoch's optimizer steps, each the list of its micro-batches; a resumed epoch skips
+    the batches it had done."""
+    skip = state.batches_done
+    batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+    # the prepared loader passes its own epoch count to the sampler at each pass: set both
+    for obj in (loader, batches, sampler):
+        if hasattr(obj, "set_epoch"):
+            obj.set_epoch(state.epoch)
+    it = iter(batches)
+    while window := list(itertools.islice(it, t.gradient_accumulation_steps)):
+        yield window
 
 
-def prepare_output_dir(cfg: Config) -> tuple[Path, Path]:
-    """Check the output directory before any work; return (final, staging) paths.
+class EpochTimer:
+    """Training time and tokens of an epoch, on the device until read; paused for checkpoints."""
 
-    Raises:
-        ConfigError: the directory (or a parent) is a file, it holds a finished run and
-            ``train.overwrite`` is off, or an interrupted run with checkpoints waits in the
-            staging directory and neither ``train.resume`` nor ``train.overwrite`` says what to
-            do with it.
+    def __init__(self):
+        self.start, self.before = time.perf_counter(), 0.0
+        self.real = self.all = None
+
+    def count(self, batch) -> None:
+        mask = batch["attention_mask"]
+        self.real = mask.sum() if self.real is None else self.real + mask.sum()
+        self.all = mask.numel() if self.all is None else self.all + mask.numel()
+
+    def elapsed(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    @contextlib.contextmanager
+    def paused(self):
+        self.before += time.perf_counter() - self.start
+        yield
+        self.start = time.perf_counter()
+
+
+# --------------------------------------------------------------------------- the guard
+
+
+class NonFiniteGuard:
+    """A non-finite loss or gradient norm, kept on the device and read once per logging
+    interval, checkpoint and epoch end; a checkpoint's weights are checked before it is written.
+
+    ``stop`` (default): raise :class:`TrainingDiverged` at the first read after it (the run
+    stays ``.incomplete`` with its last good checkpoint, marked as diverged, so that ``--resume``
+    may lower the learning rate). ``skip``: such a step leaves weights and optimizer state as
+    they were, through :class:`torch.amp.GradScaler` at a fixed scale of 1 (its found-inf check
+    and the fused optimizer's device-side skip): no step waits for the device; the cost is one
+    pass over the gradients per step (the check). A run that would save non-finite weights
+    stops with exit status 3 in either mode.
     """
-    t = cfg.train
-    out = Path(t.output_dir)
-    for up in [out, *out.parents]:
-        if up.exists() and not up.is_dir():
-            raise ConfigError(f"train.output_dir: {out}: {up} is a file, not a directory")
-    staging = out.with_name(out.name + ".incomplete")
-    saved = checkpoints(staging)
-    if t.resume == "yes" and not saved:
-        raise ConfigError(f"--resume: no checkpoint to resume from in {staging}")
-    if saved and t.resume == "no" and not t.overwrite:
-        raise ConfigError(f"{staging} holds an interrupted run (last checkpoint {saved[-1].name}); "
-                          "continue it with `seqlab train CONFIG --resume` (or train.resume=auto), "
-                          "or start over with train.overwrite=true")
-    if out.exists() and any(out.iterdir()) and not t.overwrite and not saved:
-        raise ConfigError(f"train.output_dir: {out} exists and is not empty; choose another "
-                          "directory or pass train.overwrite=true")
-    return out, staging
+
+    def __init__(self, mode: str, model, optimizer, accelerator, state: TrainState, run: RunDir,
+                 log: MetricsLog, config_path: str | None):
+        self.mode, self.state, self.run, self.accelerator = mode, state, run, accelerator
+        self.log = log
+        self.config_path = config_path or "CONFIG"
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.smallest = min(self.params, key=lambda p: p.numel())
+        self.inner = getattr(optimizer, "optimizer", optimizer)
+        device = accelerator.device
+        self.scaler = None
+        if mode == "skip":
+            self.scaler = torch.amp.GradScaler(device.type, init_scale=1.0)
+            # a skipped first step is no optimizer step to torch's scheduler, which says so
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+        zero = torch.zeros((), device=device)
+        self.run_loss, self.run_steps, self.run_bad = zero.clone(), zero.clone(), zero.clone()
+        self.first_bad = torch.full((), -1, device=device, dtype=torch.long)
+        self.last_finite, self.has_finite = zero.clone(), torch.zeros((), dtype=torch.bool,
+                                                                      device=device)
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        return self.scaler.scale(loss) if self.scaler is not None else loss
+
+    def step(self, loss: torch.Tensor, max_grad_norm: float, optimizer) -> None:
+        """Clip and take the optimizer step (``skip``: not where anything is non-finite)."""
+        ok = torch.isfinite(loss)
+        if self.scaler is not None:
+            # a non-finite loss with finite gradients must skip too: make one gradient say so
+            if self.smallest.grad is not None:
+                self.smallest.grad.add_(torch.where(ok, 0.0, float("nan")))
+            self.scaler.unscale_(self.inner)
+        if max_grad_norm > 0:
+            norm = self.accelerator.clip_grad_norm_(self.params, max_grad_norm)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        ok = ok & torch.isfinite(norm)
+        if self.scaler is not None:
+            self.scaler.step(self.inner)
+            self.scaler.update(1.0)
+        else:
+            optimizer.step()
+        step = self.state.step + 1
+        self.run_loss += torch.where(ok, loss, 0.0)
+        self.run_steps += ok.float()
+        self.run_bad += (~ok).float()
+        self.first_bad = torch.where((self.first_bad < 0) & ~ok, step, self.first_bad)
+        self.last_finite = torch.where(ok, loss, self.last_finite)
+        self.has_finite = self.has_finite | ok
+
+    def last_loss(self) -> float | None:
+        return float(self.last_finite) if bool(self.has_finite) else self.state.last_finite_loss
+
+    def check(self, epoch: int) -> None:
+        """The host read (stop mode): raise at a non-finite step."""
+        if self.mode != "stop":
+            return
+        bad = int(self.first_bad)
+        if bad >= 0:
+            self.diverged(f"a non-finite loss or gradient norm at optimizer step {bad} "
+                          f"(epoch {epoch + 1})", bad)
+
+    def weights_finite(self) -> bool:
+        """Whether every weight is finite: one reduction on the device, one read."""
+        return bool(torch.stack([torch.isfinite(p).all() for p in self.params]).all())
+
+    def diverged(self, what: str, step: int) -> None:
+        last = self.last_loss()
+        saved = self.run.checkpoints()
+        where = (f"with its last good checkpoint ({saved[-1].name})" if saved else
+                 "with no checkpoint (none was written before it)")
+        lr = self.inner.param_groups[0].get("initial_lr", self.inner.param_groups[0]["lr"])
+        record = {"step": step, "epoch": self.state.epoch + 1, "what": what,
+                  "last_finite_loss": last}
+        self.log.write({"event": "nonfinite", **record})
+        self.run.mark_diverged(record)
+        raise TrainingDiverged(
+            f"training diverged: {what}; the last finite loss was "
+            f"{'none' if last is None else f'{last:.4g}'}. The run stays in {self.run.staging} "
+            f"{where}; continue it with a lower learning rate: `seqlab train {self.config_path} "
+            f"--resume train.learning_rate={lr / 10:.3g}` (train.on_nonfinite=skip and "
+            "train.max_grad_norm may change too)")
 
 
-def _finish(staging: Path, out: Path) -> None:
-    old = out.with_name(out.name + ".old")
-    if out.exists():
+# --------------------------------------------------------------------------- the run directory
+
+
+class RunDir:
+    """``OUTPUT_DIR.incomplete`` while training, ``OUTPUT_DIR`` when complete, and the states in
+    between: interrupted (checkpoints), diverged (``diverged.json``), finished but not renamed
+    (``metrics.json``, written last before the clean-up). Nothing is deleted unless
+    ``train.overwrite`` says so."""
+
+    def __init__(self, out: Path, staging: Path, resuming: bool):
+        self.out, self.staging, self.resuming = out, staging, resuming
+        self.done = False  # the run is complete under OUTPUT_DIR
+
+    @classmethod
+    def prepare(cls, cfg: Config, *, recover: bool = False) -> RunDir:
+        """Check the output directory before any work.
+
+        Raises:
+            ConfigError: the directory (or a parent) is a file; it holds a finished run and
+                ``train.overwrite`` is off; an interrupted or finished-but-not-renamed run waits
+                in the staging directory and neither ``train.resume`` nor ``train.overwrite``
+                says what to do with it; ``--resume`` with nothing to resume.
+        """
+        t = cfg.train
+        out = Path(t.output_dir)
+        for up in [out, *out.parents]:
+            if up.exists() and not up.is_dir():
+                raise ConfigError(f"train.output_dir: {out}: {up} is a file, not a directory")
+        run = cls(out, out.with_name(out.name + ".incomplete"), resuming=False)
+        finished, saved = run.finished(), run.checkpoints()
+        occupied = run.staging.is_dir() and any(run.staging.iterdir())
+        resume = t.resume in ("yes", "auto")
+        if finished and not resume and not t.overwrite:
+            raise ConfigError(f"{run.staging} holds a finished run that was not renamed; complete it "
+                              "with `seqlab train CONFIG --resume` (nothing is trained again), or "
+                              "start over with train.overwrite=true")
+        if t.resume in ("yes", "auto") and not (finished or saved or occupied) \
+                and (out / FINISHED).is_file():
+            run.done = True  # complete already: nothing to resume (a moved-aside old run goes)
+            return run
+        if t.resume == "yes" and not (finished or saved):
+            raise ConfigError(f"--resume: no checkpoint to resume from in {run.staging}")
+        if saved and not finished and not resume and not t.overwrite:
+            raise ConfigError(f"{run.staging} holds an interrupted run (last checkpoint "
+                              f"{saved[-1].name}); continue it with `seqlab train CONFIG --resume` "
+                              "(or train.resume=auto), or start over with train.overwrite=true")
+        if occupied and not (finished or saved) and not t.overwrite:
+            raise ConfigError(f"{run.staging} holds an interrupted run with no checkpoint yet; "
+                              "start over with train.overwrite=true")
+        if out.exists() and any(out.iterdir()) and not t.overwrite and not (resume and (finished or saved)):
+            raise ConfigError(f"train.output_dir: {out} exists and is not empty; choose another "
+                              "directory or pass train.overwrite=true")
+        run.resuming = resume and bool(finished or saved)
+        if run.resuming and not finished:
+            _check_resumable(cfg, run.staging, recover or run.is_diverged())
+        return run
+
+    def checkpoints(self) -> list[Path]:
+        """The complete checkpoints, oldest first (a ``.tmp`` one is not complete)."""
+        root = self.staging / CHECKPOINTS
+        if not root.is_dir():
+            return []
+        done = [p for p in root.iterdir() if p.name.startswith("step-") and p.name[5:].isdigit()
+                and (p / STATE_FILE).is_file()]
+        return sorted(done, key=lambda p: int(p.name[5:]))
+
+    def finished(self) -> bool:
+        return (self.staging / FINISHED).is_file()
+
+    def is_diverged(self) -> bool:
+        return (self.staging / DIVERGED).is_file()
+
+    def mark_diverged(self, record: dict) -> None:
+        if self.staging.is_dir() and _is_main():
+            write_json(self.staging / DIVERGED, record)
+
+    def start(self, cfg: Config, accelerator, *, fresh: bool) -> None:
+        """A fresh staging directory (an old one is replaced only under ``train.overwrite``,
+        checked in :meth:`prepare`), and the resolved config in it."""
+        if accelerator.is_main_process:
+            if fresh and self.staging.exists():
+                shutil.rmtree(self.staging)
+            self.staging.mkdir(parents=True, exist_ok=True)
+            (self.staging / DIVERGED).unlink(missing_ok=True)
+            save_config(cfg, self.staging / "config.yaml")
+        accelerator.wait_for_everyone()
+
+    def complete(self) -> dict:
+        """The end of a finished run (main process): its checkpoints and best weights removed,
+        renamed to ``OUTPUT_DIR`` (a previous ``OUTPUT_DIR`` is replaced: only
+        ``train.overwrite`` lets a run start over an existing one). Each step can be interrupted
+        and done again."""
+        shutil.rmtree(self.staging / CHECKPOINTS, ignore_errors=True)
+        _crash_point("finish-checkpoints")
+        shutil.rmtree(self.staging / "best", ignore_errors=True)
+        _crash_point("finish-best")
+        old = self.out.with_name(self.out.name + ".old")
+        if self.out.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            self.out.rename(old)
+            _crash_point("finish-old")
+        self.staging.rename(self.out)
+        _crash_point("finish-rename")
         if old.exists():
             shutil.rmtree(old)
-        out.rename(old)
-    staging.rename(out)
-    if old.exists():
-        shutil.rmtree(old)
+        return json.loads((self.out / FINISHED).read_text(encoding="utf-8"))
 
 
-def _reset_accelerate_state() -> None:
-    """accelerate keeps its state in process-wide singletons; a second run with other settings
-    (bf16 after fp32, say) needs them cleared. Only done outside distributed launches."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return
-    try:
-        from accelerate.state import AcceleratorState, GradientState
+def _is_main() -> bool:
+    from accelerate import PartialState
 
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
-    except (ImportError, AttributeError):
-        pass
+    return PartialState().is_main_process
 
 
-def _check_launch(accelerator) -> None:
-    """Refuse a launch whose environment and accelerate disagree on the number of processes
-    (each process would train alone, all into the same directory)."""
-    env = int(os.environ.get("WORLD_SIZE", "1"))
-    if env != accelerator.num_processes:
-        raise ConfigError(
-            f"the launcher started {env} processes (WORLD_SIZE) but accelerate sees "
-            f"{accelerator.num_processes}: launch with `accelerate launch --num_processes {env} "
-            f"-m seqlab.cli train CONFIG` (add --cpu on a machine without GPUs)")
+def complete_finished(run: RunDir) -> dict:
+    """Complete a run that finished but was not renamed (the main process renames); return its
+    metrics."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    if run.done:
+        old = run.out.with_name(run.out.name + ".old")
+        if state.is_main_process and old.exists():
+            shutil.rmtree(old)
+        return json.loads((run.out / FINISHED).read_text(encoding="utf-8"))
+    result = json.loads((run.staging / FINISHED).read_text(encoding="utf-8"))
+    state.wait_for_everyone()
+    if state.is_main_process:
+        run.complete()
+    state.wait_for_everyone()
+    return result
+
+
+def prepare_output_dir(cfg: Config, *, recover: bool = False) -> RunDir:
+    """Check the output directory before any work (:meth:`RunDir.prepare`)."""
+    return RunDir.prepare(cfg, recover=recover)
+
+
+def _check_resumable(cfg: Config, staging: Path, recovering: bool) -> None:
+    """Refuse to resume under a config that changes the run (anything but its length; after a
+    divergence, or with ``--recover``, also the learning rate, ``on_nonfinite`` and
+    ``max_grad_norm``)."""
+    saved_path = staging / "config.yaml"
+    if not saved_path.is_file():
+        raise ConfigError(f"{staging}: no config.yaml beside the checkpoints; cannot resume")
+    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+    allowed = RESUMABLE_CHANGES + (RECOVERY_CHANGES if recovering else ())
+    differ = [k for k in changed_keys(saved, cfg.to_dict()) if k not in allowed]
+    if differ:
+        hint = "" if recovering else (
+            "; after a divergence, or with --recover, train.learning_rate, train.on_nonfinite "
+            "and train.max_grad_norm may change too" if any(k in RECOVERY_CHANGES for k in differ)
+            else "")
+        raise ConfigError(f"cannot resume {staging}: the config differs from the checkpoint's in "
+                          f"{', '.join(differ)} (only the run's length may change{hint}); restore "
+                          "them, or start over with train.overwrite=true")
 
 
 def _crash_point(name: str) -> None:
@@ -191,35 +621,171 @@ def _crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def finite_json(obj, path: str = ""):
-    """``obj`` with every NaN or infinity replaced by None, and the dotted paths replaced."""
-    replaced: list[str] = []
-
-    def walk(x, where):
-        if isinstance(x, float) and not math.isfinite(x):
-            replaced.append(where or "value")
-            return None
-        if isinstance(x, dict):
-            return {k: walk(v, f"{where}.{k}" if where else str(k)) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [walk(v, f"{where}[{i}]") for i, v in enumerate(x)]
-        return x
-
-    return walk(obj, path), replaced
+# --------------------------------------------------------------------------- checkpoints
 
 
-def _write_json(path: Path, obj) -> None:
-    """Strict JSON (no NaN or Infinity): non-finite numbers become null, listed under
-    ``nonfinite_as_null`` in the record itself."""
-    clean, replaced = finite_json(obj)
-    if replaced and isinstance(clean, dict):
-        clean["nonfinite_as_null"] = replaced
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(clean, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+class Checkpoints:
+    """accelerate's ``save_state`` (weights as safetensors, optimizer, scheduler, random states)
+    into ``checkpoints/step-N`` through a temporary directory renamed when complete, with the
+    loop's counters as JSON (``trainer_state.json``, written last); the newest
+    ``train.keep_checkpoints`` are kept. Written at each epoch's end, every
+    ``train.checkpoint_every`` steps and every ``train.checkpoint_minutes``; never from
+    non-finite weights."""
+
+    def __init__(self, run: RunDir, accelerator, state: TrainState, *, keep: int):
+        self.run, self.accelerator, self.state, self.keep = run, accelerator, state, keep
+        self.last_time = time.monotonic()
+
+    def due(self, t) -> bool:
+        return bool((t.checkpoint_every and self.state.step % t.checkpoint_every == 0) or
+                    (t.checkpoint_minutes and
+                     time.monotonic() - self.last_time > 60 * t.checkpoint_minutes))
+
+    def save(self, guard: NonFiniteGuard, log: MetricsLog) -> None:
+        acc, state = self.accelerator, self.state
+        guard.check(state.epoch)
+        if not guard.weights_finite():
+            guard.diverged(f"the weights after optimizer step {state.step} are not finite (the "
+                           "loss and gradient norm were); they were not saved", state.step)
+        state.last_finite_loss = guard.last_loss()
+        state.log_bytes = log.size()
+        acc.wait_for_everyone()
+        root = self.run.staging / CHECKPOINTS
+        final, tmp = root / f"step-{state.step}", root / f".step-{state.step}.tmp"
+        if acc.is_main_process and tmp.exists():
+            shutil.rmtree(tmp)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp), safe_serialization=True)
+        if acc.is_main_process:
+            _crash_point(f"checkpoint-write-{state.step}")
+            write_json(tmp / STATE_FILE, state.to_dict())
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+            for old in self.run.checkpoints()[: -self.keep]:
+                shutil.rmtree(old)
+        acc.wait_for_everyone()
+        self.last_time = time.monotonic()
+
+    def resume(self, cfg: Config, scheduler, recover: bool) -> dict | None:
+        """Load the newest checkpoint; apply and return the recovery changes (learning rate,
+        ``on_nonfinite``, ``max_grad_norm``) against the checkpoint's config, if any."""
+        ckpt = self.run.checkpoints()[-1]
+        self.accelerator.load_state(str(ckpt))
+        stored = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+        for key, value in stored.items():
+            if hasattr(self.state, key):
+                setattr(self.state, key, value)
+        saved = yaml.safe_load((self.run.staging / "config.yaml").read_text(encoding="utf-8"))
+        changes = {k: [_dotted(saved, k), _dotted(cfg.to_dict(), k)]
+                   for k in changed_keys(saved, cfg.to_dict()) if k in RECOVERY_CHANGES}
+        if "train.learning_rate" in changes:
+            lr = cfg.train.learning_rate
+            scheduler.base_lrs = [lr for _ in scheduler.base_lrs]
+            for group, fn in zip(scheduler.optimizer.param_groups, scheduler.lr_lambdas):
+                group["initial_lr"] = lr
+                group["lr"] = lr * fn(scheduler.last_epoch)
+        if changes:
+            self.state.resumed_with_changes.append({"step": self.state.step, "changes": changes})
+        self.accelerator.print(f"resuming from {ckpt} (step {self.state.step}, epoch "
+                               f"{self.state.epoch + 1}, {self.state.batches_done} batches into it)"
+                               + (f"; changed: {', '.join(changes)}" if changes else ""))
+        return changes or None
 
 
-def _save_weights(state_dict: dict, directory: Path) -> None:
+def _dotted(d: dict, key: str):
+    for part in key.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+# --------------------------------------------------------------------------- the log
+
+
+class MetricsLog:
+    """``metrics.jsonl``: a line per log step, evaluation and event (strict JSON, from the main
+    process). A resumed run cuts it back to where its checkpoint was written, so each step has
+    one line."""
+
+    def __init__(self, path: Path, accelerator, *, truncate_to: int | None = None):
+        self.path, self.main = path, accelerator.is_main_process
+        self.accelerator = accelerator
+        if self.main and truncate_to is not None and path.is_file():
+            with open(path, "r+b") as fh:
+                fh.truncate(truncate_to)
+
+    def size(self) -> int:
+        return self.path.stat().st_size if self.path.is_file() else 0
+
+    def write(self, record: dict) -> None:
+        if self.main:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(dumps_line(record))
+
+    def train(self, state: TrainState, guard: NonFiniteGuard, timer: EpochTimer, scheduler,
+              *, epoch_end: bool = False) -> None:
+        """The interval's mean loss (and skipped steps): the one read of the running sums."""
+        acc = self.accelerator
+        loss_sum = acc.reduce(guard.run_loss, "mean")
+        steps = float(guard.run_steps)
+        bad = int(acc.reduce(guard.run_bad, "sum"))
+        elapsed = timer.elapsed()
+        real = int(acc.reduce(timer.real, "sum")) if timer.real is not None else 0
+        if steps:
+            mean = float(loss_sum) / steps
+            state.history.append(mean)
+            state.last_finite_loss = mean
+            self.write({"event": "train", "epoch": state.epoch + 1, "step": state.step,
+                        "loss": mean, "lr": scheduler.get_last_lr()[0],
+                        "tokens_per_s": real / elapsed if elapsed else None})
+        if bad:
+            state.skipped_steps += bad
+            self.write({"event": "skipped", "epoch": state.epoch + 1, "step": state.step,
+                        "steps": bad})
+        for t in (guard.run_loss, guard.run_steps, guard.run_bad):
+            t.zero_()
+        if epoch_end:
+            state.train_time_s += elapsed
+            state.real_tokens += real
+            state.all_tokens += int(acc.reduce(torch.as_tensor(timer.all or 0,
+                                                               device=acc.device), "sum"))
+            state.epoch_time, state.epoch_tokens = elapsed, real
+
+
+# --------------------------------------------------------------------------- evaluation and end
+
+
+def evaluate_epoch(task, model, accelerator, state: TrainState, run: RunDir, log: MetricsLog,
+                   guard: NonFiniteGuard, eval_dtype, progress: bool, t) -> None:
+    """Dev at an epoch's end: log it, keep the best weights (finite ones), stop early."""
+    unwrapped = accelerator.unwrap_model(model)
+    epoch_time, tokens = state.epoch_time, state.epoch_tokens
+    record = {"event": "eval", "split": "dev", "epoch": state.epoch + 1, "step": state.step,
+              "epoch_time_s": epoch_time,
+              "train_tokens_per_s": tokens / epoch_time if epoch_time else None}
+    if task.has_split("dev"):
+        dev = task.evaluate(unwrapped, "dev", device=accelerator.device, progress=progress,
+                            accelerator=accelerator, dtype=eval_dtype)
+        record.update(task.summary(dev))
+        score = task.score(dev)
+        accelerator.print(f"epoch {state.epoch + 1}: dev {task.primary_metric} {100 * score:.2f}")
+    else:
+        score = float(state.epoch)  # no dev split: the last epoch is the one kept
+    log.write(record)
+    if state.best_score is None or score > state.best_score:
+        state.best_score, state.best_epoch = score, state.epoch + 1
+        if not guard.weights_finite():
+            guard.diverged(f"the weights after epoch {state.epoch + 1} are not finite", state.step)
+        if accelerator.is_main_process:
+            save_weights(unwrapped.state_dict(), run.staging / "best")
+    patience = t.early_stopping_patience
+    if patience and task.has_split("dev") and state.epoch + 1 - state.best_epoch >= patience:
+        accelerator.print(f"early stopping: no better dev {task.primary_metric} for {patience} "
+                          f"epochs (best: epoch {state.best_epoch})")
+        state.stopped_early = state.epoch + 1
+
+
+def save_weights(state_dict: dict, directory: Path) -> None:
     """The weights as safetensors, through a temporary file renamed when complete."""
     from safetensors.torch import save_file
 
@@ -229,349 +795,71 @@ def _save_weights(state_dict: dict, directory: Path) -> None:
     os.replace(tmp, directory / "model.safetensors")
 
 
-def _load_weights(directory: Path) -> dict:
+def finish(task, model, tokenizer, accelerator, state: TrainState, run: RunDir, log: MetricsLog,
+           guard: NonFiniteGuard, fingerprints: dict, eval_dtype, progress: bool, t) -> dict:
+    """The best weights back, dev and test scored and written, the model and ``metrics.json``
+    saved (in that order: ``metrics.json`` marks the run finished), then :meth:`RunDir.complete`."""
     from safetensors.torch import load_file
-
-    return load_file(str(directory / "model.safetensors"))
-
-
-def train(cfg: Config, task, model, tokenizer, *, progress: bool = True) -> dict:
-    """Fine-tune ``model`` on ``task``; evaluate on dev each epoch, keep the best, test it, save.
-
-    Each optimizer step sums the loss over every micro-batch of the accumulated batch (on every
-    process) and divides by the number of labelled items in all of them, so gradient
-    accumulation takes the same step as one large batch. Running sums stay on the device; the
-    host reads them once per logging interval, checkpoint and epoch end.
-
-    Checkpoints (``train.checkpoint_every`` steps, each epoch's end, every
-    ``train.checkpoint_minutes``) go to ``OUTPUT_DIR.incomplete/checkpoints/step-N`` through a
-    temporary directory renamed when complete; the best dev weights to
-    ``OUTPUT_DIR.incomplete/best``. ``train.resume`` continues from the newest checkpoint with the
-    same data order and random state, so the result equals an uninterrupted run.
-
-    Raises:
-        TrainingDiverged: a non-finite loss or gradient norm with ``train.on_nonfinite: stop``
-            (the run stays ``.incomplete`` with its last good checkpoint).
-
-    Returns:
-        The final metrics (also written to ``metrics.json``).
-    """
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from transformers import get_linear_schedule_with_warmup
-
-    t = cfg.train
-    out, staging = prepare_output_dir(cfg)
-    if t.early_stopping_patience and not task.has_split("dev"):
-        raise ConfigError("train.early_stopping_patience: early stopping needs a dev split "
-                          "(set data.dev_file, or drop the key)")
-    saved = checkpoints(staging) if t.resume in ("yes", "auto") else []
-    if t.num_threads:
-        torch.set_num_threads(t.num_threads)
-    _reset_accelerate_state()  # train() may run several times in one process (tests, benchmarks)
-    # several processes and no GPU: accelerate needs cpu=True to join them (gloo); without it
-    # each process would train alone
-    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    accelerator = Accelerator(mixed_precision="bf16" if t.bf16 else "no", cpu=multi_cpu)
-    _check_launch(accelerator)
-    if saved:
-        _check_resumable(cfg, staging)
-    set_seed(t.seed)
-
-    with accelerator.main_process_first():
-        train_rows = task.features("train")
-    lengths = list(train_rows["length"])
-    sampler = LengthGroupedBatchSampler(lengths, t.batch_size, t.seed, group=t.group_by_length)
-    # what makes runs of one seed comparable in pairs: the same data order, the same start
-    fingerprints = {"data_order": fingerprint(list(sampler)),
-                    "initial_weights": fingerprint(model.state_dict())}
-    # a generator of its own: iterating the loader then draws nothing from the global random
-    # state, so a run resumed in mid-epoch sees the same dropout as one never stopped
-    loader = DataLoader(train_rows, batch_sampler=sampler, collate_fn=task.collate,
-                        generator=torch.Generator().manual_seed(t.seed))
-    optimizer = make_optimizer(model, t.weight_decay, t.learning_rate)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    # the loss's forward through the compiled module; accelerate keeps (and checkpoints) the
-    # module itself, so checkpoints are the same with and without compile and evaluation runs
-    # eager. dynamic: length-grouped batches change the sequence length from batch to batch
-    forward_model = torch.compile(model, dynamic=True) if t.compile else model
-    # totals from the prepared loader: this process's share of the batches
-    accum = t.gradient_accumulation_steps
-    steps_per_epoch = math.ceil(len(loader) / accum)
-    total_steps = math.ceil(steps_per_epoch * t.epochs)
-    if t.max_steps:
-        total_steps = min(total_steps, t.max_steps)
-    # not prepared: accelerate's wrapper steps it once per process, for totals counted before
-    # prepare; this one steps once per optimizer step, and its state goes into the checkpoint
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps),
-                                                total_steps)
-
-    state = {"step": 0, "epoch": 0, "batches_done": 0, "best_score": None, "best_epoch": -1,
-             "history": [], "train_time_s": 0.0, "real_tokens": 0, "all_tokens": 0,
-             "skipped_steps": 0, "last_finite_loss": None}
-    if saved:
-        ckpt = saved[-1]
-        accelerator.load_state(str(ckpt))
-        stored = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
-        scheduler.load_state_dict(stored.pop("scheduler"))
-        state.update(stored)
-        accelerator.print(f"resuming from {ckpt} (step {state['step']}, epoch "
-                          f"{state['epoch'] + 1}, {state['batches_done']} batches into it)")
-    elif accelerator.is_main_process:
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
-    if accelerator.is_main_process:
-        save_config(cfg, staging / "config.yaml")
-    accelerator.wait_for_everyone()
-    log_path = staging / "metrics.jsonl"
-
-    def log(record: dict) -> None:
-        if accelerator.is_main_process:
-            clean, _ = finite_json(record)
-            with open(log_path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(clean, allow_nan=False) + "\n")
-
-    device = accelerator.device
-    # evaluation in the training precision unless train.eval_precision says fp32
-    eval_dtype = torch.bfloat16 if t.bf16 and t.eval_precision == "same" else None
-    params = [p for p in model.parameters() if p.requires_grad]
-    inner = getattr(optimizer, "optimizer", optimizer)
-    # a skipped step leaves weights and optimizer state as they were: fused AdamW reads a
-    # device flag (as under a gradient scaler), so no step waits to know
-    skip_on_device = t.on_nonfinite == "skip" and getattr(inner, "_step_supports_amp_scaling", False)
-
-    def zeros(dtype=torch.float32):
-        return torch.zeros((), device=device, dtype=dtype)
-
-    run_loss, run_steps, run_bad = zeros(), zeros(), zeros()
-    first_bad = torch.full((), -1, device=device, dtype=torch.long)
-    last_finite = zeros()
-    has_finite = zeros(torch.bool)
-    last_ckpt_time = time.monotonic()
-
-    def check_finite(epoch: int) -> None:
-        """The one host read of the guard: at a log line, a checkpoint or an epoch's end."""
-        if t.on_nonfinite != "stop":
-            return
-        bad_step = int(first_bad)
-        if bad_step < 0:
-            return
-        last = float(last_finite) if bool(has_finite) else state["last_finite_loss"]
-        log({"event": "nonfinite", "epoch": epoch + 1, "step": bad_step, "last_finite_loss": last})
-        raise TrainingDiverged(
-            f"training diverged: a non-finite loss or gradient norm at optimizer step {bad_step} "
-            f"(epoch {epoch + 1}); the last finite loss was {last if last is None else f'{last:.4g}'}."
-            f" The run stays in {staging} with its last good checkpoint; lower "
-            "train.learning_rate, or set train.on_nonfinite=skip to drop such steps")
-
-    def flush_log(epoch: int, elapsed: float, epoch_real: int) -> None:
-        nonlocal run_loss, run_steps, run_bad
-        loss_sum = accelerator.reduce(run_loss, "mean")
-        steps = float(run_steps)
-        bad = int(accelerator.reduce(run_bad, "sum"))
-        if steps:
-            mean = float(loss_sum) / steps
-            state["history"].append(mean)
-            state["last_finite_loss"] = mean
-            log({"event": "train", "epoch": epoch + 1, "step": state["step"], "loss": mean,
-                 "lr": scheduler.get_last_lr()[0],
-                 "tokens_per_s": epoch_real / elapsed if elapsed else None})
-        if bad:
-            state["skipped_steps"] += bad
-            log({"event": "skipped", "epoch": epoch + 1, "step": state["step"], "steps": bad})
-        run_loss, run_steps, run_bad = zeros(), zeros(), zeros()
-
-    def save_checkpoint(epoch: int) -> None:
-        nonlocal last_ckpt_time
-        check_finite(epoch)
-        accelerator.wait_for_everyone()
-        root = staging / CHECKPOINTS
-        final = root / f"step-{state['step']}"
-        tmp = root / f".step-{state['step']}.tmp"
-        if accelerator.is_main_process and tmp.exists():
-            shutil.rmtree(tmp)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp), safe_serialization=True)
-        if accelerator.is_main_process:
-            _crash_point(f"checkpoint-write-{state['step']}")
-            _write_json(tmp / STATE_FILE, {**state, "scheduler": scheduler.state_dict()})
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)
-            for old in checkpoints(staging)[: -t.keep_checkpoints]:
-                shutil.rmtree(old)
-        accelerator.wait_for_everyone()
-        last_ckpt_time = time.monotonic()
-
-    epochs = math.ceil(t.epochs)
-    done = state["step"] >= total_steps
-    while state["epoch"] < epochs and not done:
-        epoch = state["epoch"]
-        model.train()
-        skip = state["batches_done"]
-        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
-        # the prepared loader passes its own epoch count to the sampler at each pass: set both
-        for obj in (loader, batches, sampler):
-            if hasattr(obj, "set_epoch"):
-                obj.set_epoch(epoch)
-        bar = tqdm(total=steps_per_epoch, initial=skip // accum, desc=f"epoch {epoch + 1}/{epochs}",
-                   unit="step", disable=not (progress and accelerator.is_local_main_process))
-        t0, paused = time.perf_counter(), 0.0  # paused: training time before a checkpoint
-        epoch_real, epoch_all = zeros(torch.long), zeros(torch.long)
-        it = iter(batches)
-        while True:
-            window = list(itertools.islice(it, accum))
-            if not window:
-                break
-            # the labelled items of the whole accumulated batch, on every process
-            n_items = torch.stack([task.count_items(b) for b in window]).sum()
-            n_items = accelerator.reduce(n_items, "sum").float() / accelerator.num_processes
-            window_loss = zeros()
-            for k, batch in enumerate(window):
-                sync = contextlib.nullcontext() if k == len(window) - 1 else accelerator.no_sync(model)
-                with sync:
-                    loss = task.compute_loss(forward_model, batch, num_items_in_batch=n_items)
-                    accelerator.backward(loss)
-                window_loss += loss.detach().float()
-                epoch_real += batch["attention_mask"].sum()
-                epoch_all += batch["attention_mask"].numel()
-            ok = torch.isfinite(window_loss)
-            if t.max_grad_norm > 0:
-                norm = accelerator.clip_grad_norm_(params, t.max_grad_norm)
-                ok = ok & torch.isfinite(norm)
-            if skip_on_device:
-                inner.found_inf = (~ok).float()
-            elif t.on_nonfinite == "skip" and not bool(ok):  # an optimizer with no device flag
-                optimizer.zero_grad(set_to_none=True)
-            optimizer.step()
-            if skip_on_device:
-                inner.found_inf = None
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"] += 1
-            state["batches_done"] += len(window)
-            _crash_point(f"step-{state['step']}")
-            run_loss += torch.where(ok, window_loss, 0.0)
-            run_steps += ok.float()
-            run_bad += (~ok).float()
-            first_bad = torch.where((first_bad < 0) & ~ok, state["step"], first_bad)
-            last_finite = torch.where(ok, window_loss, last_finite)
-            has_finite = has_finite | ok
-            bar.update(1)
-            if state["step"] % t.log_every == 0:
-                elapsed = paused + time.perf_counter() - t0
-                check_finite(epoch)
-                flush_log(epoch, elapsed, int(epoch_real))
-                bar.set_postfix(loss=f"{state['history'][-1]:.4f}" if state["history"] else "-",
-                                tok_s=f"{int(epoch_real) / elapsed:.0f}")
-            if state["step"] >= total_steps:
-                done = True
-                break
-            due = (t.checkpoint_every and state["step"] % t.checkpoint_every == 0) or \
-                (t.checkpoint_minutes and time.monotonic() - last_ckpt_time > 60 * t.checkpoint_minutes)
-            if due:
-                paused += time.perf_counter() - t0
-                save_checkpoint(epoch)
-                t0 = time.perf_counter()
-        bar.close()
-        epoch_time = paused + time.perf_counter() - t0
-        check_finite(epoch)
-        epoch_real_n = int(accelerator.reduce(epoch_real, "sum"))
-        flush_log(epoch, epoch_time, epoch_real_n)
-        state["train_time_s"] += epoch_time
-        state["real_tokens"] += epoch_real_n
-        state["all_tokens"] += int(accelerator.reduce(epoch_all, "sum"))
-        unwrapped = accelerator.unwrap_model(model)
-        dev = task.evaluate(unwrapped, "dev", device=device, progress=progress,
-                            accelerator=accelerator, dtype=eval_dtype) \
-            if task.has_split("dev") else None
-        record = {"event": "eval", "split": "dev", "epoch": epoch + 1, "step": state["step"],
-                  "epoch_time_s": epoch_time,
-                  "train_tokens_per_s": epoch_real_n / epoch_time if epoch_time else None}
-        if dev is not None:
-            record.update(task.summary(dev))
-            score = task.score(dev)
-            accelerator.print(f"epoch {epoch + 1}: dev {task.primary_metric} {100 * score:.2f}")
-        else:
-            score = float(epoch)  # no dev split: the last epoch is the one kept
-        log(record)
-        if state["best_score"] is None or score > state["best_score"]:
-            state["best_score"], state["best_epoch"] = score, epoch + 1
-            if accelerator.is_main_process:
-                _save_weights(unwrapped.state_dict(), staging / "best")
-        patience = t.early_stopping_patience
-        if patience and dev is not None and epoch + 1 - state["best_epoch"] >= patience:
-            accelerator.print(f"early stopping: no better dev {task.primary_metric} for {patience} "
-                              f"epochs (best: epoch {state['best_epoch']})")
-            state["stopped_early_at_epoch"] = epoch + 1
-            done = True
-        state["epoch"], state["batches_done"] = epoch + 1, 0
-        if not done and state["epoch"] < epochs:
-            save_checkpoint(epoch)
 
     accelerator.wait_for_everyone()
     model = accelerator.unwrap_model(model)
-    if (staging / "best" / "model.safetensors").is_file():
-        model.load_state_dict(_load_weights(staging / "best"))
-    train_time = state["train_time_s"]
+    best = run.staging / "best" / "model.safetensors"
+    if best.is_file():
+        model.load_state_dict(load_file(str(best)))
     result: dict = {"seqlab_version": __version__, "processes": accelerator.num_processes,
-                    **fingerprints,
-                    "best_epoch": state["best_epoch"], "steps": state["step"],
-                    "skipped_steps": state["skipped_steps"],
-                    "epochs_run": state["epoch"],
-                    "stopped_early_at_epoch": state.get("stopped_early_at_epoch"),
-                    "train_time_s": round(train_time, 2),
-                    "train_tokens_per_s": state["real_tokens"] / train_time if train_time else None,
-                    "train_tokens_per_s_with_padding":
-                        state["all_tokens"] / train_time if train_time else None,
-                    "loss_history": state["history"]}
+                    **fingerprints, "best_epoch": state.best_epoch, "steps": state.step,
+                    "epochs_run": state.epoch,
+                    "stopped_early_at_epoch": state.stopped_early,
+                    "skipped_steps": state.skipped_steps,
+                    "resumed_with_changes": state.resumed_with_changes,
+                    "train_time_s": round(state.train_time_s, 2),
+                    "train_tokens_per_s": (state.real_tokens / state.train_time_s
+                                           if state.train_time_s else None),
+                    "train_tokens_per_s_with_padding": (state.all_tokens / state.train_time_s
+                                                        if state.train_time_s else None),
+                    "loss_history": state.history}
     for split in ("dev", "test"):  # on every process, each its share
         if task.has_split(split):
-            res = task.evaluate(model, split, device=device, accelerator=accelerator,
-                                dtype=eval_dtype, out_file=staging / f"predictions_{split}.{task.prediction_ext}",
-                                progress=progress)
+            res = task.evaluate(model, split, device=accelerator.device, accelerator=accelerator,
+                                dtype=eval_dtype, progress=progress,
+                                out_file=run.staging / f"predictions_{split}.{task.prediction_ext}")
             result[split] = res
-            log({"event": "final", "split": split, **task.summary(res)})
+            log.write({"event": "final", "split": split, **task.summary(res)})
+    _crash_point("finish-predictions")
     if accelerator.is_main_process:
         if t.save_model:
-            model.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
-        task.save_extra(staging)
-        _write_json(staging / "metrics.json", result)
-        shutil.rmtree(staging / CHECKPOINTS, ignore_errors=True)
-        shutil.rmtree(staging / "best", ignore_errors=True)
-        _finish(staging, out)
+            if not guard.weights_finite():
+                guard.diverged("the final weights are not finite; they were not saved", state.step)
+            model.save_pretrained(run.staging)
+            tokenizer.save_pretrained(run.staging)
+        task.save_extra(run.staging)
+        _crash_point("finish-model")
+        write_json(run.staging / FINISHED, result)
+        _crash_point("finish-metrics")
+        run.complete()
+    accelerator.wait_for_everyone()
     return result
 
 
-def _check_resumable(cfg: Config, staging: Path) -> None:
-    """Refuse to resume a run under a config that changes it (anything but its length)."""
-    from .config import RESUMABLE_CHANGES
-
-    saved_path = staging / "config.yaml"
-    if not saved_path.is_file():
-        raise ConfigError(f"{staging}: no config.yaml beside the checkpoints; cannot resume")
-    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
-    differ = [k for k in changed_keys(saved, cfg.to_dict()) if k not in RESUMABLE_CHANGES]
-    if differ:
-        raise ConfigError(f"cannot resume {staging}: the config differs from the checkpoint's in "
-                          f"{', '.join(differ)} (only the run's length may change); restore them, "
-                          "or start over with train.overwrite=true")
-
-
-def train_config(cfg: Config, *, progress: bool = True) -> dict:
+def train_config(cfg: Config, *, progress: bool = True, recover: bool = False,
+                 config_path: str | None = None) -> dict:
     """Train the task a validated config describes and print its report; return the metrics."""
+    from accelerate import PartialState
     from accelerate.utils import set_seed
 
     from .tasks import get_task
 
+    run = RunDir.prepare(cfg, recover=recover)
+    if run.done or run.finished():  # finished: no data to read, nothing to train
+        result = complete_finished(run)
+        if PartialState().is_main_process:
+            print(f"the run in {cfg.train.output_dir} is complete (nothing was trained)")
+        return result
     task = get_task(cfg.task).from_config(cfg)
     set_seed(cfg.train.seed)  # the same initialisation for every run of a seed
     model = task.new_model()
-    result = train(cfg, task, model, task.tokenizer, progress=progress)
-    from accelerate import PartialState
-
+    result = train(cfg, task, model, task.tokenizer, progress=progress, recover=recover,
+                   config_path=config_path)
     if PartialState().is_main_process:  # the scores are the main process's
         text = task.report(result)
         if text:

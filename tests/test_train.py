@@ -86,6 +86,124 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, fixtures, tiny_encoder,
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stdout + resumed.stderr
     _same_run(uninterrupted, out)
+    # the log has one line per logged step, as the uninterrupted run's
+    steps = [r["step"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+             if r["event"] == "train"]
+    ref = [r["step"] for r in map(json.loads, (uninterrupted / "metrics.jsonl").read_text()
+                                  .splitlines()) if r["event"] == "train"]
+    assert steps == ref
+
+
+FINISH_STEPS = ["finish-predictions", "finish-model", "finish-metrics", "finish-checkpoints",
+                "finish-best", "finish-old", "finish-rename"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("crash", FINISH_STEPS)
+def test_a_run_killed_while_finishing_is_completed_not_retrained(tmp_path, fixtures, tiny_encoder,
+                                                                 uninterrupted, crash):
+    out = tmp_path / "run"
+    args = _args(fixtures, tiny_encoder, out, "train.checkpoint_every=3")
+    if crash == "finish-old":  # the step that moves a previous run aside
+        out.mkdir()
+        (out / "old-run.txt").write_text("a previous run")
+        args.append("train.overwrite=true")
+    first = _subprocess(args, SEQLAB_CRASH_AT=crash)
+    assert first.returncode == -9, first.stderr[-2000:]
+    staging = out.with_name("run.incomplete")
+    if crash != "finish-rename":
+        assert staging.is_dir()
+        # a plain rerun neither deletes nor retrains it: it says how to finish it
+        if "train.overwrite=true" not in args:
+            refused = _subprocess(args)
+            assert refused.returncode == 2 and "Traceback" not in refused.stderr
+            assert "--resume" in refused.stderr and staging.is_dir()
+    resumed = _subprocess([a for a in args if a != "train.overwrite=true"] + ["--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert not staging.exists() and not out.with_name("run.old").exists()
+    assert "epoch 1:" not in resumed.stdout  # nothing was trained again
+    _same_run(uninterrupted, out)
+
+
+def test_fp32_evaluation_after_bf16_training_is_fp32(tmp_path, fixtures, tiny_encoder):
+    """train.eval_precision=fp32: the dev probabilities written by training equal a separate
+    float32 `seqlab evaluate`, word by word (and bf16 evaluation gives other ones)."""
+    def probs(path):
+        return [l.split()[-1] for l in path.read_text().splitlines() if l.strip()]
+
+    runs = {}
+    for precision in ("fp32", "same"):
+        out = tmp_path / precision
+        assert main(_args(fixtures, tiny_encoder, out, "train.bf16=true", "train.epochs=3",
+                          f"train.eval_precision={precision}")) == 0
+        runs[precision] = out
+    for precision, flags in (("fp32", []), ("same", ["--bf16"])):
+        out = runs[precision]
+        evaluated = tmp_path / f"eval-{precision}.conll"
+        assert main(["evaluate", str(out), "--file", str(fixtures / "dev.conll"), "--output",
+                     str(evaluated), "--no-progress", *flags]) == 0
+        assert probs(out / "predictions_dev.conll") == probs(evaluated)
+    fp32_eval = tmp_path / "fp32-of-bf16.conll"
+    assert main(["evaluate", str(runs["same"]), "--file", str(fixtures / "dev.conll"), "--output",
+                 str(fp32_eval), "--no-progress"]) == 0
+    assert probs(runs["same"] / "predictions_dev.conll") != probs(fp32_eval)
+
+
+def _finite_checkpoints(staging):
+    from safetensors.torch import load_file
+
+    for ckpt in (staging / "checkpoints").glob("step-*"):
+        for name, t in load_file(str(ckpt / "model.safetensors")).items():
+            assert torch.isfinite(t).all(), (ckpt.name, name)
+
+
+def test_no_checkpoint_holds_infinite_weights(tmp_path, fixtures, tiny_encoder, capsys):
+    # a learning rate that makes the weights infinite while the loss and gradients stay finite
+    for mode in ("stop", "skip"):
+        out = tmp_path / mode
+        rc = main(_args(fixtures, tiny_encoder, out, "train.learning_rate=1e40",
+                        "train.checkpoint_every=1", f"train.on_nonfinite={mode}"))
+        err = capsys.readouterr().err
+        assert rc == 3, err[-500:]
+        assert "are not finite" in err and "Traceback" not in err
+        assert not out.exists()
+        _finite_checkpoints(out.with_name(f"{mode}.incomplete"))
+
+
+def test_a_diverged_run_resumes_with_a_lower_learning_rate(tmp_path, fixtures, tiny_encoder):
+    out = tmp_path / "run"
+    # warm-up: the first step is taken at learning rate 0 and checkpointed, the second explodes
+    args = _args(fixtures, tiny_encoder, out, "train.learning_rate=1e40", "train.checkpoint_every=1",
+                 "train.warmup_ratio=0.2", "train.epochs=2")
+    first = _subprocess(args)
+    assert first.returncode == 3 and "--resume train.learning_rate=" in first.stderr
+    # the same run again diverges again, and knows its last finite loss
+    again = _subprocess([*args, "--resume"])
+    assert again.returncode == 3
+    assert "the last finite loss was none" not in again.stderr
+    assert "the last finite loss was" in again.stderr
+    fixed = _subprocess([*args, "--resume", "train.learning_rate=1e-3"])
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    m = _strict_json((out / "metrics.json").read_text())
+    (change,) = m["resumed_with_changes"]
+    assert change["changes"]["train.learning_rate"] == [1e40, 1e-3]
+    # an interrupted run that did not diverge keeps its learning rate unless asked (--recover)
+    other = tmp_path / "other"
+    args = _args(fixtures, tiny_encoder, other, "train.checkpoint_every=3")
+    assert _subprocess(args, SEQLAB_CRASH_AT="step-4").returncode == -9
+    refused = _subprocess([*args, "--resume", "train.learning_rate=1e-3"])
+    assert refused.returncode == 2 and "--recover" in refused.stderr
+    assert _subprocess([*args, "--resume", "--recover", "train.learning_rate=1e-3"]).returncode == 0
+
+
+def test_an_incomplete_distributed_environment_is_one_line(tmp_path, fixtures, tiny_encoder):
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "MASTER_ADDR", "MASTER_PORT")}
+    run = subprocess.run([sys.executable, "-m", "seqlab.cli",
+                          *_args(fixtures, tiny_encoder, tmp_path / "run")], capture_output=True,
+                         text=True, env={**env, "WORLD_SIZE": "2"}, cwd=ROOT, timeout=300)
+    assert run.returncode == 2
+    assert "WORLD_SIZE=2 but RANK, MASTER_ADDR, MASTER_PORT are not set" in run.stderr
+    assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
 
 
 def test_resume_refuses_a_changed_config(tmp_path, fixtures, tiny_encoder):
@@ -145,8 +263,8 @@ def test_gradient_accumulation_takes_the_full_batch_step(tmp_path, fixtures, tin
             "task": "ner", "data": {"train_file": str(fixtures / "train.conll") + "",
                                     "dev_file": str(fixtures / "dev.conll")},
             "model": {"encoder": str(tiny_encoder), "max_length": 24},
-            "train": {"batch_size": batch, "gradient_accumulation_steps": accum, "max_steps": 1,
-                      "learning_rate": 1e-3, "warmup_ratio": 0, "group_by_length": False,
+            "train": {"batch_size": batch, "gradient_accumulation_steps": accum, "max_steps": 3,
+                      "learning_rate": 1e-3, "warmup_ratio": 0,
                       "output_dir": str(tmp_path / f"b{batch}"), "save_model": False}})
         long = tmp_path / "train.conll"  # 32+ sentences so that one step sees 32
         long.write_text(((fixtures / "train.conll").read_text() + "\n") * 6)
@@ -178,7 +296,7 @@ def test_two_processes_equal_one_with_twice_the_batch(tmp_path, fixtures, tiny_e
     # processes by repeating examples
     long = tmp_path / "train.conll"
     long.write_text(((fixtures / "train.conll").read_text() + "\n") * 8)
-    common = ["train.group_by_length=false", "train.epochs=2", "train.max_steps=5",
+    common = ["train.epochs=2", "train.max_steps=5",
               "train.warmup_ratio=0.2", f"data.train_file={long}"]
     one = tmp_path / "one"
     args_one = _args(fixtures, tiny_encoder, one, "train.batch_size=8", *common)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
-from .schemes import split_tag
+from .schemes import spans_to_tags, split_tag
 
 _COLUMN_SPLIT = re.compile(r"[ \t]+")
 
@@ -33,6 +33,26 @@ class Sentence:
     extra: dict = field(default_factory=dict)
     path: str = ""            # the file it was read from ("" when built in code or from the hub)
     one_line: bool = False    # the whole sentence on one line (JSON lines)
+    # entity spans (type, start, end) as given by a span-annotated file; may nest or overlap.
+    # Then ``tags`` are those spans in IOB2 when they do not overlap, else None
+    spans: list[tuple[str, int, int]] | None = None
+
+    def gold_spans(self, scheme: str) -> list[tuple[str, int, int]]:
+        """The gold entities ``(type, start, end)``: the given spans, or the tags read in
+        ``scheme``."""
+        from .schemes import tags_to_spans
+
+        return list(self.spans) if self.spans is not None else tags_to_spans(self.tags, scheme)
+
+    def overlap(self) -> tuple[tuple[str, int, int], tuple[str, int, int]] | None:
+        """The first two given spans that overlap (nested or crossing), or None."""
+        if not self.spans:
+            return None
+        ordered = sorted(self.spans, key=lambda x: (x[1], -x[2]))
+        for a, b in zip(ordered, ordered[1:]):
+            if b[1] < a[2]:
+                return a, b
+        return None
 
     def where(self, token: int = 0) -> str:
         """``file:line`` of a token, for messages."""
@@ -126,7 +146,16 @@ def read_conll(path: str | os.PathLike, *, tag_column: int = -1, member: str | N
 
 
 def read_jsonl(path: str | os.PathLike) -> list[Sentence]:
-    """Read JSON lines ``{"tokens": [...], "tags": [...]}`` (``doc_id`` optional)."""
+    """Read JSON lines of tagged sentences, ``{"tokens": [...], "tags": [...]}``, or of
+    span-annotated ones, ``{"tokens": [...], "entities": [{"start": 0, "end": 3, "type":
+    "ORG"}, ...]}`` (word indices, ``end`` exclusive; spans may nest or overlap). ``doc_id`` is
+    optional.
+
+    Raises:
+        DataError: invalid JSON, a missing key, tags and tokens of different lengths, a tag that
+            fits no scheme, or an entity that is not a non-empty span of the sentence's words
+            with integer indices; the message names the file and line.
+    """
     text, name = _open_text(path)
     sentences = []
     for lineno, line in enumerate(io.StringIO(text), start=1):
@@ -136,10 +165,24 @@ def read_jsonl(path: str | os.PathLike) -> list[Sentence]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"invalid JSON ({exc.msg}, column {exc.colno})", name, lineno) from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("tokens"), list) \
-                or not isinstance(obj.get("tags"), list):
-            raise DataError('expected an object {"tokens": [...], "tags": [...]}', name, lineno)
-        toks, tgs = obj["tokens"], obj["tags"]
+        if not isinstance(obj, dict) or not isinstance(obj.get("tokens"), list) or not (
+                isinstance(obj.get("tags"), list) or isinstance(obj.get("entities"), list)):
+            raise DataError('expected an object {"tokens": [...], "tags": [...]} or {"tokens": '
+                            '[...], "entities": [{"start": ..., "end": ..., "type": ...}]}',
+                            name, lineno)
+        toks = [str(t) for t in obj["tokens"]]
+        doc = obj.get("doc_id", 0)
+        if isinstance(doc, bool) or not isinstance(doc, int):
+            raise DataError(f"doc_id must be an integer, got {doc!r}", name, lineno)
+        if "entities" in obj:
+            spans = _read_entities(obj["entities"], len(toks), name, lineno)
+            if not toks:
+                continue
+            sent = Sentence(toks, [], doc, lineno, path=name, one_line=True, spans=spans)
+            sent.tags = None if sent.overlap() else spans_to_tags(spans, len(toks), "iob2")
+            sentences.append(sent)
+            continue
+        tgs = obj["tags"]
         if len(toks) != len(tgs):
             raise DataError(f"{len(toks)} tokens but {len(tgs)} tags", name, lineno)
         if not toks:
@@ -149,11 +192,35 @@ def read_jsonl(path: str | os.PathLike) -> list[Sentence]:
                 split_tag(str(tag))
             except ValueError as exc:
                 raise DataError(str(exc), name, lineno) from None
-        sentences.append(Sentence([str(t) for t in toks], [str(t) for t in tgs],
-                                  int(obj.get("doc_id", 0)), lineno, path=name, one_line=True))
+        sentences.append(Sentence(toks, [str(t) for t in tgs], doc, lineno, path=name,
+                                  one_line=True))
     if not sentences:
         raise DataError("no sentences found (the file is empty)", name)
     return sentences
+
+
+def _read_entities(entities: list, n: int, name: str, lineno: int) -> list[tuple[str, int, int]]:
+    spans = []
+    for k, ent in enumerate(entities, start=1):
+        if not isinstance(ent, dict) or not {"start", "end", "type"} <= set(ent):
+            raise DataError(f'entity {k}: expected {{"start": ..., "end": ..., "type": ...}}, '
+                            f"got {json.dumps(ent)[:80]}", name, lineno)
+        start, end, typ = ent["start"], ent["end"], ent["type"]
+        for key, value in (("start", start), ("end", end)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise DataError(f"entity {k}: {key} must be an integer word index, got "
+                                f"{json.dumps(value)}", name, lineno)
+        if not isinstance(typ, str) or not typ or any(c.isspace() for c in typ):
+            raise DataError(f"entity {k}: type must be a non-empty string without spaces, got "
+                            f"{json.dumps(typ)}", name, lineno)
+        if start >= end:
+            raise DataError(f"entity {k} [{start}, {end}) {typ} is empty: end is exclusive and "
+                            "must be greater than start", name, lineno)
+        if start < 0 or end > n:
+            raise DataError(f"entity {k} [{start}, {end}) {typ} lies outside the sentence of {n} "
+                            "words", name, lineno)
+        spans.append((typ, start, end))
+    return spans
 
 
 def read_sentences(path: str | os.PathLike, *, tag_column: int = -1) -> list[Sentence]:

@@ -207,9 +207,14 @@ def load_files(train_file: str | None, dev_file: str | None, test_file: str | No
 def resolve_scheme(splits: dict[str, list[Sentence]], declared: str) -> str:
     """The declared scheme, or the one detected on the training data; checks every split."""
     first = splits.get("train") or next(iter(splits.values()))
-    scheme = detect_scheme([s.tags for s in first]) if declared == "auto" else declared
+    if declared == "auto" and all(s.spans is not None for s in first):
+        declared = "iob2"  # span-annotated: the tags beside the spans are written in IOB2
+    scheme = detect_scheme([s.tags for s in first if s.tags is not None]) if declared == "auto" \
+        else declared
     for split, sentences in splits.items():
         for sent in sentences:
+            if sent.tags is None:  # nested spans: no tags to check
+                continue
             try:
                 check_tags(sent.tags, scheme)
             except ValueError as exc:

@@ -58,24 +58,29 @@ def load_token_classifier(name: str, labels: list[str] | None = None):
     if labels is not None:
         kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
                   "label2id": {l: i for i, l in enumerate(labels)}}
-    return _load("model", name, _quiet(AutoModelForTokenClassification.from_pretrained), **kwargs)
+    return _load("model", name, quiet(AutoModelForTokenClassification.from_pretrained), **kwargs)
 
 
 def load_question_answering(name: str):
     from transformers import AutoModelForQuestionAnswering
 
-    return _load("model", name, _quiet(AutoModelForQuestionAnswering.from_pretrained))
+    return _load("model", name, quiet(AutoModelForQuestionAnswering.from_pretrained))
 
 
-def _quiet(fn):
-    """Load without the 'newly initialized weights' warning: a new head is what we ask for."""
+def quiet(fn):
+    """Load without transformers' notes and progress bars: the 'newly initialized weights'
+    warning (a new head is what we ask for) and the weight-loading bar."""
     def wrapped(*args, **kwargs):
         from transformers.utils import logging
 
         level = logging.get_verbosity()
+        bars = logging.is_progress_bar_enabled()
         logging.set_verbosity_error()
+        logging.disable_progress_bar()
         try:
             return fn(*args, **kwargs)
         finally:
             logging.set_verbosity(level)
+            if bars:
+                logging.enable_progress_bar()
     return wrapped

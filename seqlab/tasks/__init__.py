@@ -1,49 +1,170 @@
-"""Tasks: everything the training loop, the CLI and the study know of NER and span QA.
+"""Tasks: everything the training loop, the CLI, the export and the study know of NER and span QA.
 
-Every task implements :class:`Task`, and :func:`get_task` maps a config's ``task:`` to its class.
-The loop (:mod:`seqlab.train`) only calls the protocol; the CLI only dispatches to it. A new task
-is one new module here and one line in :func:`get_task`.
+A task is one module in this package (or anywhere, registered with :func:`register_task`) with a
+class that subclasses :class:`Task`; ``@register_task("name")`` makes ``task: name`` work in
+configs, training, evaluation, prediction, export and the study. The loop (:mod:`seqlab.train`)
+only calls the protocol; the CLI owns argparse and hands the task typed options
+(:class:`EvaluateOptions`, :class:`PredictOptions`); the study reads finished runs through
+:meth:`Task.study_split`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 import torch
 
 from ..config import Config
-from ..errors import ConfigError
+from ..registry import Registry
+
+TASKS: Registry[type[Task]] = Registry("task", __name__)
 
 
-class Task(Protocol):
-    """What a task supplies. ``result`` below is whatever :meth:`evaluate` returns; only the task
-    reads it (the loop asks :meth:`score` and :meth:`summary`)."""
+def register_task(name: str):
+    """Class decorator: ``@register_task("ner")``."""
+    return TASKS.register(name)
 
-    primary_metric: str      # the name of what :meth:`score` returns, for messages
-    prediction_ext: str      # the predictions file's extension
-    tokenizer: Any
+
+def get_task(name: str) -> type[Task]:
+    return TASKS.get(name, key="task")
+
+
+@dataclass(frozen=True)
+class CliOption:
+    """A command-line option a task adds to ``seqlab evaluate`` or ``seqlab predict``: the
+    arguments of ``argparse``'s ``add_argument``."""
+
+    flags: tuple[str, ...]
+    help: str
+    kwargs: dict = field(default_factory=dict)
+
+    @property
+    def dest(self) -> str:
+        return self.flags[0].lstrip("-").replace("-", "_")
+
+
+@dataclass
+class Run:
+    """A trained run (or its export) as prediction sees it: where it is, its ``seqlab.json`` and
+    its config."""
+
+    directory: Path
+    meta: dict
+    config: Config
+
+
+@dataclass
+class EvaluateOptions:
+    """``seqlab evaluate``'s options, typed."""
+
+    dataset: str | None = None
+    file: str | None = None
+    split: str = "test"
+    data_dir: str | None = None
+    output: str | None = None
+    batch_size: int = 64
+    bf16: bool = False
+    progress: bool = True
+    backend: str = "torch"
+    threads: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # the task's own options, by dest
+
+
+@dataclass
+class PredictOptions:
+    """``seqlab predict``'s options, typed."""
+
+    files: list[str] = field(default_factory=list)
+    output: str | None = None
+    batch_size: int = 64
+    bf16: bool = False
+    progress: bool = False
+    backend: str = "torch"
+    threads: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StudySplit:
+    """What the study needs of one split of a finished run, read from its files.
+
+    ``counts`` ``(units, k)``: per unit (a sentence, a question) the additive statistics the
+    split's primary score is a function of (:attr:`Task.score_of_counts`); ``documents``: each
+    unit's document (None: every unit its own); ``calibration``: per token the predicted
+    label's probability and whether it was right, and whether the token is in an entity
+    (gold or predicted), or None where the run wrote no probabilities.
+    """
+
+    counts: Any
+    documents: list | None = None
+    confidence: list[float] | None = None
+    correct: list[bool] | None = None
+    in_entity: list[bool] | None = None
+
+
+class Task:
+    """The protocol every task implements (defaults where most tasks agree).
+
+    ``result`` below is whatever :meth:`evaluate` returns; only the task reads it (the loop
+    asks :meth:`score` and :meth:`summary`).
+    """
+
+    name: ClassVar[str]
+    primary_metric: ClassVar[str] = "score"   # the name of what :meth:`score` returns
+    default_head: ClassVar[str]
+    config_sections: ClassVar[dict[str, type]] = {}  # sections of the config the task owns
+    cli_options: ClassVar[dict[str, list[CliOption]]] = {}  # "evaluate"/"predict" -> options
+    prediction_ext: str = "txt"               # the predictions file's extension
+    tokenizer: Any = None
+    head: Any = None                          # the head instance (seqlab.heads)
+
+    # ------------------------------------------------------------------ config
+
+    @classmethod
+    def upgrade_config(cls, raw: dict) -> dict:
+        """A raw config mapping with deprecated keys moved to their new places."""
+        return raw
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        """Task-specific checks of a built config (raise ConfigError naming the key)."""
+
+    @classmethod
+    def model_inputs(cls, model_config) -> list[str]:
+        """The inputs its models take (the ONNX export's inputs)."""
+        return ["input_ids", "attention_mask"]
+
+    # ------------------------------------------------------------------ training
 
     @classmethod
     def from_config(cls, cfg: Config) -> Task:
         """Read the configured corpus and the tokenizer (checks that can fail come first)."""
+        raise NotImplementedError
 
     def new_model(self) -> torch.nn.Module:
-        """The model to fine-tune, with the task's head on the configured encoder."""
+        """The model to fine-tune: the head on the configured encoder."""
+        return self.head.new_model()
 
-    def has_split(self, split: str) -> bool: ...
+    def has_split(self, split: str) -> bool:
+        raise NotImplementedError
 
     def features(self, split: str):
         """A dataset of model inputs for ``split``, each row with a ``length``."""
+        raise NotImplementedError
 
-    def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]: ...
+    def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
 
     def compute_loss(self, model, batch: dict[str, torch.Tensor], *,
                      num_items_in_batch=None) -> torch.Tensor:
         """The loss of a batch; with ``num_items_in_batch``, its sum over that count."""
+        return self.head.loss(model, batch, self.loss_fn, num_items_in_batch)
 
     def count_items(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """How many items the loss of ``batch`` sums over (for exact gradient accumulation)."""
+        return self.head.count_items(batch, self.loss_fn)
 
     def evaluate(self, model, split: str, *, device=None, out_file: Path | None = None,
                  progress: bool = True, accelerator=None, dtype: torch.dtype | None = None
@@ -51,38 +172,64 @@ class Task(Protocol):
         """Predict ``split``, score it, write the predictions to ``out_file``. With an
         ``accelerator`` of several processes, each predicts its share (:func:`shard_of`) and every
         process scores the gathered whole (:func:`gather_shards`); ``dtype``: an autocast
-        precision (bfloat16 after bf16 training)."""
+        precision (bfloat16 after bf16 training), None for the model's own."""
+        raise NotImplementedError
 
     def score(self, result: dict) -> float:
         """The number that picks the best epoch (higher is better)."""
+        raise NotImplementedError
 
     def summary(self, result: dict) -> dict:
         """The figures logged for an evaluation."""
+        raise NotImplementedError
 
     def report(self, result: dict) -> str:
         """What ``seqlab train`` prints at the end."""
+        return ""
 
     def save_extra(self, directory: Path) -> None:
         """Everything beside the model and tokenizer that prediction needs (``seqlab.json``)."""
+        raise NotImplementedError
 
-    @staticmethod
-    def cli_evaluate(args, meta: dict, cfg: Config) -> int:
+    # ------------------------------------------------------------------ the CLI
+
+    @classmethod
+    def cli_evaluate(cls, opts: EvaluateOptions, run: Run) -> int:
         """``seqlab evaluate`` on a trained run of this task."""
+        raise NotImplementedError
 
-    @staticmethod
-    def cli_predict(args, meta: dict, cfg: Config) -> int:
+    @classmethod
+    def cli_predict(cls, opts: PredictOptions, run: Run) -> int:
         """``seqlab predict`` on a trained run of this task."""
+        raise NotImplementedError
 
+    # ------------------------------------------------------------------ the study
 
-def get_task(name: str) -> type[Task]:
-    from .ner import NerTask
-    from .qa import QATask
+    @classmethod
+    def study_metrics(cls, split_metrics: dict) -> dict:
+        """From one split of ``metrics.json``: ``{"f1", "precision", "recall", "per_type":
+        {type: f1}, "support": {type: n}}`` (a task without some of them leaves them out)."""
+        raise NotImplementedError
 
-    tasks: dict[str, type[Task]] = {"ner": NerTask, "qa": QATask}
-    if name not in tasks:
-        raise ConfigError(f"task: expected one of {', '.join(tasks)}, got {name!r}")
-    return tasks[name]
+    @classmethod
+    def study_split(cls, run_dir: Path, split: str, decoding: str | None = None
+                    ) -> StudySplit | None:
+        """The per-unit counts (and calibration data) of a finished run's split, read from
+        its predictions file (of ``decoding``, when the run wrote several); None when the run
+        kept none."""
+        return None
 
+    @classmethod
+    def study_scores(cls) -> dict:
+        """The scores the study bootstraps, each a function of summed counts ``(..., k) ->
+        (...)`` (vectorised over leading axes); the first is the primary one (``f1``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def study_documents(cls, cfg: Config, split: str) -> list | None:
+        """Each unit's document in ``split`` when the data says (read from the data), else
+        None."""
+        return None
 
 
 def shard_of(n: int, accelerator) -> list[int]:

@@ -1,4 +1,10 @@
-"""NER as a task: sentences -> windowed features -> logits -> loss; decode, score, write."""
+"""NER as a task: sentences -> windowed features -> the head's loss; predict, decode, score, write.
+
+The head (:mod:`seqlab.heads`) says what a window's targets are, how a batch's loss is computed
+and how a sentence's windows become entities. Heads that label words (``target = "tags"``) are
+scored with seqeval on CoNLL-style predictions; heads that score spans with exact-match span
+scores on JSON lines, which equal seqeval's default mode on flat data.
+"""
 
 from __future__ import annotations
 
@@ -13,56 +19,72 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config
-from ..data.alignment import (IGNORE, build_features, merge_windows, pad_batch, split_words,
-                              subwords_per_word)
+from ..data.alignment import build_features, subwords_per_word
 from ..data.conll import Sentence, write_conll
 from ..data.registry import load_files, load_named, resolve_scheme
 from ..data.schemes import label_set, spans_to_tags, tags_to_spans
 from ..errors import DataError, SeqlabError
-from ..files import (AtomicOutput, blocks, check_input_files, check_output_file, evaluate_output,
-                     iter_lines, write_json)
-from ..losses import build_loss
-from ..metrics import entity_scores, format_scores
+from ..files import (AtomicOutput, blocks, check_input_files, check_output_file, dumps_line,
+                     evaluate_output, iter_lines, write_json)
+from ..heads import SentencePrediction, get_head
+from ..metrics import entity_scores, format_scores, span_scores
+from . import CliOption, EvaluateOptions, PredictOptions, Run, StudySplit, Task, register_task
 
 PREDICT_BLOCK_LINES = 2048  # `seqlab predict` reads, predicts and writes this many lines at a time
 
 
 @dataclass
 class NerCorpus:
-    """Splits of original sentences, their scheme, and the label set the model learns."""
+    """Splits of original sentences, their scheme, and the labels the model predicts (tags for
+    heads that label words, entity types for span heads)."""
 
     splits: dict[str, list[Sentence]]
     scheme: str          # the files' scheme
-    train_scheme: str    # the model's scheme
+    train_scheme: str    # the model's scheme (tagging heads)
     labels: list[str]
     name: str = "files"
 
 
 def _types(sentences: Sequence[Sentence], scheme: str) -> set[str]:
-    return {t for s in sentences for t, _, _ in tags_to_spans(s.tags, scheme)}
+    return {t for s in sentences for t, _, _ in s.gold_spans(scheme)}
 
 
 def first_unseen_type(sentences: Sequence[Sentence], scheme: str, known: set[str]
                       ) -> tuple[str, str, list[str]] | None:
-    """``(file:line of its first tag, the type, every unseen type)`` for the first entity whose
-    type is not in ``known``, or None."""
+    """``(file:line of its first word, the type, every unseen type)`` for the first entity
+    whose type is not in ``known``, or None."""
     extra = sorted(_types(sentences, scheme) - set(known))
     if not extra:
         return None
     for s in sentences:
-        for typ, start, _ in tags_to_spans(s.tags, scheme):
+        for typ, start, _ in s.gold_spans(scheme):
             if typ in extra:
                 return s.where(start), typ, extra
     return None
 
 
+def refuse_nested(splits: dict[str, list[Sentence]], head: str) -> None:
+    """A head that labels words cannot learn or score overlapping entities: say where."""
+    for sentences in splits.values():
+        for s in sentences:
+            pair = s.overlap()
+            if pair:
+                (ta, sa, ea), (tb, sb, eb) = pair
+                raise DataError(f"entities {ta} [{sa}, {ea}) and {tb} [{sb}, {eb}) overlap; the "
+                                f"{head} head labels each word once and cannot represent nested "
+                                "entities (use model.head: global_pointer)", s.path or "<data>",
+                                s.line)
+
+
 def load_corpus(cfg: Config, labels: list[str] | None = None) -> NerCorpus:
-    """Read the configured splits, resolve the scheme, build the label set.
+    """Read the configured splits, resolve the scheme, build the label set for the head.
 
     Raises:
-        DataError: no data configured, a missing file, or a dev/test entity type absent from train.
+        DataError: no data configured, a missing file, nested entities for a tagging head, or
+            a dev/test entity type absent from train.
     """
     d = cfg.data
+    head = get_head(cfg.model.head)
     if d.dataset and (d.train_file or d.dev_file or d.test_file):
         raise DataError("give either data.dataset or data.train_file/dev_file/test_file, not both")
     if d.dataset:
@@ -74,6 +96,8 @@ def load_corpus(cfg: Config, labels: list[str] | None = None) -> NerCorpus:
         declared, name = d.scheme, Path(d.train_file or d.dev_file or d.test_file).name
     else:
         raise DataError("no data: set data.dataset (e.g. conll2003) or data.train_file")
+    if head.target == "tags":
+        refuse_nested(splits, head.name)
     if d.limit and "train" in splits:
         splits["train"] = splits["train"][: d.limit]
     if d.eval_limit:
@@ -93,7 +117,8 @@ def load_corpus(cfg: Config, labels: list[str] | None = None) -> NerCorpus:
                                 f"the training data ({split} types absent from training: "
                                 f"{', '.join(extra)}); training types: "
                                 f"{', '.join(sorted(train_types))}")
-        labels = label_set(sorted(train_types), cfg.data.train_scheme)
+        labels = (label_set(sorted(train_types), cfg.data.train_scheme) if head.target == "tags"
+                  else sorted(train_types))
     return NerCorpus(splits, scheme, cfg.data.train_scheme, labels, name)
 
 
@@ -113,14 +138,16 @@ def class_weights(counts: Sequence[int], kind: str) -> list[float]:
 
 
 def gold_in_scheme(sent: Sentence, source: str, target: str) -> list[str]:
-    return spans_to_tags(tags_to_spans(sent.tags, source), len(sent.tags), target)
+    return spans_to_tags(sent.gold_spans(source), len(sent.tokens), target)
 
 
-class NerTask:
+@register_task("ner")
+class NerTask(Task):
     """NER behind the task protocol (:class:`seqlab.tasks.Task`)."""
 
     primary_metric = "entity F1"
-    prediction_ext = "conll"
+    default_head = "softmax"
+    cli_options = {}
 
     @classmethod
     def from_config(cls, cfg: Config) -> NerTask:
@@ -129,43 +156,20 @@ class NerTask:
         corpus = load_corpus(cfg)
         return cls(cfg, load_tokenizer(cfg.model.encoder), corpus)
 
-    def new_model(self):
-        from ..models import load_token_classifier
-
-        return load_token_classifier(self.cfg.model.encoder, self.corpus.labels)
-
-    def score(self, result: dict) -> float:
-        return float(result["default"]["f1"])
-
-    def report(self, result: dict) -> str:
-        lines = []
-        for split in ("dev", "test"):
-            if split in result:
-                r = result[split]
-                lines.append(format_scores(r["default"], f"{split} (seqeval default mode)"))
-                lines.append(f"{split} entity F1: {100 * r['default']['f1']:.2f} "
-                             f"(strict {100 * r['strict']['f1']:.2f})")
-        return "\n".join(lines)
-
-    def count_items(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return (batch["labels"] != IGNORE).sum()
-
-    # the CLI's paths, defined at the end of this module
-    cli_evaluate = staticmethod(lambda args, meta, cfg: _evaluate_cli(args, meta, cfg))
-    cli_predict = staticmethod(lambda args, meta, cfg: _predict_cli(args, meta, cfg))
-
     def __init__(self, cfg: Config, tokenizer, corpus: NerCorpus):
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.corpus = corpus
+        self.head = get_head(cfg.model.head)(cfg, corpus.labels)
         self.label2id = {l: i for i, l in enumerate(corpus.labels)}
+        self.prediction_ext = "conll" if self.head.target == "tags" else "jsonl"
         opts = dict(cfg.loss.options)
-        if "weight" in opts and opts["weight"] is not None and len(opts["weight"]) != len(corpus.labels):
+        if opts.get("weight") is not None and len(opts["weight"]) != len(corpus.labels):
             raise DataError(f"loss.weight has {len(opts['weight'])} values, expected one per label "
                             f"({len(corpus.labels)}: {', '.join(corpus.labels)})")
         if cfg.loss.class_weight:
             opts["weight"] = class_weights(self.label_counts(), cfg.loss.class_weight)
-        self.loss_fn = build_loss(cfg.loss.name, **opts)
+        self.loss_fn = self.head.build_loss(opts)
 
     def label_counts(self) -> list[int]:
         """How often each label is a word's gold tag in the training split (in the model's
@@ -179,11 +183,35 @@ class NerTask:
     def has_split(self, split: str) -> bool:
         return bool(self.corpus.splits.get(split))
 
+    def score(self, result: dict) -> float:
+        return float(_primary(result)["f1"])
+
     @staticmethod
     def summary(result: dict) -> dict:
-        d, s = result["default"], result["strict"]
-        return {"precision": d["precision"], "recall": d["recall"], "f1": d["f1"],
-                "f1_strict": s["f1"]}
+        p = _primary(result)
+        out = {"precision": p["precision"], "recall": p["recall"], "f1": p["f1"]}
+        if "strict" in result:
+            out["f1_strict"] = result["strict"]["f1"]
+        for name, scores in result.get("decodings", {}).items():
+            out[f"f1_{name}"] = scores["default"]["f1"]
+        return out
+
+    def report(self, result: dict) -> str:
+        lines = []
+        for split in ("dev", "test"):
+            if split in result:
+                r = result[split]
+                if "exact" in r:
+                    lines.append(format_scores(r["exact"], f"{split} (exact-match spans)"))
+                    lines.append(f"{split} entity F1: {100 * r['exact']['f1']:.2f}")
+                    continue
+                lines.append(format_scores(r["default"], f"{split} (seqeval default mode)"))
+                others = "".join(f", {name} decoding {100 * s['default']['f1']:.2f}"
+                                 for name, s in r.get("decodings", {}).items()
+                                 if name != r.get("decode"))
+                lines.append(f"{split} entity F1: {100 * r['default']['f1']:.2f} "
+                             f"(strict {100 * r['strict']['f1']:.2f}{others})")
+        return "\n".join(lines)
 
     def save_extra(self, directory: Path) -> None:
         from .. import __version__
@@ -192,44 +220,35 @@ class NerTask:
             "seqlab_version": __version__, "task": "ner", "dataset": self.corpus.name,
             "scheme": self.corpus.scheme, "train_scheme": self.corpus.train_scheme,
             "labels": self.corpus.labels, "max_length": self.cfg.model.max_length,
-            "window_overlap": self.cfg.model.window_overlap})
+            "window_overlap": self.cfg.model.window_overlap, **self.head.meta()})
 
     # ----------------------------------------------------------------- features
+
+    def _gold(self, sent: Sentence):
+        if self.head.target == "tags":
+            return [self.label2id[t] for t in gold_in_scheme(sent, self.corpus.scheme,
+                                                             self.corpus.train_scheme)]
+        return [(self.label2id[t], s, e) for t, s, e in sent.gold_spans(self.corpus.scheme)]
 
     def features(self, split: str):
         """A ``datasets.Dataset`` of windowed training features for ``split``."""
         import datasets
 
         sents = self.corpus.splits[split]
-        table = datasets.Dataset.from_dict({
-            "tokens": [s.tokens for s in sents],
-            "tags": [gold_in_scheme(s, self.corpus.scheme, self.corpus.train_scheme) for s in sents],
-        })
         tok, m = self.tokenizer, self.cfg.model
-
-        def encode(batch):
-            out = {"input_ids": [], "labels": [], "length": []}
-            per_word = subwords_per_word(tok, batch["tokens"])
-            for words, tags in zip(per_word, batch["tags"]):
-                ids = [self.label2id[t] for t in tags]
-                for f in build_features(words, ids, max_length=m.max_length,
-                                        overlap=m.window_overlap, cls_id=tok.cls_token_id,
-                                        sep_id=tok.sep_token_id):
-                    out["input_ids"].append(f["input_ids"])
-                    out["labels"].append(f["labels"])
-                    out["length"].append(len(f["input_ids"]))
-            return out
-
-        return table.map(encode, batched=True, batch_size=1000, remove_columns=table.column_names,
-                         desc=f"tokenising {split}", load_from_cache_file=False)
+        rows: dict[str, list] = {}
+        for sent, words in zip(sents, subwords_per_word(tok, [s.tokens for s in sents])):
+            gold = self._gold(sent)
+            for f in build_features(words, None, max_length=m.max_length, overlap=m.window_overlap,
+                                    cls_id=tok.cls_token_id, sep_id=tok.sep_token_id):
+                row = {"input_ids": f["input_ids"], "length": len(f["input_ids"]),
+                       **self.head.window_targets(f, gold, len(words))}
+                for k, v in row.items():
+                    rows.setdefault(k, []).append(v)
+        return datasets.Dataset.from_dict(rows)
 
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        return pad_batch(rows, self.tokenizer.pad_token_id)
-
-    def compute_loss(self, model, batch: dict[str, torch.Tensor], *,
-                     num_items_in_batch=None) -> torch.Tensor:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return self.loss_fn(logits, batch["labels"], num_items_in_batch)
+        return self.head.collate(rows, self.tokenizer.pad_token_id)
 
     # ----------------------------------------------------------------- evaluation
 
@@ -238,24 +257,106 @@ class NerTask:
                  accelerator=None) -> dict:
         """Predict every word of ``split`` (windows merged) and score against the original gold.
 
-        ``dtype``: see :func:`predict_words`; ``accelerator``: see :meth:`Task.evaluate`."""
+        ``dtype``: see :func:`predict_sentences`; ``accelerator``: see :meth:`Task.evaluate`."""
         from . import gather_shards, shard_of
 
         sents = self.corpus.splits[split]
         mine = shard_of(len(sents), accelerator)
-        preds = predict_words(model, self.tokenizer, [sents[i].tokens for i in mine],
-                              max_length=self.cfg.model.max_length,
-                              overlap=self.cfg.model.window_overlap,
-                              batch_size=self.cfg.train.eval_batch_size, device=device,
-                              desc=f"evaluating {split}", progress=progress, dtype=dtype)
-        preds = gather_shards(mine, preds, len(sents), accelerator)
+        preds = predict_sentences(model, self.tokenizer, self.head, [sents[i].tokens for i in mine],
+                                  max_length=self.cfg.model.max_length,
+                                  overlap=self.cfg.model.window_overlap,
+                                  batch_size=self.cfg.train.eval_batch_size, device=device,
+                                  desc=f"evaluating {split}", progress=progress, dtype=dtype)
+        names = list(preds)
+        per_sentence = [{n: preds[n][k] for n in names} for k in range(len(mine))]
+        per_sentence = gather_shards(mine, per_sentence, len(sents), accelerator)
         if accelerator is not None and not accelerator.is_main_process:
             out_file = None
-        id2label = self.corpus.labels
-        pred_tags = [[id2label[i] for i, _ in p] for p in preds]
-        probs = [[q for _, q in p] for p in preds]
-        return score_and_write(sents, pred_tags, self.corpus.scheme, self.corpus.train_scheme,
-                               out_file, probs=probs)
+        by_decoding = {n: [p[n] for p in per_sentence] for n in names}
+        return self.score_and_write(sents, by_decoding, out_file)
+
+    def score_and_write(self, sents: Sequence[Sentence], by_decoding: dict[str, list],
+                        out_file: Path | None) -> dict:
+        """Score each decoding; write the first (the configured one) to ``out_file`` and the
+        others beside it (``<stem>.<decoding>.conll``)."""
+        first = next(iter(by_decoding))
+        preds = by_decoding[first]
+        if preds and preds[0].tags is None or not preds and self.head.target == "spans":
+            return score_spans(sents, preds, self.corpus.scheme, out_file)
+        result = None
+        decodings = {}
+        for name, ps in by_decoding.items():
+            path = out_file
+            if out_file is not None and name != first:
+                path = out_file.with_name(f"{out_file.stem}.{name}{out_file.suffix}")
+            r = score_and_write(sents, [p.tags for p in ps], self.corpus.scheme,
+                                self.corpus.train_scheme, path, probs=[p.probs for p in ps])
+            decodings[name] = {"default": r["default"], "strict": r["strict"]}
+            if result is None:
+                result = r
+        result["decode"] = first
+        if len(decodings) > 1:
+            result["decodings"] = decodings
+        return result
+
+    # ----------------------------------------------------------------- the CLI
+
+    @classmethod
+    def cli_evaluate(cls, opts: EvaluateOptions, run: Run) -> int:
+        return _evaluate_cli(opts, run)
+
+    @classmethod
+    def cli_predict(cls, opts: PredictOptions, run: Run) -> int:
+        return _predict_cli(opts, run)
+
+    # ----------------------------------------------------------------- the study
+
+    @classmethod
+    def study_metrics(cls, split_metrics: dict) -> dict:
+        p = _primary(split_metrics)
+        return {"f1": p["f1"], "precision": p["precision"], "recall": p["recall"],
+                "f1_strict": split_metrics.get("strict", p)["f1"],
+                "per_type": {k: v["f1"] for k, v in p["per_type"].items()},
+                "support": {k: v["support"] for k, v in p["per_type"].items()},
+                "decodings": {n: s["default"]["f1"]
+                              for n, s in split_metrics.get("decodings", {}).items()}}
+
+    @classmethod
+    def study_split(cls, run_dir: Path, split: str, decoding: str | None = None) -> StudySplit | None:
+        import numpy as np
+
+        stem = f"predictions_{split}" + (f".{decoding}" if decoding else "")
+        for ext, reader in ((".conll", _read_tag_predictions), (".jsonl", _read_span_predictions)):
+            for path in (run_dir / f"{stem}{ext}.gz", run_dir / f"{stem}{ext}"):
+                if path.is_file():
+                    got = reader(path)
+                    got.counts = np.asarray(got.counts, dtype=np.int64).reshape(-1, 3)
+                    return got
+        return None
+
+    @classmethod
+    def study_documents(cls, cfg: Config, split: str) -> list[int] | None:
+        """Each sentence's document in ``split`` (CoNLL ``-DOCSTART-``), or None where the data
+        marks none."""
+        corpus = load_corpus(cfg)
+        docs = [s.doc_id for s in corpus.splits.get(split, [])]
+        return docs if len(set(docs)) > 1 else None
+
+    @classmethod
+    def study_scores(cls) -> dict:
+        """Entity F1, precision and recall from summed ``(true positives, predicted, gold)``."""
+        import numpy as np
+
+        def ratio(num, den):
+            return np.where(den > 0, num / np.maximum(den, 1), 0.0)
+
+        return {"f1": lambda c: ratio(2 * c[..., 0], c[..., 1] + c[..., 2]),
+                "precision": lambda c: ratio(c[..., 0], c[..., 1]),
+                "recall": lambda c: ratio(c[..., 0], c[..., 2])}
+
+
+def _primary(result: dict) -> dict:
+    return result["default"] if "default" in result else result["exact"]
 
 
 def score_and_write(sents: Sequence[Sentence], pred_tags: list[list[str]], scheme: str,
@@ -263,10 +364,10 @@ def score_and_write(sents: Sequence[Sentence], pred_tags: list[list[str]], schem
                     probs: list[list[float]] | None = None) -> dict:
     """Score predicted per-word tags against the gold sentences and write the predictions file.
 
-    The model's tags are read leniently (an ``I-X`` after ``O`` opens an entity, as in
-    :func:`decode_entities`) and written back well-formed in ``train_scheme``: both modes score
-    those tags against the gold converted to ``train_scheme``, so every figure can be recomputed
-    from the written file with seqeval alone.
+    The model's tags are read leniently (an ``I-X`` after ``O`` opens an entity) and written
+    back well-formed in ``train_scheme``: both modes score those tags against the gold converted
+    to ``train_scheme``, so every figure can be recomputed from the written file with seqeval
+    alone.
 
     The file has one line per word: ``token gold pred`` in the data's own ``scheme``; when that
     is not ``train_scheme``, then ``gold pred`` again in ``train_scheme`` (the columns scored);
@@ -295,6 +396,82 @@ def score_and_write(sents: Sequence[Sentence], pred_tags: list[list[str]], schem
     return result
 
 
+def score_spans(sents: Sequence[Sentence], preds: list[SentencePrediction], scheme: str,
+                out_file: Path | None) -> dict:
+    """Exact-match span scores of a span head's predictions; the predictions file (JSON lines:
+    ``tokens``, ``gold`` and ``pred`` entities with ``start``, ``end``, ``type`` and the
+    prediction's ``score``) holds everything to recompute them."""
+    gold = [s.gold_spans(scheme) for s in sents]
+    result = {"exact": span_scores(gold, [p.entities for p in preds]),
+              "sentences": len(sents), "words": sum(len(s.tokens) for s in sents),
+              "scored": "exact-match spans (type, start, end) of the gold and pred entities"}
+    if out_file is not None:
+        with open(out_file, "w", encoding="utf-8") as fh:
+            for s, g, p in zip(sents, gold, preds):
+                fh.write(dumps_line({
+                    "tokens": s.tokens,
+                    "gold": [{"start": a, "end": b, "type": t} for t, a, b in sorted(g, key=lambda x: (x[1], x[2], x[0]))],
+                    "pred": [{"start": a, "end": b, "type": t, "score": round(q, 4)}
+                             for t, a, b, q in p.entities]}))
+    return result
+
+
+def read_predictions(path: Path) -> tuple[list[list[str]], list[list[str]], list[list[float]]]:
+    """Gold tags, predicted tags (the scored columns) and predicted-label probabilities of a
+    predictions file written by training (``.conll`` or ``.conll.gz``)."""
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    gold, pred, prob = [], [], []
+    g, p, q = [], [], []
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            cols = line.split()
+            if not cols:
+                if g:
+                    gold.append(g), pred.append(p), prob.append(q)
+                g, p, q = [], [], []
+                continue
+            if len(cols) not in (4, 6):
+                raise DataError(f"expected 4 or 6 columns (token, gold, pred[, gold, pred in the "
+                                f"model's scheme], probability), found {len(cols)}", str(path), lineno)
+            g.append(cols[-3]), p.append(cols[-2]), q.append(float(cols[-1]))
+    if g:
+        gold.append(g), pred.append(p), prob.append(q)
+    return gold, pred, prob
+
+
+def _read_tag_predictions(path: Path) -> StudySplit:
+    from ..metrics import sentence_counts
+
+    gold, pred, prob = read_predictions(path)
+    conf, ok, ent = [], [], []
+    for g, p, q in zip(gold, pred, prob):
+        for gt, pt, c in zip(g, p, q):
+            conf.append(c)
+            ok.append(gt == pt)
+            ent.append(gt != "O" or pt != "O")
+    return StudySplit(sentence_counts(gold, pred), confidence=conf, correct=ok, in_entity=ent)
+
+
+def _read_span_predictions(path: Path) -> StudySplit:
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    counts = []
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            try:
+                obj = json.loads(line)
+                g = {(e["type"], e["start"], e["end"]) for e in obj["gold"]}
+                p = {(e["type"], e["start"], e["end"]) for e in obj["pred"]}
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise DataError("expected a span prediction line {tokens, gold, pred}",
+                                str(path), lineno) from None
+            counts.append((len(g & p), len(p), len(g)))
+    return StudySplit(counts)
+
+
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of features of one length, longest first.
 
@@ -317,23 +494,24 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 @torch.inference_mode()
-def predict_words(model, tokenizer, sentences: Sequence[Sequence[str]], *, max_length: int,
-                  overlap: int, batch_size: int = 64, device=None, desc: str = "predicting",
-                  progress: bool = True, dtype: torch.dtype | None = None
-                  ) -> list[list[tuple[int, float]]]:
-    """``(label id, probability)`` for every word of every sentence, windows merged.
+def predict_sentences(model, tokenizer, head, sentences: Sequence[Sequence[str]], *,
+                      max_length: int, overlap: int, batch_size: int = 64, device=None,
+                      desc: str = "predicting", progress: bool = True,
+                      dtype: torch.dtype | None = None) -> dict[str, list[SentencePrediction]]:
+    """Every sentence predicted by ``head``: per decoding (the configured one first), a
+    :class:`~seqlab.heads.SentencePrediction` per sentence.
 
-    Features are batched by length (:func:`length_batches`), so no compute goes to padding.
-    ``dtype=torch.bfloat16`` runs the encoder under autocast (faster where the hardware has
-    bf16 units, at a small cost in precision); the default is the model's own precision.
+    Features are batched by length (:func:`length_batches`), so no compute goes to padding;
+    the windows of a long sentence are merged by the head. ``dtype=torch.bfloat16`` runs the
+    model under bfloat16 autocast (faster where the hardware has bf16 units, at a small cost in
+    precision); None runs it in its own precision, with any autocast around the call switched
+    off.
     """
     was_training = model.training
     model.eval()
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-
-    def forward(ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        return model(input_ids=ids).logits[keep]
-
+    if device is None:
+        device = getattr(model, "device", None) or next(model.parameters()).device
+    device = torch.device(device)
     per_word = subwords_per_word(tokenizer, sentences) if sentences else []
     feats = []  # (sentence, window, feature)
     windows: list[list[tuple[int, int]]] = []
@@ -343,73 +521,77 @@ def predict_words(model, tokenizer, sentences: Sequence[Sequence[str]], *, max_l
         windows.append([tuple(f["window"]) for f in fs])
         feats.extend((si, wi, f) for wi, f in enumerate(fs))
     batches = length_batches([len(f["input_ids"]) for _, _, f in feats], batch_size)
-    values: list[list[dict[int, tuple[int, float]]]] = [[{} for _ in w] for w in windows]
-    autocast = (torch.autocast(device.type, dtype=dtype) if dtype is not None
-                else contextlib.nullcontext())
+    state = head.start_prediction(windows)
+    precision = (torch.autocast(device.type, dtype=dtype) if dtype is not None
+                 else torch.autocast(device.type, enabled=False))
     bar = tqdm(total=len(sentences), desc=desc, unit="sent", disable=not progress, leave=False)
-    with autocast:
+    with precision:
         for idx in batches:
             chunk = [feats[k] for k in idx]
             ids = torch.tensor([f["input_ids"] for _, _, f in chunk], dtype=torch.long)
             keep = torch.tensor([f["word_index"] for _, _, f in chunk]) >= 0
-            # logits at the first subwords only, in row-major order
-            logits = forward(ids.to(device), keep.to(device)).float()
-            prob, label = logits.softmax(-1).max(-1)
-            flat = iter(zip(label.cpu().tolist(), prob.cpu().tolist()))
-            for si, wi, f in chunk:
-                for w in f["word_index"]:
-                    if w >= 0:
-                        values[si][wi][w] = next(flat)
-            bar.update(sum(1 for si, wi, _ in chunk if wi == 0))
+            out = model(input_ids=ids.to(device))  # one length: no padding, no mask
+            head.collect_batch(state, out, chunk, keep.to(device))
+            bar.update(sum(1 for _, wi, _ in chunk if wi == 0))
     bar.close()
     if was_training:
         model.train()
-    return [merge_windows(len(sentences[si]), windows[si], values[si]) for si in range(len(sentences))]
+    return head.finish_prediction(state, windows, [len(w) for w in per_word])
 
 
-def decode_entities(words: Sequence[str], preds: Sequence[tuple[int, float]], labels: Sequence[str],
-                    scheme: str, offsets: Sequence[tuple[int, int]] | None = None,
-                    text: str | None = None) -> list[dict]:
-    """Entities from word predictions: type, word span, character span and a score (the mean
-    probability of the entity's words)."""
-    tags = [labels[i] for i, _ in preds]
-    out = []
-    for typ, start, end in tags_to_spans(tags, scheme):
-        score = sum(p for _, p in preds[start:end]) / (end - start)
-        ent = {"type": typ, "word_start": start, "word_end": end, "score": round(score, 4)}
-        if offsets is not None:
-            ent["start"], ent["end"] = offsets[start][0], offsets[end - 1][1]
-            ent["text"] = text[ent["start"]: ent["end"]] if text is not None else " ".join(words[start:end])
-        else:
-            ent["text"] = " ".join(words[start:end])
-        out.append(ent)
-    return out
+def predict_words(model, tokenizer, sentences: Sequence[Sequence[str]], *, max_length: int,
+                  overlap: int, batch_size: int = 64, device=None, progress: bool = False,
+                  dtype: torch.dtype | None = None) -> list[list[tuple[int, float]]]:
+    """``(label id, probability)`` of every word under a token classifier's argmax (the softmax
+    head with ``eval.decode: argmax``), windows merged."""
+    cfg = Config()
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    head = get_head("softmax")(cfg, labels)
+    preds = predict_sentences(model, tokenizer, head, sentences, max_length=max_length,
+                              overlap=overlap, batch_size=batch_size, device=device,
+                              progress=progress, dtype=dtype)["argmax"]
+    index = {l: i for i, l in enumerate(labels)}
+    return [[(index[t], q) for t, q in zip(p.tags, p.probs)] for p in preds]
 
 
 # --------------------------------------------------------------------------- the CLI's paths
 
 
-def _evaluate_cli(args, meta: dict, cfg: Config) -> int:
+def _head_for_run(run: Run, labels: list[str]):
+    """The head of a trained run, configured as the run was (decoding, options)."""
+    meta, cfg = run.meta, run.config
+    cfg.data.train_scheme = meta["train_scheme"]
+    return get_head(meta.get("head", "softmax"))(cfg, labels)
+
+
+def _evaluate_cli(opts: EvaluateOptions, run: Run) -> int:
     from ..data.schemes import split_tag
     from ..export import prediction_model
     from ..models import load_tokenizer
 
-    dtype = torch.bfloat16 if args.bf16 else None
-    if args.dataset:
-        name = f"{args.dataset}-{args.split}"
-        out = evaluate_output(args, name, "conll")
-        splits, spec = load_named(args.dataset, args.data_dir)
-        if args.split not in splits:
-            raise SeqlabError(f"dataset {args.dataset!r} has no split {args.split!r}; "
+    meta, cfg = run.meta, run.config
+    dtype = torch.bfloat16 if opts.bf16 else None
+    ext = "conll" if get_head(meta.get("head", "softmax")).target == "tags" else "jsonl"
+    if opts.dataset:
+        name = f"{opts.dataset}-{opts.split}"
+        out = evaluate_output(opts.output, run.directory, name, ext)
+        splits, spec = load_named(opts.dataset, opts.data_dir)
+        if opts.split not in splits:
+            raise SeqlabError(f"dataset {opts.dataset!r} has no split {opts.split!r}; "
                               f"it has {', '.join(splits)}")
-        sents = splits[args.split]
-        scheme = resolve_scheme({args.split: sents}, spec.scheme)
+        sents = splits[opts.split]
+        scheme = resolve_scheme({opts.split: sents}, spec.scheme)
     else:
-        name = Path(args.file).stem
-        out = evaluate_output(args, name, "conll")
-        sents = load_files(None, None, args.file, tag_column=cfg.data.tag_column)["test"]
+        name = Path(opts.file).stem
+        out = evaluate_output(opts.output, run.directory, name, ext)
+        sents = load_files(None, None, opts.file, tag_column=cfg.data.tag_column)["test"]
         scheme = resolve_scheme({"test": sents}, "auto")
-    learnt = {split_tag(label)[1] for label in meta["labels"]} - {None}
+    head = _head_for_run(run, meta["labels"])
+    if head.target == "tags":
+        refuse_nested({"eval": sents}, head.name)
+        learnt = {split_tag(label)[1] for label in meta["labels"]} - {None}
+    else:
+        learnt = set(meta["labels"])
     unseen = first_unseen_type(sents, scheme, learnt)
     if unseen:
         where, typ, extra = unseen
@@ -418,41 +600,73 @@ def _evaluate_cli(args, meta: dict, cfg: Config) -> int:
               "(they lower recall, and the type's F1 is 0)", file=sys.stderr)
     corpus = NerCorpus({"eval": sents}, scheme, meta["train_scheme"], meta["labels"], name)
     cfg.model.max_length, cfg.model.window_overlap = meta["max_length"], meta["window_overlap"]
-    cfg.train.eval_batch_size = args.batch_size
-    task = NerTask(cfg, load_tokenizer(args.model_dir), corpus)
-    model = prediction_model(args, meta)
-    result = task.evaluate(model, "eval", out_file=out, progress=not args.no_progress, dtype=dtype)
-    print(format_scores(result["default"], f"{name}: seqeval default mode (conlleval)"))
-    print()
-    print(format_scores(result["strict"], f"{name}: seqeval strict mode ({meta['train_scheme']})"))
-    print(f"predictions written to {out} (scored: {result['scored_columns']})")
+    cfg.train.eval_batch_size = opts.batch_size
+    task = NerTask.__new__(NerTask)
+    task.cfg, task.corpus, task.head = cfg, corpus, head
+    task.tokenizer = load_tokenizer(str(run.directory))
+    model = prediction_model(run, opts)
+    result = task.evaluate(model, "eval", out_file=out, progress=opts.progress, dtype=dtype)
+    if "exact" in result:
+        print(format_scores(result["exact"], f"{name}: exact-match spans"))
+    else:
+        print(format_scores(result["default"], f"{name}: seqeval default mode (conlleval)"))
+        print()
+        print(format_scores(result["strict"], f"{name}: seqeval strict mode ({meta['train_scheme']})"))
+        for dec, s in result.get("decodings", {}).items():
+            if dec != result["decode"]:
+                print(f"{dec} decoding: entity F1 {100 * s['default']['f1']:.2f} (written beside it)")
+    print(f"predictions written to {out} (scored: "
+          f"{result.get('scored_columns') or result.get('scored')})")
     return 0
 
 
-def _predict_cli(args, meta: dict, cfg: Config) -> int:
+def _predict_cli(opts: PredictOptions, run: Run) -> int:
+    from ..data.alignment import split_words
     from ..export import prediction_model
     from ..models import load_tokenizer
 
-    if args.question or args.context_file:
-        raise SeqlabError("--question and --context-file are for QA models; this one is NER")
-    dtype = torch.bfloat16 if args.bf16 else None
-    check_input_files(args.files)  # before any work
-    out_path = check_output_file(args.output)
-    tokenizer = load_tokenizer(args.model_dir)
-    model = prediction_model(args, meta)
+    meta = run.meta
+    dtype = torch.bfloat16 if opts.bf16 else None
+    check_input_files(opts.files)  # before any work
+    out_path = check_output_file(opts.output)
+    head = _head_for_run(run, meta["labels"])
+    tokenizer = load_tokenizer(str(run.directory))
+    model = prediction_model(run, opts)
+    lines = iter_lines(opts.files)
+    first = next(lines, None)  # empty input: empty output, exit 0
+    if first is None:
+        with AtomicOutput(out_path):
+            pass
+        return 0
+    bar = tqdm(desc="predicting", unit="line", disable=not opts.progress)
     with AtomicOutput(out_path) as out:
         # blocks of lines: bounded memory, and output from the first block on
-        for block in blocks(iter_lines(args.files), PREDICT_BLOCK_LINES):
+        for block in blocks(_chain_first(first, lines), PREDICT_BLOCK_LINES):
             texts = [text for text, _, _ in block]
             split = [split_words(t) for t in texts]
-            preds = predict_words(model, tokenizer, [w for w, _ in split],
-                                  max_length=meta["max_length"], overlap=meta["window_overlap"],
-                                  batch_size=args.batch_size, progress=False, dtype=dtype)
-            for text, (words, offsets), pred in zip(texts, split, preds):
-                ents = decode_entities(words, pred, meta["labels"], meta["train_scheme"], offsets,
-                                       text)
-                ents = [{k: e[k] for k in ("text", "type", "start", "end", "score")} for e in ents]
-                out.write(json.dumps({"text": text, "entities": ents}, ensure_ascii=False) + "\n")
+            preds = predict_sentences(model, tokenizer, head, [w for w, _ in split],
+                                      max_length=meta["max_length"], overlap=meta["window_overlap"],
+                                      batch_size=opts.batch_size, progress=False, dtype=dtype)
+            for text, (words, offsets), pred in zip(texts, split, next(iter(preds.values()))):
+                out.write(dumps_line({"text": text,
+                                      "entities": entity_records(pred.entities, offsets, text)}))
             out.flush()
+            bar.update(len(block))
+    bar.close()
     return 0
 
+
+def _chain_first(first, rest):
+    yield first
+    yield from rest
+
+
+def entity_records(entities, offsets: Sequence[tuple[int, int]], text: str) -> list[dict]:
+    """Entities as ``predict`` writes them: text, type, character ``start``/``end`` (half-open)
+    and score; nested ones included, in order of position."""
+    out = []
+    for typ, s, e, score in entities:
+        start, end = offsets[s][0], offsets[e - 1][1]
+        out.append({"text": text[start:end], "type": typ, "start": start, "end": end,
+                    "score": round(score, 4)})
+    return out

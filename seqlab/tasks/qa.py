@@ -1,20 +1,20 @@
-"""Span-extraction QA as a task: pointer (start/end) or tagging (B/I) head, same losses.
+"""Span-extraction QA as a task; the head (``model.head: pointer | tagging``) scores the answer.
 
 Features: question + a window of the context, ``max_length`` subwords, consecutive windows
 overlapping by ``doc_stride``; offsets map subwords back to characters. A window that does not
 hold the answer points at the CLS position (pointer) or is all ``O`` (tagging).
 
-Pointer loss: the configured loss over positions (class dimension = positions), with every
-position outside the context except CLS masked to ``-inf``, averaged over start and end.
-Tagging loss: the configured loss over ``O``/``B-ANS``/``I-ANS`` on context tokens, as NER.
+The predictions file (``predictions_dev.jsonl``) has a line per question: its id, article,
+question, context, the reference answers, the prediction with its character span and score, and
+the question's exact match and F1, so every score can be recomputed from it alone.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,34 +23,21 @@ from tqdm.auto import tqdm
 from ..config import Config
 from ..data.alignment import IGNORE, pad_batch
 from ..data.qa import QAExample, load_qa, read_squad, trainable
-from ..errors import DataError, SeqlabError, first_process
-from ..files import check_output_file, evaluate_output, write_json
-from ..losses import build_loss
+from ..errors import ConfigError, DataError, SeqlabError, first_process
+from ..files import check_output_file, dumps_line, evaluate_output, read_text_file, write_json
+from ..heads import get_head
 from ..metrics import cmrc_em_f1, squad_em_f1
+from . import CliOption, EvaluateOptions, PredictOptions, Run, StudySplit, Task, register_task
 
-TAG_LABELS = ["O", "B-ANS", "I-ANS"]
 
-
-def pointer_loss(loss_fn, start_logits: torch.Tensor, end_logits: torch.Tensor,
-                 start_positions: torch.Tensor, end_positions: torch.Tensor, *,
-                 allowed: torch.Tensor | None = None, num_items_in_batch=None) -> torch.Tensor:
-    """The pointer head's loss: ``loss_fn`` over positions (class dimension = positions) for the
-    start and for the end, averaged over the two, as the model's own QA loss.
-
-    ``allowed`` ``(B, L)``: positions that can be answers (the context and CLS); the others get
-    a ``-inf`` logit, so they are no classes at all. Without it (the Trainer gives the loss no
-    inputs) every position competes, special tokens and the question included.
-    With ``num_items_in_batch`` (features in the whole accumulated batch) the two sums are
-    divided by twice that number: gradient accumulation then equals the full batch.
-    """
-    start, end = start_logits.float(), end_logits.float()
-    if allowed is not None:
-        start = start.masked_fill(~allowed, -math.inf)
-        end = end.masked_fill(~allowed, -math.inf)
-    if num_items_in_batch is None:
-        return (loss_fn(start, start_positions) + loss_fn(end, end_positions)) / 2
-    n = 2 * num_items_in_batch
-    return loss_fn(start, start_positions, n) + loss_fn(end, end_positions, n)
+@dataclass
+class QAConfig:
+    doc_stride: int = 128
+    max_query_length: int = 64
+    max_answer_length: int = 30
+    n_best: int = 20
+    null_threshold: float = 0.0       # SQuAD v2: predict "" when null score - best > this
+    version_2: bool = False           # allow unanswerable questions
 
 
 def encode(tokenizer, examples: list[QAExample], cfg: Config, *, with_labels: bool) -> list[dict]:
@@ -108,83 +95,65 @@ def truncate_questions(tokenizer, questions: list[str], max_query_length: int) -
     return out
 
 
-def best_tagged_span(start_scores, end_scores, offsets, *, max_answer_length: int):
-    """The exact best ``(score, start_char, end_char)`` of ``start(s) + end(e)`` over context
-    positions ``s <= e < s + max_answer_length``, in one pass (a sliding-window maximum of the
-    start scores); None when the window has no context.
-
-    The tagging head's start and end scores mean something only as a pair (prefix sums in
-    :func:`tagging_scores`), so an n-best list of each alone can miss the best span."""
-    from collections import deque
-
-    best, window = None, deque()  # context positions, their start scores decreasing
-    for e, off in enumerate(offsets):
-        if off is None:
-            window.clear()
-            continue
-        while window and start_scores[window[-1]] <= start_scores[e]:
-            window.pop()
-        window.append(e)
-        if window[0] <= e - max_answer_length:
-            window.popleft()
-        s = window[0]
-        score = start_scores[s] + end_scores[e]
-        if best is None or score > best[0]:
-            best = (score, offsets[s][0], off[1])
-    return best
+def _deprecated_head(raw: dict) -> dict:
+    """``qa.head`` (before heads were a model key) read as ``model.head``, said once."""
+    qa = raw.get("qa")
+    if not isinstance(qa, dict) or "head" not in qa:
+        return raw
+    raw = dict(raw)
+    qa = dict(qa)
+    head = qa.pop("head")
+    raw["qa"] = qa
+    model = dict(raw.get("model") or {})
+    if model.get("head") not in (None, head):
+        raise ConfigError(f"qa.head {head!r} and model.head {model['head']!r} disagree; qa.head "
+                          "is deprecated: keep model.head only")
+    model["head"] = head
+    raw["model"] = model
+    if first_process():
+        print(f"seqlab: qa.head is deprecated; read as model.head: {head} (write it so)",
+              file=sys.stderr)
+    return raw
 
 
-def best_span(start_scores, end_scores, offsets, *, n_best: int, max_answer_length: int):
-    """Best ``(score, start_char, end_char)`` with end >= start, at most ``max_answer_length``
-    subwords, both inside the context; None when the window has no context."""
-    ctx = [k for k, o in enumerate(offsets) if o is not None]
-    if not ctx:
-        return None
-    def search(starts, ends):
-        best = None
-        for s in starts:
-            for e in ends:
-                if e < s or e - s + 1 > max_answer_length or offsets[e] is None:
-                    continue
-                score = start_scores[s] + end_scores[e]
-                if best is None or score > best[0]:
-                    best = (score, offsets[s][0], offsets[e][1])
-        return best
-
-    best = search(sorted(ctx, key=lambda k: -start_scores[k])[:n_best],
-                  sorted(ctx, key=lambda k: -end_scores[k])[:n_best])
-    if best is None:  # no valid pair among the n-best: search every valid pair
-        best = search(ctx, ctx)
-    return best
-
-
-def tagging_scores(log_probs: torch.Tensor, offsets) -> tuple[list[float], list[float]]:
-    """Turn B/I/O log-probabilities into start/end scores for :func:`best_span`.
-
-    A span s..e scores its tagging's log-probability against tagging every token ``O``:
-    ``[log B(s) - log O(s)] + sum_{k=s+1..e} [log I(k) - log O(k)]``, written as
-    ``start(s) + end(e)`` with prefix sums (the no-answer tagging scores 0).
-    """
-    lp = log_probs.tolist()
-    n = len(lp)
-    cum = [0.0] * (n + 1)
-    for k in range(n):
-        cum[k + 1] = cum[k] + ((lp[k][2] - lp[k][0]) if offsets[k] is not None else 0.0)
-    start = [lp[k][1] - lp[k][0] - cum[k + 1] for k in range(n)]
-    end = [cum[k + 1] for k in range(n)]
-    return start, end
-
-
-class QATask:
+@register_task("qa")
+class QATask(Task):
     """Span QA behind the task protocol (:class:`seqlab.tasks.Task`)."""
 
     primary_metric = "F1"
-    prediction_ext = "json"
+    default_head = "pointer"
+    prediction_ext = "jsonl"
+    config_sections = {"qa": QAConfig}
+    cli_options = {"predict": [
+        CliOption(("--question",), "QA: the question"),
+        CliOption(("--context-file",), "QA: a UTF-8 file holding the context")]}
 
     def __init__(self, cfg: Config, tokenizer, splits: dict[str, list[QAExample]], language: str):
         self.cfg, self.tokenizer, self.splits, self.language = cfg, tokenizer, splits, language
-        self.loss_fn = build_loss(cfg.loss.name, **cfg.loss.options)
+        self.head = get_head(cfg.model.head)(cfg)
+        self.loss_fn = self.head.build_loss()
         self._cache: dict[str, list[dict]] = {}
+
+    @classmethod
+    def upgrade_config(cls, raw: dict) -> dict:
+        return _deprecated_head(raw)
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        q = cfg.qa
+        if q.max_query_length < 1 or q.doc_stride < 0:
+            raise ConfigError("qa.max_query_length: expected >= 1, qa.doc_stride: expected >= 0")
+        room = cfg.model.max_length - q.max_query_length - 3  # [CLS] question [SEP] context [SEP]
+        if room <= q.doc_stride:
+            raise ConfigError(
+                f"qa.doc_stride: {q.doc_stride} leaves windows no room to advance: model.max_length "
+                f"{cfg.model.max_length} - qa.max_query_length {q.max_query_length} - 3 special "
+                f"tokens = {room} context subwords, which must be more than qa.doc_stride")
+
+    @classmethod
+    def model_inputs(cls, model_config) -> list[str]:
+        extra = ["token_type_ids"] if getattr(model_config, "type_vocab_size", 0) > 1 else []
+        return ["input_ids", "attention_mask", *extra]
 
     @classmethod
     def from_config(cls, cfg: Config) -> QATask:
@@ -203,9 +172,6 @@ class QATask:
             splits["dev"] = splits["dev"][: d.eval_limit]
         return cls(cfg, load_tokenizer(cfg.model.encoder), splits, language)
 
-    def new_model(self):
-        return _load_model(self.cfg.model.encoder, self.cfg.qa.head)
-
     def has_split(self, split: str) -> bool:
         return bool(self.splits.get(split))
 
@@ -218,15 +184,6 @@ class QATask:
         r = result["dev"]
         return (f"eval ({r['questions']} questions): EM {100 * r['exact_match']:.2f} "
                 f"F1 {100 * r['f1']:.2f}")
-
-    def count_items(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.cfg.qa.head == "tagging":
-            return (batch["labels"] != IGNORE).sum()
-        return torch.tensor(batch["input_ids"].shape[0])
-
-    # the CLI's paths, defined at the end of this module
-    cli_evaluate = staticmethod(lambda args, meta, cfg: _evaluate_cli(args, meta, cfg))
-    cli_predict = staticmethod(lambda args, meta, cfg: _predict_cli(args, meta, cfg))
 
     def _features(self, split: str) -> list[dict]:
         if split not in self._cache:
@@ -245,24 +202,6 @@ class QATask:
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         return pad_batch(rows, self.tokenizer.pad_token_id)
 
-    def _forward(self, model, batch):
-        kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        if "token_type_ids" in batch and getattr(model.config, "type_vocab_size", 0) > 1:
-            kwargs["token_type_ids"] = batch["token_type_ids"]
-        return model(**kwargs)
-
-    def compute_loss(self, model, batch, *, num_items_in_batch=None) -> torch.Tensor:
-        out = self._forward(model, batch)
-        if self.cfg.qa.head == "tagging":
-            return self.loss_fn(out.logits, batch["labels"], num_items_in_batch)
-        # positions outside the context (question, specials, padding) cannot be answers;
-        # CLS (position 0) stays for windows without the answer
-        allowed = batch["labels"] != IGNORE
-        allowed[:, 0] = True
-        return pointer_loss(self.loss_fn, out.start_logits, out.end_logits,
-                            batch["start_positions"], batch["end_positions"], allowed=allowed,
-                            num_items_in_batch=num_items_in_batch)
-
     @torch.inference_mode()
     def predict(self, model, examples: list[QAExample], *, device=None, progress: bool = True,
                 batch_size: int | None = None, dtype: torch.dtype | None = None
@@ -270,38 +209,31 @@ class QATask:
         """``{question id: {"text", "start", "end", "score"}}``, windows merged."""
         q = self.cfg.qa
         feats = encode(self.tokenizer, examples, self.cfg, with_labels=False)
-        device = device or next(model.parameters()).device
+        if device is None:
+            device = getattr(model, "device", None) or next(model.parameters()).device
+        device = torch.device(device)
         was_training = model.training
         model.eval()
+        types = getattr(getattr(model, "config", None), "type_vocab_size", 0) > 1
         best: dict[int, tuple] = {}
         null: dict[int, float] = {}
         order = sorted(range(len(feats)), key=lambda k: feats[k]["length"])
         bs = batch_size or self.cfg.train.eval_batch_size
+        precision = (torch.autocast(device.type, dtype=dtype) if dtype is not None
+                     else torch.autocast(device.type, enabled=False))
         for b in tqdm(range(0, len(order), bs), desc="predicting", unit="batch",
                       disable=not progress, leave=False):
             chunk = [feats[k] for k in order[b: b + bs]]
             batch = {k: v.to(device) for k, v in self.collate(chunk).items()}
-            with (torch.autocast(batch["input_ids"].device.type, dtype=dtype) if dtype
-                  else contextlib.nullcontext()):
-                out = self._forward(model, batch)
+            inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+            if types and "token_type_ids" in batch:
+                inputs["token_type_ids"] = batch["token_type_ids"]
+            with precision:
+                out = model(**inputs)
             for row, f in enumerate(chunk):
-                n = f["length"]
-                if q.head == "tagging":
-                    lp = out.logits[row, :n].float().log_softmax(-1).cpu()
-                    s_sc, e_sc = tagging_scores(lp, f["offsets"])
-                    null_score = 0.0
-                else:
-                    s_sc = out.start_logits[row, :n].float().cpu().tolist()
-                    e_sc = out.end_logits[row, :n].float().cpu().tolist()
-                    null_score = s_sc[0] + e_sc[0]
+                cand, null_score = self.head.window_answer(out, row, f)
                 ex = f["example"]
                 null[ex] = min(null.get(ex, math.inf), null_score)
-                if q.head == "tagging":
-                    cand = best_tagged_span(s_sc, e_sc, f["offsets"],
-                                            max_answer_length=q.max_answer_length)
-                else:
-                    cand = best_span(s_sc, e_sc, f["offsets"], n_best=q.n_best,
-                                     max_answer_length=q.max_answer_length)
                 if cand is not None and (ex not in best or cand[0] > best[ex][0]):
                     best[ex] = cand
         if was_training:
@@ -309,24 +241,17 @@ class QATask:
         preds = {}
         for i, ex in enumerate(examples):
             if i not in best or (q.version_2 and null[i] - best[i][0] > q.null_threshold):
-                preds[ex.id] = {"text": "", "start": None, "end": None,
-                                "score": null.get(i)}
+                preds[ex.id] = {"text": "", "start": None, "end": None, "score": null.get(i)}
                 continue
             score, s, e = best[i]
             preds[ex.id] = {"text": ex.context[s:e], "start": s, "end": e, "score": round(score, 4)}
         return preds
 
-    def score_predictions(self, examples: list[QAExample], preds: dict[str, dict]) -> dict:
-        version = "2.0" if self.cfg.qa.version_2 else "1.1"
-        em = f1 = 0.0
-        for ex in examples:
-            if self.language == "zh":
-                e, f = cmrc_em_f1(preds[ex.id]["text"], ex.references)
-            else:
-                e, f = squad_em_f1(preds[ex.id]["text"], ex.references, version=version)
-            em, f1 = em + e, f1 + f
-        n = max(1, len(examples))
-        return {"exact_match": em / n, "f1": f1 / n, "questions": len(examples)}
+    def question_scores(self, ex: QAExample, text: str) -> tuple[float, float]:
+        """A prediction's exact match and F1 against the question's references."""
+        if self.language == "zh":
+            return cmrc_em_f1(text, ex.references)
+        return squad_em_f1(text, ex.references, version="2.0" if self.cfg.qa.version_2 else "1.1")
 
     def evaluate(self, model, split: str, *, device=None, out_file: Path | None = None,
                  progress: bool = True, accelerator=None, dtype: torch.dtype | None = None
@@ -339,13 +264,21 @@ class QATask:
                             dtype=dtype)
         values = gather_shards(mine, [part[examples[i].id] for i in mine], len(examples),
                                accelerator)
-        preds = {ex.id: v for ex, v in zip(examples, values)}
-        if accelerator is not None and not accelerator.is_main_process:
-            out_file = None
-        if out_file is not None:
-            out_file.write_text(json.dumps({k: v["text"] for k, v in preds.items()},
-                                           ensure_ascii=False, indent=1), encoding="utf-8")
-        return self.score_predictions(examples, preds)
+        em = f1 = 0.0
+        records = []
+        for ex, p in zip(examples, values):
+            e, f = self.question_scores(ex, p["text"])
+            em, f1 = em + e, f1 + f
+            records.append({"id": ex.id, "article": ex.title, "question": ex.question,
+                            "context": ex.context, "answers": ex.references,
+                            "prediction": p["text"], "start": p["start"], "end": p["end"],
+                            "score": p["score"], "exact_match": e, "f1": f})
+        if out_file is not None and (accelerator is None or accelerator.is_main_process):
+            with open(out_file, "w", encoding="utf-8") as fh:
+                for r in records:
+                    fh.write(dumps_line(r))
+        n = max(1, len(examples))
+        return {"exact_match": em / n, "f1": f1 / n, "questions": len(examples)}
 
     @staticmethod
     def summary(result: dict) -> dict:
@@ -355,70 +288,116 @@ class QATask:
         from .. import __version__
 
         write_json(directory / "seqlab.json", {
-            "seqlab_version": __version__, "task": "qa", "head": self.cfg.qa.head,
-            "language": self.language, "dataset": self.cfg.data.dataset,
-            "max_length": self.cfg.model.max_length})
+            "seqlab_version": __version__, "task": "qa", "language": self.language,
+            "dataset": self.cfg.data.dataset, "max_length": self.cfg.model.max_length,
+            **self.head.meta()})
+
+    # ----------------------------------------------------------------- the CLI
+
+    @classmethod
+    def cli_evaluate(cls, opts: EvaluateOptions, run: Run) -> int:
+        return _evaluate_cli(opts, run)
+
+    @classmethod
+    def cli_predict(cls, opts: PredictOptions, run: Run) -> int:
+        return _predict_cli(opts, run)
+
+    # ----------------------------------------------------------------- the study
+
+    @classmethod
+    def study_metrics(cls, split_metrics: dict) -> dict:
+        return {"f1": split_metrics["f1"], "exact_match": split_metrics["exact_match"]}
+
+    @classmethod
+    def study_split(cls, run_dir: Path, split: str, decoding: str | None = None
+                    ) -> StudySplit | None:
+        import gzip
+
+        import numpy as np
+
+        for path in (run_dir / f"predictions_{split}.jsonl.gz", run_dir / f"predictions_{split}.jsonl"):
+            if not path.is_file():
+                continue
+            opener = gzip.open if path.suffix == ".gz" else open
+            counts, docs = [], []
+            with opener(path, "rt", encoding="utf-8") as fh:
+                for lineno, line in enumerate(fh, start=1):
+                    try:
+                        r = json.loads(line)
+                        counts.append((r["f1"], r["exact_match"], 1.0))
+                        docs.append(r["article"])
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        raise DataError("expected a QA prediction line (id, article, f1, "
+                                        "exact_match, ...)", str(path), lineno) from None
+            return StudySplit(np.asarray(counts, dtype=np.float64).reshape(-1, 3), documents=docs)
+        return None
+
+    @classmethod
+    def study_scores(cls) -> dict:
+        """Mean F1 and exact match over questions from summed ``(F1, exact match, questions)``."""
+        import numpy as np
+
+        def mean(c, k):
+            return np.where(c[..., 2] > 0, c[..., k] / np.maximum(c[..., 2], 1), 0.0)
+
+        return {"f1": lambda c: mean(c, 0), "exact_match": lambda c: mean(c, 1)}
 
 
-def _load_model(name: str, head: str):
-    from ..models import load_question_answering, load_token_classifier
-
-    if head == "tagging":
-        return load_token_classifier(name, TAG_LABELS if not Path(name).joinpath("seqlab.json").exists()
-                                     else None)
-    return load_question_answering(name)
-
-
-def _task_for(args, meta: dict, cfg: Config, splits: dict, language: str):
+def _task_for(run: Run, splits: dict, language: str) -> QATask:
     from ..models import load_tokenizer
 
-    cfg.qa.head = meta["head"]
-    cfg.model.max_length = meta["max_length"]
-    tokenizer = load_tokenizer(args.model_dir)
+    cfg = run.config
+    cfg.model.max_length = run.meta["max_length"]
+    return QATask(cfg, load_tokenizer(str(run.directory)), splits, language)
+
+
+def _evaluate_cli(opts: EvaluateOptions, run: Run) -> int:
     from ..export import prediction_model
 
-    model = prediction_model(args, meta)
-    return QATask(cfg, tokenizer, splits, language), model
-
-
-def _evaluate_cli(args, meta: dict, cfg: Config) -> int:
-    if args.bf16:
+    if opts.bf16:
         raise SeqlabError("--bf16 is available for NER models only")
-    name = f"{args.dataset}-{args.split}" if args.dataset else Path(args.file).stem
-    out = evaluate_output(args, name, "json")
-    if args.dataset:
-        splits, language = load_qa(args.dataset, args.data_dir,
-                                   eval_split="dev" if args.split == "test" else args.split,
+    name = f"{opts.dataset}-{opts.split}" if opts.dataset else Path(opts.file).stem
+    out = evaluate_output(opts.output, run.directory, name, "jsonl")
+    if opts.dataset:
+        splits, language = load_qa(opts.dataset, opts.data_dir,
+                                   eval_split="dev" if opts.split == "test" else opts.split,
                                    roles=("dev",))
         examples = splits["dev"]
     else:
-        examples, language = read_squad(args.file)[0], meta["language"]
-    cfg.train.eval_batch_size = args.batch_size
-    task, model = _task_for(args, meta, cfg, {"eval": examples}, language)
-    result = task.evaluate(model, "eval", out_file=out, progress=not args.no_progress)
+        examples, language = read_squad(opts.file)[0], run.meta["language"]
+    run.config.train.eval_batch_size = opts.batch_size
+    task = _task_for(run, {"eval": examples}, language)
+    model = prediction_model(run, opts)
+    result = task.evaluate(model, "eval", out_file=out, progress=opts.progress)
     print(f"{name}: {result['questions']} questions, EM {100 * result['exact_match']:.2f}, "
           f"F1 {100 * result['f1']:.2f}")
     print(f"predictions written to {out}")
     return 0
 
 
-def _predict_cli(args, meta: dict, cfg: Config) -> int:
-    if args.bf16:
+def _predict_cli(opts: PredictOptions, run: Run) -> int:
+    from ..export import prediction_model
+
+    if opts.bf16:
         raise SeqlabError("--bf16 is available for NER models only")
-    if not args.question or not args.context_file:
+    question, context_file = opts.extra.get("question"), opts.extra.get("context_file")
+    if not question or not context_file:
         raise SeqlabError("a QA model needs --question and --context-file")
-    path = Path(args.context_file)
-    if not path.is_file():
-        raise SeqlabError(f"{path}: file not found")
-    check_output_file(args.output)
-    context = path.read_text(encoding="utf-8")
-    ex = QAExample("q", "", context, args.question, [])
-    task, model = _task_for(args, meta, cfg, {}, meta["language"])
-    pred = task.predict(model, [ex], progress=False, batch_size=args.batch_size)["q"]
-    line = json.dumps({"question": args.question, "answer": pred["text"], "start": pred["start"],
-                       "end": pred["end"], "score": pred["score"]}, ensure_ascii=False)
-    if args.output:
-        Path(args.output).write_text(line + "\n", encoding="utf-8")
+    out_path = check_output_file(opts.output)
+    context = read_text_file(context_file, what="--context-file")
+    if not context.strip():
+        raise SeqlabError(f"--context-file {context_file}: the context is empty; there is "
+                          "nothing to answer from")
+    ex = QAExample("q", "", context, question, [])
+    task = _task_for(run, {}, run.meta["language"])
+    model = prediction_model(run, opts)
+    pred = task.predict(model, [ex], progress=False, batch_size=opts.batch_size)["q"]
+    line = dumps_line({"question": question, "answer": pred["text"], "start": pred["start"],
+                       "end": pred["end"], "score": pred["score"]})
+    if out_path is not None:
+        from ..files import write_text
+
+        write_text(out_path, line)
     else:
-        sys.stdout.write(line + "\n")
+        sys.stdout.write(line)
     return 0

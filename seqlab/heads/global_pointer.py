@@ -1,0 +1,258 @@
+r"""The GlobalPointer span head (Su Jianlin, 2021): a score for every candidate span of every
+entity type, so entities may nest or overlap.
+
+For each type :math:`\alpha`, a start projection :math:`q_{i,\alpha}` and an end projection
+:math:`k_{j,\alpha}` of the encoder's states, rotated by rotary position embeddings (RoPE) so that
+their product depends on the positions through :math:`j - i` only:
+
+.. math:: s_\alpha(i, j) = (R_i q_{i,\alpha})^\top (R_j k_{j,\alpha}) / \sqrt{d}
+          = q_{i,\alpha}^\top R_{j-i}\, k_{j,\alpha} / \sqrt{d}
+
+Efficient GlobalPointer (``model.efficient: true``, the default; Su, 2022) shares one ``q``/``k``
+pair between the types and adds a per-type term that is linear in :math:`[q_i; k_i]` and in
+:math:`[q_j; k_j]`: :math:`s_\alpha(i, j) = q_i^\top R_{j-i} k_j / \sqrt{d} + w_\alpha^\top
+[q_i; k_i] + v_\alpha^\top [q_j; k_j]`, with far fewer parameters per type.
+
+Spans are over words: a word's start is its first subword, its end its last subword, so a
+span of words ``[s, e)`` is the score at (first subword of ``s``, last subword of ``e - 1``). The
+model scores every pair of positions, ``(B, types, L, L)``; the candidates are the pairs of a
+word start and a word end with ``s <= e - 1`` (the upper triangle) and, with
+``model.max_span_words``, at most that many words. Memory grows with types x L^2 per window
+(``scripts/bench_heads.py`` measures it). A span is predicted where its score is above 0 (the
+threshold :func:`seqlab.losses.multilabel_ce` is built around); its reported score is the
+score's logistic sigmoid.
+
+Windows: a long sentence is cut into overlapping windows of words. A span is trained and scored
+only in windows that hold all of its words, and decided by the one where it sits farthest from
+an edge (as a word's label is); a span longer than a window's overlap that crosses a window
+boundary lies in no window and cannot be predicted.
+
+On flat data the predictions are made flat (``eval.allow_nested: false``, the default): the
+highest-scoring spans that do not overlap a higher-scoring one are kept.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from transformers.utils import ModelOutput
+
+from ..data.alignment import pad_batch
+from ..errors import ConfigError
+from . import Head, SentencePrediction, model_inputs, register_head
+from ._encoder import EncoderWithHead, load_encoder_model
+
+IGNORE = -100
+
+
+@dataclass
+class GlobalPointerOptions:
+    efficient: bool = True                # the shared span extractor with per-type terms
+    head_size: int = 64                   # d: the size of q and k (even, for RoPE)
+    max_span_words: int | None = None     # no candidate span longer than this many words
+
+    def __post_init__(self):
+        if self.head_size < 2 or self.head_size % 2:
+            raise ConfigError(f"model.head_size: expected an even number >= 2, got {self.head_size}")
+        if self.max_span_words is not None and self.max_span_words < 1:
+            raise ConfigError(f"model.max_span_words: expected >= 1 or null, got "
+                              f"{self.max_span_words}")
+
+
+@dataclass
+class SpanOutput(ModelOutput):
+    logits: torch.Tensor | None = None    # (B, types, L, L): span scores, start by end position
+
+
+def rope(x: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding of ``x`` ``(B, L, ..., d)`` along its second axis: the pairs of
+    features ``(2m, 2m+1)`` rotated by the angle ``position * 10000^(-2m/d)``."""
+    d, length = x.shape[-1], x.shape[1]
+    inv = torch.pow(10000.0, -torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
+    angle = torch.arange(length, device=x.device, dtype=torch.float32).unsqueeze(1) * inv
+    shape = (1, length) + (1,) * (x.dim() - 3) + (d,)
+    sin = angle.sin().repeat_interleave(2, dim=-1).view(shape).to(x.dtype)
+    cos = angle.cos().repeat_interleave(2, dim=-1).view(shape).to(x.dtype)
+    turned = torch.stack([-x[..., 1::2], x[..., ::2]], dim=-1).reshape(x.shape)
+    return x * cos + turned * sin
+
+
+class GlobalPointer(EncoderWithHead):
+    """Encoder and the span scorer; returns the scores of every position pair per type."""
+
+    def __init__(self, config, encoder=None):
+        super().__init__(config, encoder)
+        opts = GlobalPointerOptions(**getattr(config, "seqlab_head_options", {}))
+        self.types, self.size, self.efficient = config.num_labels, opts.head_size, opts.efficient
+        hidden = config.hidden_size
+        if self.efficient:
+            self.qk = nn.Linear(hidden, 2 * self.size)
+            self.type_terms = nn.Linear(2 * self.size, 2 * self.types)
+        else:
+            self.qk = nn.Linear(hidden, self.types * 2 * self.size)
+        self.post_init()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, **_) -> SpanOutput:
+        h = self.hidden(input_ids, attention_mask, token_type_ids)
+        B, L = h.shape[:2]
+        x = self.qk(h)
+        if self.efficient:
+            q, k = rope(x[..., ::2]), rope(x[..., 1::2])                      # (B, L, d)
+            shared = torch.einsum("bmd,bnd->bmn", q, k) / math.sqrt(self.size)
+            terms = self.type_terms(x).transpose(1, 2) / 2                    # (B, 2T, L)
+            logits = shared.unsqueeze(1) + terms[:, 0::2, :, None] + terms[:, 1::2, None, :]
+        else:
+            x = x.view(B, L, self.types, 2 * self.size)
+            q, k = rope(x[..., : self.size]), rope(x[..., self.size:])         # (B, L, T, d)
+            logits = torch.einsum("bmtd,bntd->btmn", q, k) / math.sqrt(self.size)
+        return SpanOutput(logits=logits)
+
+
+def word_bounds(feature: dict) -> tuple[list[int], list[int]]:
+    """The positions of each word's first and last subword in a window's ``input_ids``."""
+    first = [p for p, w in enumerate(feature["word_index"]) if w >= 0]
+    last = [p - 1 for p in first[1:]] + ([len(feature["input_ids"]) - 2] if first else [])
+    return first, last
+
+
+@register_head("global_pointer")
+class GlobalPointerHead(Head):
+    """Span scores per type; multilabel categorical cross-entropy, or a loss's binary form."""
+
+    target = "spans"
+    binary_losses = True
+    default_loss = "multilabel_ce"
+    options = GlobalPointerOptions
+
+    def new_model(self):
+        from ..models import quiet, resolve_encoder
+
+        return quiet(GlobalPointer.on_encoder)(resolve_encoder(self.cfg.model.encoder),
+                                               labels=self.labels, head=self.name,
+                                               options=asdict(self.opts))
+
+    @classmethod
+    def load_model(cls, directory, meta):
+        return load_encoder_model(GlobalPointer, directory)
+
+    @property
+    def max_span(self) -> int | None:
+        return self.opts.max_span_words
+
+    # ------------------------------------------------------------------ training
+
+    def window_targets(self, feature: dict, gold: list[tuple[int, int, int]], n_words: int) -> dict:
+        """The window's word bounds and its gold spans ``[type, first word, last word]``
+        (window-local, the last inclusive): those entirely inside the window."""
+        ws, we = feature["window"]
+        first, last = word_bounds(feature)
+        spans = [[t, s - ws, e - 1 - ws] for t, s, e in gold if ws <= s and e <= we
+                 and (self.max_span is None or e - s <= self.max_span)]
+        return {"word_first": first, "word_last": last, "spans": spans}
+
+    def candidates(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Word pairs ``(i, j)``, ``i <= j``, of the candidate spans among ``n`` words."""
+        i, j = torch.triu_indices(n, n)
+        if self.max_span is not None:
+            keep = j - i < self.max_span
+            i, j = i[keep], j[keep]
+        return i, j
+
+    def collate(self, rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+        """Input ids and the span labels ``(B, types, L, L)``: 1 at a gold span, 0 at another
+        candidate, :data:`IGNORE` at every pair that is no candidate."""
+        batch = pad_batch([{"input_ids": r["input_ids"]} for r in rows], pad_id)
+        B, L = batch["input_ids"].shape
+        labels = torch.full((B, len(self.labels), L, L), IGNORE, dtype=torch.int8)
+        for b, r in enumerate(rows):
+            first, last = torch.tensor(r["word_first"]), torch.tensor(r["word_last"])
+            i, j = self.candidates(len(first))
+            labels[b, :, first[i], last[j]] = 0
+            for t, s, e in r["spans"]:
+                labels[b, t, first[s], last[e]] = 1
+        batch["labels"] = labels
+        return batch
+
+    def loss(self, model, batch, loss_fn, num_items_in_batch=None):
+        logits = model(**model_inputs(batch)).logits
+        return loss_fn(logits.flatten(-2), batch["labels"].flatten(-2), num_items_in_batch)
+
+    def count_items(self, batch, loss_fn):
+        return loss_fn.count_items(batch["labels"].flatten(-2))
+
+    @classmethod
+    def accepts_outputs(cls, outputs) -> bool:
+        logits = outputs.get("logits") if hasattr(outputs, "get") else None
+        return logits is not None and logits.dim() == 4
+
+    @classmethod
+    def trainer_loss(cls, loss_fn, outputs, labels, num_items_in_batch=None):
+        logits = outputs["logits"]
+        return loss_fn(logits.flatten(-2), labels.to(logits.device).flatten(-2), num_items_in_batch)
+
+    # ------------------------------------------------------------------ prediction
+
+    def start_prediction(self, windows) -> dict:
+        return {"spans": [[[] for _ in w] for w in windows]}
+
+    def collect_batch(self, state, outputs, chunk, keep) -> None:
+        """The positive candidate spans of each window: ``(type, start, end, score)`` in the
+        sentence's words (``end`` exclusive)."""
+        logits = outputs["logits"]
+        for row, (si, wi, f) in enumerate(chunk):
+            first, last = word_bounds(f)
+            if not first:
+                continue
+            ws = f["window"][0]
+            i, j = self.candidates(len(first))
+            fi, lj = torch.tensor(first)[i], torch.tensor(last)[j]
+            scores = logits[row][:, fi, lj].float().cpu()                    # (types, candidates)
+            t, c = torch.nonzero(scores > 0, as_tuple=True)
+            state["spans"][si][wi] = [(int(a), ws + int(i[b]), ws + int(j[b]) + 1, float(scores[a, b]))
+                                      for a, b in zip(t, c)]
+
+    def finish_prediction(self, state, windows, lengths) -> dict[str, list[SentencePrediction]]:
+        preds = []
+        for si, wins in enumerate(windows):
+            kept = []
+            for wi, spans in enumerate(state["spans"][si]):
+                for t, s, e, score in spans:
+                    if _most_centred(wins, s, e) == wi:
+                        kept.append((self.labels[t], s, e, score))
+            kept.sort(key=lambda x: (-x[3], x[1], x[2], x[0]))
+            if not self.cfg.eval.allow_nested:
+                kept = flatten_spans(kept)
+            kept.sort(key=lambda x: (x[1], x[2], x[0]))
+            preds.append(SentencePrediction([(t, s, e, _sigmoid(score)) for t, s, e, score in kept]))
+        return {"spans": preds}
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x > -700 else 0.0
+
+
+def _most_centred(windows: list[tuple[int, int]], start: int, end: int) -> int:
+    """The window holding words ``[start, end)`` where they sit farthest from an edge."""
+    best, where = -1, -1
+    for k, (ws, we) in enumerate(windows):
+        if ws <= start and end <= we:
+            centred = min(start - ws, we - end)
+            if centred > best:
+                best, where = centred, k
+    return where
+
+
+def flatten_spans(spans: list[tuple]) -> list[tuple]:
+    """Spans ``(type, start, end, score, ...)`` in decreasing score, each kept unless it
+    overlaps one kept before it."""
+    taken: list[tuple[int, int]] = []
+    out = []
+    for span in spans:
+        s, e = span[1], span[2]
+        if all(e <= a or b <= s for a, b in taken):
+            taken.append((s, e))
+            out.append(span)
+    return out

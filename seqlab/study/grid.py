@@ -1,0 +1,284 @@
+"""A study's grid: its config, its runs, and the runner that trains them.
+
+A study config (``configs/study-*.yaml``) names one base training config, the variants to
+compare and the seeds::
+
+    study: {output_dir: benchmarks/study/wnut17, seeds: [1, 2, 3], baseline: ce}
+    base:                       # an ordinary `seqlab train` config, without loss and output_dir
+      task: ner
+      data: {dataset: wnut17}
+      train: {epochs: 3, batch_size: 16, learning_rate: 5.0e-5}
+    losses:                     # variant name -> what it changes
+      ce: {name: ce}                                   # a `loss:` section
+      focal-g2: {name: focal, gamma: 2.0}
+      ce-fast: {loss: {name: ce}, train: {learning_rate: 1.0e-4}}   # config sections
+      crf: {model: {head: crf}}
+      ce-viterbi: {from: ce, decoding: viterbi}        # the runs of `ce`, decoded otherwise
+
+Every run of a seed uses the same seed for initialisation and data order, so a variant and the
+baseline differ in what the variant changes and their scores can be compared in pairs. Runs go
+to ``OUTPUT_DIR/runs/<variant>/seed-<n>``, each trained in a process of its own; a run directory
+holding ``metrics.json`` is finished and skipped, anything else is (re)done, so a grid can be
+completed over several sittings or split across machines with ``--shard i/n``. Weights are not
+kept unless ``study.keep_weights``; the predictions of the scored split (test, else dev) are
+kept, gzipped, for the bootstrap and the calibration figures.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..config import apply_overrides, config_from_dict, read_yaml
+from ..errors import ConfigError, SeqlabError
+
+
+@dataclass(frozen=True)
+class Run:
+    loss: str        # the variant's name
+    seed: int
+    directory: Path
+    config: dict     # the run's whole training config
+
+    @property
+    def name(self) -> str:
+        return f"{self.loss}/seed-{self.seed}"
+
+    def finished(self) -> bool:
+        return (self.directory / "metrics.json").is_file()
+
+
+@dataclass
+class Study:
+    name: str
+    path: Path
+    output_dir: Path
+    seeds: list[int]
+    losses: dict[str, dict]      # variant name -> its entry (trained variants)
+    baseline: str
+    base: dict
+    keep_weights: bool = False
+    derived: dict[str, dict] = field(default_factory=dict)  # name -> {from, decoding}
+
+    def runs(self) -> list[Run]:
+        """Every run, seed by seed (so that a grid stopped half-way has whole paired seeds)."""
+        out = []
+        for seed in self.seeds:
+            for loss, section in self.losses.items():
+                directory = self.output_dir / "runs" / loss / f"seed-{seed}"
+                raw = merge_sections(self.base, variant_config(section))
+                train = dict(raw.get("train") or {})
+                train.update(seed=seed, output_dir=str(directory), overwrite=True,
+                             save_model=self.keep_weights)
+                raw["train"] = train
+                out.append(Run(loss, seed, directory, raw))
+        return out
+
+    def variants(self) -> list[str]:
+        """Trained and derived variants, in the config's order."""
+        return [*self.losses, *self.derived]
+
+
+_VARIANT_KEYS = ("loss", "model", "train", "eval", "data", "qa")
+_STUDY_KEYS = ("output_dir", "seeds", "baseline", "keep_weights", "name")
+
+
+def variant_config(section: dict) -> dict:
+    """A grid entry as the part of a training config it changes: ``{name: focal, gamma: 1}`` is
+    a ``loss:`` section; a mapping of config sections (``{loss: {...}, train: {...}}``) is used
+    as it is, so a run may change the learning rate or the head beside the loss."""
+    if any(k in _VARIANT_KEYS for k in section):
+        return {k: dict(v) if isinstance(v, dict) else v for k, v in section.items()}
+    return {"loss": dict(section)}
+
+
+def merge_sections(base: dict, over: dict) -> dict:
+    """``base`` with ``over`` merged in, section by section (``over`` wins)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_sections(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
+    """Read and validate a study config; every variant's training config is validated too.
+
+    Raises:
+        ConfigError: a missing section, an unknown key, or a run config that does not validate
+            (the message names the variant).
+    """
+    path = Path(path)
+    raw = apply_overrides(read_yaml(path, "study config"), overrides or [])
+    for key in ("study", "base", "losses"):
+        if not isinstance(raw.get(key), dict):
+            raise ConfigError(f"{path}: expected a mapping under {key!r} (see seqlab/study/grid.py)")
+    unknown = sorted(set(raw) - {"study", "base", "losses"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r}; valid keys: study, base, losses")
+    s = raw["study"]
+    bad = sorted(set(s) - set(_STUDY_KEYS))
+    if bad:
+        raise ConfigError(f"{path}: unknown key study.{bad[0]}; valid keys: {', '.join(_STUDY_KEYS)}")
+    if "output_dir" not in s:
+        raise ConfigError(f"{path}: study.output_dir is missing")
+    seeds = s.get("seeds")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) for x in seeds) \
+            or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{path}: study.seeds: expected a list of distinct integers, got {seeds!r}")
+    if "loss" in raw["base"]:
+        raise ConfigError(f"{path}: base.loss: the losses come from the 'losses' section")
+    trained, derived = {}, {}
+    for name, entry in raw["losses"].items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: losses.{name}: expected a mapping, got {entry!r}")
+        if "from" in entry:
+            if set(entry) != {"from", "decoding"} or entry["from"] not in raw["losses"]:
+                raise ConfigError(f"{path}: losses.{name}: a derived variant is {{from: VARIANT, "
+                                  "decoding: NAME}} naming a trained variant")
+            derived[name] = dict(entry)
+        else:
+            trained[name] = entry
+    baseline = str(s.get("baseline", "ce"))
+    if baseline not in raw["losses"]:
+        raise ConfigError(f"{path}: study.baseline {baseline!r} is not one of the losses: "
+                          f"{', '.join(raw['losses'])}")
+    study = Study(name=str(s.get("name", path.stem.removeprefix("study-"))), path=path,
+                  output_dir=Path(s["output_dir"]), seeds=list(seeds), losses=trained,
+                  baseline=baseline, base=dict(raw["base"]),
+                  keep_weights=bool(s.get("keep_weights")), derived=derived)
+    for run in study.runs()[: len(study.losses)]:  # the seeds' configs differ in the seed only
+        try:
+            config_from_dict(run.config)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: loss {run.loss!r}: {exc}") from None
+    return study
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"2/4"`` -> ``(2, 4)``: the second of four shards (1-based)."""
+    if text is None:
+        return 1, 1
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {text!r}: expected i/n, e.g. 1/2") from None
+    if not 1 <= i <= n:
+        raise ConfigError(f"--shard {text!r}: expected 1 <= i <= n")
+    return i, n
+
+
+def shard(runs: list[Run], i: int, n: int) -> list[Run]:
+    """The runs of shard ``i`` of ``n``: every n-th run from the i-th, so each shard gets a share
+    of every seed."""
+    return runs[i - 1:: n]
+
+
+def keep_predictions(directory: Path) -> None:
+    """Keep the predictions of the scored split, gzipped (the bootstrap and calibration read
+    them): test's, or dev's when the run has no test split."""
+    files = [f for f in directory.glob("predictions_*") if f.suffix in (".conll", ".jsonl")]
+    scored = "test" if any(f.name.startswith("predictions_test") for f in files) else "dev"
+    for f in files:
+        if f.name.startswith(f"predictions_{scored}"):
+            with open(f, "rb") as src, gzip.open(f.with_name(f.name + ".gz"), "wb",
+                                                 compresslevel=9) as dst:
+                shutil.copyfileobj(src, dst)
+        f.unlink()
+
+
+def run_one(run: Run, *, progress: bool = False, max_steps: int | None = None) -> dict:
+    """Train one run of the grid in a process of its own (from scratch: a leftover
+    ``.incomplete`` directory is replaced); return its metrics."""
+    raw = run.config
+    if max_steps is not None:
+        raw = apply_overrides(raw, [f"train.max_steps={max_steps}"])
+    run.directory.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False,
+                                     dir=run.directory.parent) as fh:
+        yaml.safe_dump(raw, fh, sort_keys=False)
+    try:
+        cmd = [sys.executable, "-m", "seqlab.cli", "train", fh.name]
+        if not progress:
+            cmd.append("--no-progress")
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    finally:
+        os.unlink(fh.name)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.strip().splitlines()[-5:])
+        raise SeqlabError(f"run {run.name} failed (exit {proc.returncode}): {tail}")
+    out = Path(raw["train"]["output_dir"])
+    keep_predictions(out)
+    return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+
+
+def run_grid(study: Study, *, shard_spec: str | None = None, progress: bool = True,
+             runner=run_one) -> list[Run]:
+    """Run every unfinished run of this shard, in order; return the runs that were trained."""
+    from tqdm.auto import tqdm
+
+    i, n = parse_shard(shard_spec)
+    todo = [r for r in shard(study.runs(), i, n) if not r.finished()]
+    done = []
+    bar = tqdm(todo, desc=f"study {study.name}", unit="run", disable=not progress)
+    for run in bar:
+        bar.set_postfix_str(run.name)
+        staging = run.directory.with_name(run.directory.name + ".incomplete")
+        if staging.exists():
+            shutil.rmtree(staging)
+        if run.directory.exists():  # a directory without metrics.json is not a finished run
+            shutil.rmtree(run.directory)
+        runner(run)
+        done.append(run)
+    return done
+
+
+def dry_run(study: Study, *, shard_spec: str | None = None, time_steps: int = 20,
+            timer=None) -> str:
+    """The runs of this shard with their state, and the time the unfinished ones should take,
+    estimated from ``time_steps`` optimizer steps of the first one (in a temporary directory)."""
+    i, n = parse_shard(shard_spec)
+    runs = shard(study.runs(), i, n)
+    todo = [r for r in runs if not r.finished()]
+    lines = [f"study {study.name}: {len(runs)} runs in shard {i}/{n}, {len(todo)} to do"]
+    lines += [f"  {'done' if r.finished() else 'todo'}  {r.name}" for r in runs]
+    if todo:
+        per_run = (timer or _time_run)(todo[0], time_steps, tempfile.mkdtemp(prefix="seqlab-study-"))
+        lines.append(f"estimated {per_run / 60:.1f} min a run, {len(todo) * per_run / 3600:.1f} h "
+                     f"for the {len(todo)} to do (from {time_steps} steps of {todo[0].name}; "
+                     "early stopping may end runs sooner)")
+    return "\n".join(lines)
+
+
+def _time_run(run: Run, steps: int, tmp: str) -> float:
+    """Seconds a whole run should take: train ``steps`` steps in ``tmp``; scale the training time
+    to the run's steps and the evaluation time to its number of evaluations."""
+    raw = apply_overrides(run.config, [f"train.output_dir={tmp}/run"])
+    probe = Run(run.loss, run.seed, Path(tmp) / "run", raw)
+    t0 = time.perf_counter()
+    result = run_one(probe, max_steps=steps)
+    wall = time.perf_counter() - t0
+    cfg = config_from_dict(raw)
+    train_s = result["train_time_s"]
+    evals_done = 1 + sum(1 for s in ("dev", "test") if s in result)
+    per_eval = max(0.0, wall - train_s) / evals_done
+    total_steps = math.ceil(result["steps_per_epoch"] * cfg.train.epochs)
+    if cfg.train.max_steps:
+        total_steps = min(total_steps, cfg.train.max_steps)
+    evals = math.ceil(cfg.train.epochs) + 2
+    shutil.rmtree(tmp, ignore_errors=True)
+    return train_s / max(1, result["steps"]) * total_steps + per_eval * evals

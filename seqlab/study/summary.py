@@ -1,0 +1,140 @@
+"""The studies side by side (``seqlab study-summary``): each variant's difference to its grid's
+baseline in every grid, with the verdict its statistics allow, and a figure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import DataError, SeqlabError
+from ..files import write_text
+from .report import delta_axes, headline_table, pyplot, save_figure, signed
+
+
+def read_results(directory: str | Path) -> list[dict]:
+    """The ``results.json`` of every study one level under ``directory`` (``benchmarks/study``),
+    in name order.
+
+    Raises:
+        SeqlabError: no study there.
+        DataError: a results file that is not one (the message names the file).
+    """
+    directory = Path(directory)
+    paths = sorted(directory.glob("*/results.json"))
+    if not paths:
+        raise SeqlabError(f"{directory}: no */results.json; expected the directory holding the "
+                          "studies' output directories (`seqlab study CONFIG --report` writes them)")
+    out = []
+    for path in paths:
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"not JSON: {exc}", str(path)) from None
+        if not isinstance(results, dict) or not {"study", "baseline", "losses",
+                                                  "scored_split"} <= set(results):
+            raise DataError("expected the results of `seqlab study --report` (keys study, "
+                            "baseline, losses, scored_split; rerun the report)", str(path))
+        out.append(results)
+    return out
+
+
+def grid_state(results: dict) -> str:
+    done, planned = results["finished_runs"], results["planned_runs"]
+    return "" if done == planned else f", {done} of {planned} runs"
+
+
+_MARK = {"better": "**", "worse": "**", "no detectable difference": "≈", "inconclusive": ""}
+
+
+def cell(results: dict, name: str) -> tuple[str, float | None]:
+    """The summary's cell of a variant in one study, and its Δ (None where it has none)."""
+    e = results["losses"].get(name)
+    scored = results["scored_split"]
+    if e is None or scored not in e:
+        return "-", None
+    if name == results["baseline"]:
+        f1 = e[scored]["f1"]
+        sd = "" if f1["std"] is None else f" ± {100 * f1['std']:.2f}"
+        return f"{100 * f1['mean']:.2f}{sd} (F1)", None
+    v = e.get("vs_baseline", {})
+    t = v.get(f"{scored}_f1")
+    if not t or t.get("mean_diff") is None:
+        return "n/a", None
+    text = signed(t["mean_diff"])
+    mark = _MARK.get(v.get("verdict", "inconclusive"), "")
+    text = f"**{text}**" if mark == "**" else (f"{text} ≈" if mark == "≈" else text)
+    return f"{text} ({t['wins']}/{t['pairs']})", t["mean_diff"]
+
+
+def grid_sets(studies: list[dict], names: list[str]) -> list[tuple[str, ...]]:
+    """The sets of complete grids the variants ran on, largest first: each is a column of mean
+    Δ over exactly those grids, so a mean never mixes unlike sets of grids."""
+    complete = [r for r in studies if not grid_state(r)]
+    sets = []
+    for name in names:
+        have = tuple(r["study"] for r in complete if cell(r, name)[1] is not None)
+        if len(have) > 1 and have not in sets:
+            sets.append(have)
+    sets.sort(key=lambda s: (-len(s), s))
+    # a set inside a larger one is a column of its own only if some variant has exactly it
+    return sets
+
+
+def summary_markdown(studies: list[dict]) -> str:
+    """The grids side by side: Δ to each grid's baseline, the verdict, the means by grid set,
+    then each grid's headline table."""
+    names = list(dict.fromkeys(n for r in studies for n in r["losses"]))
+    sets = grid_sets(studies, names)
+    lines = ["# Studies: summary", "",
+             "Written by `seqlab study-summary` from the `results.json` beside it. F1 on each "
+             "grid's scored split (test for NER, dev for QA), in percent; for each variant the "
+             "mean paired difference to the grid's baseline over seeds, in points, and in how "
+             "many seeds it scored higher. **Bold**: better or worse, the two-level bootstrap's "
+             "p (seeds and documents) below 0.05 after Holm's adjustment across the grid's "
+             "variants; ≈: no detectable difference (equivalence within ±0.5 points, TOST, "
+             "adjusted); plain: inconclusive.", "",
+             "| variant | " + " | ".join(f"{r['study']}{grid_state(r)}" for r in studies)
+             + "".join(f" | mean Δ over {len(s)} grids ({', '.join(s)})" for s in sets) + " |",
+             "|---|" + "---:|" * (len(studies) + len(sets))]
+    for name in names:
+        cells = [cell(r, name) for r in studies]
+        means = []
+        for s in sets:
+            ds = [d for r, (_, d) in zip(studies, cells) if r["study"] in s and d is not None]
+            ran = {r["study"] for r, (_, d) in zip(studies, cells) if d is not None}
+            means.append(signed(sum(ds) / len(ds)) if set(s) <= ran and len(ds) == len(s) else "")
+        lines.append(f"| {name} | " + " | ".join(c for c, _ in cells) +
+                     "".join(f" | {m}" for m in means) + " |")
+    lines += ["", "A mean Δ is given only over grids every variant of its column ran on (and "
+              "that are complete); the grids differ in size and difficulty, so read a mean as a "
+              "ranking, not an effect size.", "",
+              "![difference in F1 to the baseline](summary_delta_f1.png)", ""]
+    for r in studies:
+        lines += [f"## {r['study']}{grid_state(r)}", "",
+                  f"Config `{r['config']}`, baseline `{r['baseline']}`, scored on "
+                  f"{r['scored_split']}; every figure is in [its report]({r['study']}/report.md).",
+                  ""]
+        lines += headline_table(r) + [""]
+    return "\n".join(lines)
+
+
+def summary_figure(studies: list[dict], directory: Path) -> list[Path]:
+    """Difference in F1 to the baseline, a row per variant and a colour per study. PNG and SVG."""
+    plt = pyplot()
+    names = [n for n in dict.fromkeys(n for r in studies for n in r["losses"])
+             if any(r["losses"].get(n, {}).get("vs_baseline") for r in studies)]
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.55 * max(1, len(names))))
+    delta_axes(ax, studies, names)
+    ax.set_title("Δ F1 to the baseline, paired by seed\n(point: mean over seeds; bar: bootstrap "
+                 "95% interval over seeds and documents; dots: seeds)", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    return save_figure(plt, fig, directory / "summary_delta_f1")
+
+
+def write_summary(directory: str | Path) -> list[dict]:
+    """``summary.md`` and ``summary_delta_f1.{png,svg}`` in ``directory`` from the studies under it."""
+    directory = Path(directory)
+    studies = read_results(directory)
+    write_text(directory / "summary.md", summary_markdown(studies))
+    summary_figure(studies, directory)
+    return studies
