@@ -11,10 +11,12 @@ import torch
 from seqlab.cli import main
 from seqlab.config import config_from_dict
 from seqlab.data.qa import QAExample, locate, read_squad, split_by_title, trainable
-from seqlab.errors import DataError
+from seqlab.errors import DataError, SeqlabError
 from seqlab.errors import ConfigError
 from seqlab.metrics import squad_em_f1
-from seqlab.tasks.qa import best_span, best_tagged_span, encode, tagging_scores, truncate_questions
+from seqlab.heads.pointer import best_span
+from seqlab.heads.tagging import best_tagged_span, tagging_scores
+from seqlab.tasks.qa import encode, truncate_questions
 
 WORDS = ("the river flows north past old mills and quiet farms while the town council meets on "
          "tuesday to discuss bridges roads and schools").split()
@@ -246,18 +248,24 @@ def test_training_each_head_through_the_cli(tmp_path, tiny_encoder, head, monkey
     data.write_text(json.dumps({"data": [{"title": "T", "paragraphs": paras}]}))
     cfg = tmp_path / "qa.yaml"
     cfg.write_text(f"task: qa\ndata: {{train_file: {data}, dev_file: {data}}}\n"
-                   f"model: {{encoder: {tiny_encoder}, max_length: 48}}\n"
-                   f"qa: {{head: {head}, doc_stride: 16, max_query_length: 16}}\n"
+                   f"model: {{encoder: {tiny_encoder}, max_length: 48, head: {head}}}\n"
+                   f"qa: {{doc_stride: 16, max_query_length: 16}}\n"
                    f"loss: {{name: focal, gamma: 1.0}}\n"
                    f"train: {{epochs: 8, batch_size: 4, learning_rate: 3.0e-3, warmup_ratio: 0, "
                    f"log_every: 5, output_dir: {tmp_path / 'out'}}}\n")
     assert main(["train", str(cfg), "--no-progress"]) == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["loss_history"][-1] < metrics["loss_history"][0]
-    assert (tmp_path / "out" / "predictions_dev.json").is_file()
+    # a line per question, from which the scores are recomputed
+    lines = [json.loads(l) for l in (tmp_path / "out" / "predictions_dev.jsonl").read_text()
+             .splitlines()]
+    assert len(lines) == 12 and {"question", "context", "answers", "prediction"} <= set(lines[0])
+    assert sum(l["f1"] for l in lines) / 12 == pytest.approx(metrics["dev"]["f1"])
+    assert sum(l["exact_match"] for l in lines) / 12 == pytest.approx(metrics["dev"]["exact_match"])
+    assert json.loads((tmp_path / "out" / "seqlab.json").read_text())["head"] == head
     monkeypatch.chdir(tmp_path)  # evaluate writes beside the user, never into the run
     assert main(["evaluate", str(tmp_path / "out"), "--file", str(data), "--no-progress"]) == 0
-    assert json.loads((tmp_path / "predictions_out_qa.json").read_text())
+    assert (tmp_path / "predictions_out_qa.jsonl").read_text().count("\n") == 12
     ctx = tmp_path / "ctx.txt"
     ctx.write_text(paras[0]["context"])
     out = tmp_path / "answer.json"
@@ -265,6 +273,34 @@ def test_training_each_head_through_the_cli(tmp_path, tiny_encoder, head, monkey
                  "--context-file", str(ctx), "--output", str(out)]) == 0
     ans = json.loads(out.read_text())
     assert ans["start"] is None or paras[0]["context"][ans["start"]: ans["end"]] == ans["answer"]
+
+
+def test_the_old_qa_head_key_still_works_with_one_line(tmp_path, capsys):
+    from seqlab.config import load_config
+
+    cfg_path = tmp_path / "old.yaml"
+    cfg_path.write_text("task: qa\nmodel: {max_length: 384}\nqa: {head: tagging}\n")
+    cfg = load_config(cfg_path)
+    assert cfg.model.head == "tagging" and cfg.to_dict()["qa"].get("head") is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["seqlab: qa.head is deprecated; read as model.head: tagging (write it so)"]
+    cfg_path.write_text("task: qa\nmodel: {head: pointer, max_length: 384}\nqa: {head: tagging}\n")
+    with pytest.raises(ConfigError, match="qa.head 'tagging' and model.head 'pointer' disagree"):
+        load_config(cfg_path)
+
+
+def test_empty_or_non_utf8_contexts_are_one_line(tmp_path, tiny_encoder, capsys):
+    from seqlab.tasks import PredictOptions, Run
+    from seqlab.tasks.qa import QATask
+
+    run = Run(tmp_path, {"language": "en", "max_length": 48}, None)
+    for content, match in ((b"  \n", "the context is empty"),
+                           (b"caf\xe9", r"ctx.txt:1: not UTF-8 \(byte 0xe9 at byte offset 3\)")):
+        ctx = tmp_path / "ctx.txt"
+        ctx.write_bytes(content)
+        opts = PredictOptions(extra={"question": "who?", "context_file": str(ctx)})
+        with pytest.raises(SeqlabError, match=match):
+            QATask.cli_predict(opts, run)
 
 
 def test_evaluation_loads_only_the_split_it_scores(tmp_path, data_dir):

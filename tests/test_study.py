@@ -1,5 +1,5 @@
-"""`seqlab study`: grid expansion, shards, resume, aggregation against scipy, ECE by hand, and a
-tiny study end to end."""
+"""seqlab study: the grid, its statistics against scipy and direct computations, the report and
+the summary."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import yaml
 
 from seqlab.cli import main
 from seqlab.errors import ConfigError, DataError
-from seqlab.study import (Run, aggregate, calibration, expected_calibration_error, load_study,
-                          paired_bootstrap, paired_tests, parse_shard, read_predictions, report,
-                          run_grid, sentence_counts, shard, write_summary)
+from seqlab.study import (Run, aggregate, load_study, parse_shard, report, run_grid, shard,
+                          write_summary)
+from seqlab.study import stats
+from seqlab.tasks.ner import NerTask, read_predictions
 
 scipy_stats = pytest.importorskip("scipy.stats")
 
@@ -114,54 +115,142 @@ def test_ece_against_a_hand_computation():
     conf = [0.95, 0.95, 0.50, 0.10]
     ok = [True, False, True, False]
     hand = (2 / 4) * abs(0.5 - 0.95) + (1 / 4) * abs(1.0 - 0.5) + (1 / 4) * abs(0.0 - 0.1)
-    assert expected_calibration_error(conf, ok) == pytest.approx(hand)
-    assert expected_calibration_error([1.0], [True]) == pytest.approx(0.0)  # 1.0 in the last bin
-    assert expected_calibration_error([], []) is None
-    cal = calibration([["O", "B-PER", "O"]], [["O", "B-PER", "B-LOC"]], [[0.9, 0.6, 0.3]])
-    assert cal["tokens"] == 3 and cal["entity_tokens"] == 2
-    assert cal["ece_entity"] == pytest.approx(0.5 * abs(1 - 0.6) + 0.5 * abs(0 - 0.3))
+    assert stats.expected_calibration_error(conf, ok) == pytest.approx(hand)
+    assert stats.expected_calibration_error([1.0], [True]) == pytest.approx(0.0)  # the last bin
+    assert stats.expected_calibration_error([], []) is None
 
 
 def test_paired_tests_match_scipy():
-    a, b = [0.81, 0.79, 0.84, 0.80, 0.83], [0.80, 0.80, 0.81, 0.78, 0.80]
-    out = paired_tests(a, b)
+    a, b = [0.81, 0.79, 0.84, 0.80, 0.83, 0.82], [0.80, 0.80, 0.81, 0.78, 0.80, 0.79]
+    out = stats.paired_tests(a, b)
     assert out["mean_diff"] == pytest.approx(np.mean(np.subtract(a, b)))
     assert out["t_test_p"] == pytest.approx(scipy_stats.ttest_rel(a, b).pvalue)
     assert out["wilcoxon_p"] == pytest.approx(scipy_stats.wilcoxon(a, b).pvalue)
-    assert out["diffs"] == pytest.approx(np.subtract(a, b).tolist())
-    same = paired_tests([0.5, 0.6], [0.5, 0.6])
-    assert same["mean_diff"] == 0 and same["t_test_p"] is None
+    assert out["wins"] == 5
+    assert out["sign_test_p"] == pytest.approx(scipy_stats.binomtest(5, 6).pvalue)
+    # below 6 pairs the Wilcoxon test cannot reach 0.05: not given, its floor said instead
+    few = stats.paired_tests(a[:3], b[:3])
+    assert few["wilcoxon_p"] is None and few["wilcoxon_min_p"] == 0.25
+    assert scipy_stats.wilcoxon([1, 2, 3], [0, 0, 0]).pvalue == pytest.approx(0.25)
+    assert stats.paired_tests([0.5, 0.6], [0.5, 0.6])["t_test_p"] is None
 
 
-def test_paired_bootstrap():
-    rng = np.random.default_rng(3)
-    n = 400
-    gold = rng.integers(0, 4, n)
-    tp_b = np.minimum(gold, rng.integers(0, 4, n))
-    tp_a = np.minimum(gold, tp_b + (rng.random(n) < 0.3))
-    a = np.stack([tp_a, gold, gold], 1)   # predicted = gold count: F1 = recall
-    b = np.stack([tp_b, gold, gold], 1)
-    out = paired_bootstrap([a, a], [b, b], resamples=1000, seed=0)
-    direct = tp_a.sum() / gold.sum() - tp_b.sum() / gold.sum()
+def test_holm_against_a_direct_computation():
+    p = [0.01, 0.04, None, 0.03, 0.20]
+    # sorted 0.01, 0.03, 0.04, 0.20 (m = 4): 0.04, 0.09, 0.09 (monotone), 0.20
+    assert stats.holm(p) == pytest.approx([0.04, 0.09, None, 0.09, 0.20])
+    assert stats.holm([0.5, 0.6]) == [1.0, 1.0]
+    assert stats.holm([]) == []
+
+
+def _naive_bootstrap(a, b, score, docs, resamples, seed):
+    """The two-level bootstrap written as loops over resamples, seeds and documents."""
+    rng = np.random.default_rng(seed)
+    doc_ids = list(dict.fromkeys(docs))
+    n_docs, n_seeds = len(doc_ids), a.shape[0]
+    values = []
+    for _ in range(resamples):
+        weights = rng.multinomial(n_docs, np.full(n_docs, 1.0 / n_docs), size=1)[0]
+        drawn = rng.integers(0, n_seeds, size=(1, n_seeds))[0]
+        diffs = []
+        for s in drawn:
+            sa, sb = np.zeros(a.shape[-1]), np.zeros(a.shape[-1])
+            for d, w in zip(doc_ids, weights):
+                for u in range(a.shape[1]):
+                    if docs[u] == d:
+                        sa += w * a[s, u]
+                        sb += w * b[s, u]
+            diffs.append(score(sa) - score(sb))
+        values.append(np.mean(diffs))
+    return np.asarray(values)
+
+
+def _entity_f1(c):
+    return NerTask.study_scores()["f1"](c)
+
+
+def _synthetic(rng, seeds, units, effect):
+    """Per seed and sentence (true positives, predicted, gold) of two systems whose recall
+    differs by ``effect`` (a seed effect and a sentence difficulty shared by both)."""
+    gold = rng.integers(1, 4, units)
+    hard = rng.random(units)
+    counts = []
+    for shift in (effect, 0.0):
+        per_seed = []
+        for _ in range(seeds):
+            p = np.clip(0.7 + shift + rng.normal(0, 0.02) - 0.3 * hard, 0, 1)
+            tp = rng.binomial(gold, p)
+            per_seed.append(np.stack([tp, gold, gold], 1))
+        counts.append(np.stack(per_seed))
+    return counts
+
+
+def test_two_level_bootstrap_equals_the_direct_computation():
+    rng = np.random.default_rng(0)
+    a, b = _synthetic(rng, seeds=3, units=12, effect=0.05)
+    docs = [u // 3 for u in range(12)]  # 4 documents of 3 sentences
+    out = stats.two_level_bootstrap(a, b, _entity_f1, documents=docs, resamples=300, seed=7,
+                                    chunk=1)
+    naive = _naive_bootstrap(a, b, _entity_f1, docs, 300, 7)
+    low, high = np.percentile(naive, [2.5, 97.5])
+    assert out["ci_low"] == pytest.approx(low) and out["ci_high"] == pytest.approx(high)
+    assert out["p_value"] == pytest.approx(stats.percentile_p(naive))
+    # the observed statistic is the mean over seeds of the paired difference
+    direct = np.mean([_entity_f1(a[s].sum(0)) - _entity_f1(b[s].sum(0)) for s in range(3)])
     assert out["diff"] == pytest.approx(direct)
-    assert out["ci_low"] < direct < out["ci_high"] and out["ci_low"] > 0 and out["p_value"] < 0.01
-    # the interval agrees with scipy's paired percentile bootstrap of the same statistic
-    res = scipy_stats.bootstrap((tp_a, tp_b, gold), lambda x, y, g, axis=-1:
-                                (x.sum(axis) - y.sum(axis)) / g.sum(axis), paired=True,
-                                vectorized=True, n_resamples=4000, method="percentile",
-                                random_state=np.random.default_rng(1))
+    # documents are the resampled units: with one document per sentence it is a sentence bootstrap
+    per_sentence = stats.two_level_bootstrap(a, b, _entity_f1, resamples=300, seed=7, chunk=1)
+    assert per_sentence["documents"] == 12 and out["documents"] == 4
+
+
+def test_the_percentile_interval_agrees_with_scipy_on_one_seed():
+    rng = np.random.default_rng(5)
+    a, b = _synthetic(rng, seeds=1, units=300, effect=0.05)
+    out = stats.two_level_bootstrap(a, b, _entity_f1, resamples=4000, seed=1)
+    units = np.arange(a.shape[1])  # scipy resamples the sentences' indices
+    res = scipy_stats.bootstrap((units,), lambda i: _entity_f1(a[0][i].sum(0)) -
+                                _entity_f1(b[0][i].sum(0)), vectorized=False, n_resamples=4000,
+                                method="percentile", random_state=np.random.default_rng(2))
     width = out["ci_high"] - out["ci_low"]
-    assert abs(res.confidence_interval.low - out["ci_low"]) < 0.15 * width
-    assert abs(res.confidence_interval.high - out["ci_high"]) < 0.15 * width
-    with pytest.raises(ValueError, match="different sentences"):
-        paired_bootstrap([a], [b[:-1]])
+    assert abs(res.confidence_interval.low - out["ci_low"]) < 0.1 * width
+    assert abs(res.confidence_interval.high - out["ci_high"]) < 0.1 * width
+
+
+def test_null_and_known_effect_on_synthetic_grids():
+    """Over repeated synthetic grids with no difference the 95% interval covers 0 about 95% of
+    the time; with a known effect it covers the effect and the test finds it."""
+    rng = np.random.default_rng(11)
+    covered = found = 0
+    draws = 120
+    for _ in range(draws):
+        a, b = _synthetic(rng, seeds=5, units=200, effect=0.0)
+        out = stats.two_level_bootstrap(a, b, _entity_f1, resamples=400,
+                                        seed=int(rng.integers(1 << 30)))
+        covered += out["ci_low"] <= 0 <= out["ci_high"]
+    assert covered / draws >= 0.90
+    for _ in range(10):
+        a, b = _synthetic(rng, seeds=5, units=200, effect=0.08)
+        out = stats.two_level_bootstrap(a, b, _entity_f1, resamples=400, seed=3)
+        found += out["p_value"] < 0.05 and out["ci_low"] > 0
+    assert found >= 9
+
+
+def test_equivalence_and_verdicts():
+    tight = np.random.default_rng(0).normal(0.001, 0.001, 2000)
+    assert stats.tost_p(tight, 0.005) < 0.05          # well inside ±0.5 points
+    assert stats.tost_p(tight + 0.006, 0.005) > 0.5    # outside
+    b = {"diff": 0.01}
+    assert stats.verdict(b, 0.01, 0.9) == "better"
+    assert stats.verdict({"diff": -0.01}, 0.01, 0.9) == "worse"
+    assert stats.verdict(b, 0.2, 0.01) == "no detectable difference"
+    assert stats.verdict(b, 0.2, 0.2) == "inconclusive"
 
 
 def _fake_run(directory: Path, f1s: dict, sentences: list[tuple[list[str], list[str], list[float]]],
               order: str = "same"):
     directory.mkdir(parents=True)
     metrics = {"train_time_s": 10.0, "train_tokens_per_s": 100.0, "best_epoch": 1,
-               "data_order": order, "initial_weights": "w0"}
+               "data_order": order, "initial_weights": "w0", "epochs_run": 3}
     for split, f1 in f1s.items():
         d = {"f1": f1, "precision": f1 + 0.01, "recall": f1 - 0.01, "support": 3,
              "per_type": {"PER": {"f1": f1, "support": 2, "precision": 0, "recall": 0},
@@ -175,36 +264,60 @@ def _fake_run(directory: Path, f1s: dict, sentences: list[tuple[list[str], list[
             fh.write("\n")
 
 
+def _fake_grid(tmp_path, f1, sents, seeds=(1, 2, 3)):
+    study = load_study(_write_study(tmp_path, seeds=seeds,
+                                    losses={k: {"name": "focal" if k != "ce" else "ce"}
+                                            for k in f1}))
+    (tmp_path / "out").mkdir(exist_ok=True)
+    (tmp_path / "out" / "documents_test.json").write_text("null")  # no documents: sentences
+    for run in study.runs():
+        _fake_run(run.directory, {"dev": f1[run.loss][run.seed - 1] + 0.1,
+                                  "test": f1[run.loss][run.seed - 1]}, sents[run.loss])
+    return study
+
+
 def test_aggregation_on_fixture_metrics(tmp_path):
-    study = load_study(_write_study(tmp_path, seeds=(1, 2, 3),
-                                    losses={"ce": {"name": "ce"}, "focal": {"name": "focal"}}))
     sents_ce = [(["B-PER", "I-PER", "O"], ["B-PER", "I-PER", "O"], [0.9, 0.8, 0.7]),
                 (["B-LOC", "O"], ["O", "O"], [0.6, 0.9])]
     sents_focal = [(["B-PER", "I-PER", "O"], ["B-PER", "I-PER", "O"], [0.9, 0.8, 0.7]),
                    (["B-LOC", "O"], ["B-LOC", "O"], [0.6, 0.9])]
     f1 = {"ce": [0.70, 0.72, 0.71], "focal": [0.74, 0.73, 0.77]}
-    for run in study.runs():
-        k = run.seed - 1
-        _fake_run(run.directory, {"dev": f1[run.loss][k] + 0.1, "test": f1[run.loss][k]},
-                  sents_ce if run.loss == "ce" else sents_focal)
+    study = _fake_grid(tmp_path, f1, {"ce": sents_ce, "focal": sents_focal})
     res = aggregate(study, resamples=200)
+    assert res["scored_split"] == "test" and res["bootstrap"]["resamples"] == 200
     focal = res["losses"]["focal"]
     assert focal["test"]["f1"]["mean"] == pytest.approx(np.mean(f1["focal"]))
     assert focal["test"]["f1"]["std"] == pytest.approx(np.std(f1["focal"], ddof=1))
-    assert focal["test"]["f1"]["values"] == pytest.approx(f1["focal"])
     cmp_ = focal["vs_baseline"]
-    assert cmp_["test_f1"]["t_test_p"] == pytest.approx(scipy_stats.ttest_rel(f1["focal"], f1["ce"]).pvalue)
-    assert cmp_["test_f1"]["wilcoxon_p"] == pytest.approx(scipy_stats.wilcoxon(f1["focal"], f1["ce"]).pvalue)
-    # pooled bootstrap: ce finds 1 of 2 entities per seed (F1 2/3), focal both (F1 1)
-    assert cmp_["test_bootstrap"]["diff"] == pytest.approx(1 - 2 / 3)
+    t = scipy_stats.ttest_rel(f1["focal"], f1["ce"]).pvalue
+    assert cmp_["test_f1"]["t_test_p"] == pytest.approx(t)
+    assert cmp_["test_f1"]["t_test_p_holm"] == pytest.approx(t)  # one comparison: unadjusted
+    assert cmp_["test_f1"]["wilcoxon_p"] is None  # 3 pairs
+    # ce finds 1 of 2 entities per seed (F1 2/3), focal both (F1 1)
+    assert cmp_["bootstrap"]["f1"]["diff"] == pytest.approx(1 - 2 / 3)
     assert res["rarest_type"] == "LOC"
-    assert cmp_["test_rare_f1"]["mean_diff"] == pytest.approx(np.mean(np.subtract(f1["focal"], f1["ce"])) / 2)
-    assert focal["test"]["ece_all"]["mean"] is not None
+    assert cmp_["rare_f1"]["mean_diff"] == pytest.approx(np.mean(np.subtract(f1["focal"], f1["ce"])) / 2)
+    assert focal["ece_all"]["mean"] is not None and "ece_entity" in cmp_
     json.dumps(res, allow_nan=False)  # strict JSON
+
+
+def test_holm_runs_across_the_variants_of_a_grid(tmp_path):
+    good = [(["B-PER", "O"], ["B-PER", "O"], [0.9, 0.8])] * 20
+    bad = [(["B-PER", "O"], ["O", "O"], [0.9, 0.8])] * 20
+    f1 = {"ce": [0.5, 0.5, 0.5], "a": [0.6, 0.61, 0.62], "b": [0.55, 0.5, 0.56]}
+    study = _fake_grid(tmp_path, f1, {"ce": bad, "a": good, "b": good})
+    res = aggregate(study, resamples=200)
+    pa = res["losses"]["a"]["vs_baseline"]["test_f1"]
+    pb = res["losses"]["b"]["vs_baseline"]["test_f1"]
+    assert [pa["t_test_p_holm"], pb["t_test_p_holm"]] == pytest.approx(
+        stats.holm([pa["t_test_p"], pb["t_test_p"]]))
+    assert res["losses"]["a"]["vs_baseline"]["verdict"] == "better"
 
 
 def test_sentence_counts_reproduce_seqeval():
     from seqeval.metrics import f1_score
+
+    from seqlab.metrics import sentence_counts
 
     gold = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-ORG", "I-ORG"], ["I-MISC", "O"]]
     pred = [["B-PER", "I-PER", "O", "O"], ["O", "B-ORG", "O"], ["I-MISC", "B-LOC"]]
@@ -212,34 +325,41 @@ def test_sentence_counts_reproduce_seqeval():
     assert 2 * tp / (n_pred + n_gold) == pytest.approx(f1_score(gold, pred))
 
 
+@pytest.mark.slow
 def test_tiny_study_end_to_end(tmp_path, fixtures, tiny_encoder, capsys):
     base = {"task": "ner",
             "data": {"train_file": str(fixtures / "train.conll"), "dev_file": str(fixtures / "dev.conll"),
                      "test_file": str(fixtures / "test.conll")},
             "model": {"encoder": str(tiny_encoder), "max_length": 24},
             "train": {"epochs": 2, "batch_size": 4, "learning_rate": 2e-3, "warmup_ratio": 0}}
-    # "ce" and "ce-again" are the same loss: with paired seeds they must give identical runs
+    # "ce" and "ce-again" are the same loss: with paired seeds they must give identical runs;
+    # "ce-viterbi" reads ce's runs decoded otherwise; "crf" changes the head
     path = _write_study(tmp_path, seeds=(1, 2), base=base,
                         losses={"ce": {"name": "ce"}, "ce-again": {"name": "ce"},
-                                "focal-g2": {"name": "focal", "gamma": 2.0}})
+                                "crf": {"model": {"head": "crf"}, "loss": {"name": "crf"}},
+                                "ce-viterbi": {"from": "ce", "decoding": "viterbi"}})
     assert main(["study", str(path), "--no-progress"]) == 0
     out = tmp_path / "out"
     res = json.loads((out / "results.json").read_text())
-    assert set(res["losses"]) == {"ce", "ce-again", "focal-g2"}
+    assert list(res["losses"]) == ["ce", "ce-again", "crf", "ce-viterbi"]
     again = res["losses"]["ce-again"]
     assert again["vs_baseline"]["test_f1"]["mean_diff"] == 0.0
-    assert again["vs_baseline"]["test_bootstrap"]["diff"] == 0.0
+    assert again["vs_baseline"]["bootstrap"]["f1"]["diff"] == 0.0
     assert again["test"]["f1"]["values"] == res["losses"]["ce"]["test"]["f1"]["values"]
-    run = out / "runs" / "focal-g2" / "seed-2"
+    # another head: paired by the encoder's initial weights and the data order
+    assert res["losses"]["crf"]["vs_baseline"]["test_f1"]["pairs"] == 2
+    assert res["losses"]["ce-viterbi"]["seeds"] == [1, 2]
+    run = out / "runs" / "crf" / "seed-2"
     assert (run / "metrics.json").is_file() and (run / "predictions_test.conll.gz").is_file()
     assert not (run / "model.safetensors").exists()
+    assert (out / "runs" / "ce" / "seed-1" / "predictions_test.viterbi.conll.gz").is_file()
     gold, pred, prob = read_predictions(run / "predictions_test.conll.gz")
     assert all(0.0 <= q <= 1.0 for s in prob for q in s) and len(gold) == len(pred)
-    for name in ("report.md", "f1_by_loss.png", "f1_by_loss.svg", "precision_recall.png"):
+    for name in ("report.md", "f1_by_loss.png", "delta_f1.svg", "precision_recall.png"):
         assert (out / name).is_file(), name
-    assert "| ce-again | 2 | 0.00 |" in (out / "report.md").read_text()
+    assert "| ce-again | 2 | " in (out / "report.md").read_text()
     printed = capsys.readouterr().out  # the headline table, then where the report is
-    assert "| ce-again | 2 | " in printed and "| +0.00 | 0/2 |" in printed
+    assert "| ce-again | 2 | " in printed and "| +0.00 | 0/2 " in printed
     assert printed.rstrip().endswith(f"6 of 6 runs finished; report in {out / 'report.md'}")
     # a second call trains nothing and reports again
     mtime = (run / "metrics.json").stat().st_mtime
@@ -247,16 +367,52 @@ def test_tiny_study_end_to_end(tmp_path, fixtures, tiny_encoder, capsys):
     assert (run / "metrics.json").stat().st_mtime == mtime
 
 
+@pytest.mark.slow
+def test_a_qa_study_bootstraps_questions_by_article(tmp_path, tiny_encoder):
+    import random
+
+    rng = random.Random(0)
+    words = "the a lamp light river stone bird cloud".split()
+    data = []
+    for art in range(3):
+        paras = []
+        for q in range(4):
+            ctx = " ".join(rng.choice(words) for _ in range(20)) + " answer here ."
+            paras.append({"context": ctx, "qas": [{"id": f"{art}-{q}", "question": "where ?",
+                          "answers": [{"text": "answer here", "answer_start": ctx.index("answer")}]}]})
+        data.append({"title": f"article {art}", "paragraphs": paras})
+    squad = tmp_path / "qa.json"
+    squad.write_text(json.dumps({"data": data}))
+    base = {"task": "qa", "data": {"train_file": str(squad), "dev_file": str(squad)},
+            "model": {"encoder": str(tiny_encoder), "max_length": 48, "head": "tagging"},
+            "qa": {"doc_stride": 16, "max_query_length": 8},
+            "train": {"epochs": 2, "batch_size": 4, "learning_rate": 3e-3, "warmup_ratio": 0}}
+    path = _write_study(tmp_path, seeds=(1, 2), base=base,
+                        losses={"ce": {"name": "ce"}, "focal-g1": {"name": "focal", "gamma": 1.0},
+                                "pointer": {"model": {"head": "pointer"}, "loss": {"name": "ce"}}})
+    assert main(["study", str(path), "--no-progress"]) == 0
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["task"] == "qa" and res["scored_split"] == "dev"
+    assert res["bootstrap"]["units"] == "documents" and res["bootstrap"]["documents"] == 3
+    f1 = res["losses"]["focal-g1"]["vs_baseline"]["bootstrap"]["f1"]
+    means = [r["dev"]["f1"] for r in res["losses"]["focal-g1"]["runs"]]
+    base_means = [r["dev"]["f1"] for r in res["losses"]["ce"]["runs"]]
+    assert f1["diff"] == pytest.approx(np.mean(np.subtract(means, base_means)))
+    assert (tmp_path / "out" / "runs" / "ce" / "seed-1" / "predictions_dev.jsonl.gz").is_file()
+
+
 def test_runs_that_did_not_start_alike_are_not_paired(tmp_path):
     study = load_study(_write_study(tmp_path, seeds=(1, 2, 3),
                                     losses={"ce": {"name": "ce"}, "focal": {"name": "focal"}}))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "documents_test.json").write_text("null")
     sents = [(["B-PER", "O"], ["B-PER", "O"], [0.9, 0.8])]
     for run in study.runs():
         order = "other" if (run.loss, run.seed) == ("focal", 2) else "same"
         _fake_run(run.directory, {"test": 0.5 + 0.01 * run.seed}, sents, order=order)
     cmp_ = aggregate(study, resamples=50)["losses"]["focal"]["vs_baseline"]
     assert cmp_["unpaired_seeds"] == [2] and cmp_["test_f1"]["pairs"] == 2
-    assert cmp_["test_bootstrap"]["seeds"] == [1, 3]
+    assert cmp_["bootstrap"]["f1"]["seed_list"] == [1, 3]
 
 
 def _fixture_study(tmp_path: Path, name: str, f1: dict) -> Path:
@@ -268,25 +424,31 @@ def _fixture_study(tmp_path: Path, name: str, f1: dict) -> Path:
         "base": {"task": "ner", "data": {"dataset": "conll2003"}, "train": {"epochs": 1}},
         "losses": {k: {"name": "focal" if k != "ce" else "ce"} for k in f1}}))
     study = load_study(path)
-    good = [(["B-PER", "O"], ["B-PER", "O"], [0.9, 0.8])]
-    bad = [(["B-PER", "O"], ["O", "O"], [0.9, 0.8])]
+    (root / name).mkdir(parents=True)
+    (root / name / "documents_test.json").write_text("null")
+    good = [(["B-PER", "O"], ["B-PER", "O"], [0.9, 0.8])] * 10
+    bad = [(["B-PER", "O"], ["O", "O"], [0.9, 0.8])] * 10
     for run in study.runs():
         _fake_run(run.directory, {"test": f1[run.loss][run.seed - 1]},
                   good if run.loss != "ce" else bad)
-    report(study)
+    report(study, resamples=300)
     return root
 
 
 def test_summary_sets_the_studies_side_by_side(tmp_path):
-    _fixture_study(tmp_path, "a", {"ce": [0.70, 0.72, 0.71], "focal": [0.74, 0.73, 0.70]})
+    _fixture_study(tmp_path, "a", {"ce": [0.70, 0.72, 0.71], "focal": [0.74, 0.73, 0.70],
+                                   "other": [0.70, 0.72, 0.71]})
     root = _fixture_study(tmp_path, "b", {"ce": [0.50, 0.52, 0.51], "focal": [0.48, 0.51, 0.49]})
     assert main(["study-summary", str(root)]) == 0
     text = (root / "summary.md").read_text()
-    # a: +1.33 points, higher in 2 of 3 seeds; the bootstrap (focal finds every entity, ce
-    # none) clears 0, so the cell is bold. b: -1.67, 0 of 3.
+    # a: +1.33 points, higher in 2 of 3 seeds; the bootstrap (focal finds every entity, ce none)
+    # says better after Holm, so the cell is bold. b: -1.67, 0 of 3. The mean over the two grids
+    # is given for the variants that ran on both; "other" ran on one grid only
     assert "| focal | **+1.33** (2/3) | **-1.67** (0/3) | -0.17 |" in text
+    assert "| other | **+0.00** (0/3) | - |  |" in text or "| other | +0.00 (0/3) | - |  |" in text
     assert "| ce | 71.00 ± 1.00 (F1) | 51.00 ± 1.00 (F1) |  |" in text
-    assert "## a" in text and "## b" in text and "| focal | 3 | 72.33 ± 2.08 | +1.33 | 2/3 |" in text
+    assert "mean Δ over 2 grids (a, b)" in text
+    assert "## a" in text and "## b" in text
     for ext in ("png", "svg"):
         assert (root / f"summary_delta_f1.{ext}").stat().st_size > 0
 
@@ -294,11 +456,11 @@ def test_summary_sets_the_studies_side_by_side(tmp_path):
 def test_summary_of_a_partial_grid_says_so(tmp_path):
     root = _fixture_study(tmp_path, "a", {"ce": [0.70, 0.72, 0.71], "focal": [0.74, 0.73, 0.70]})
     (root / "a" / "runs" / "focal" / "seed-3" / "metrics.json").unlink()
-    report(load_study(tmp_path / "study-a.yaml"))
+    report(load_study(tmp_path / "study-a.yaml"), resamples=300)
     assert write_summary(root)[0]["finished_runs"] == 5
     text = (root / "summary.md").read_text()
-    assert "| loss | a, 5 of 6 runs | mean Δ |" in text
-    assert "| focal | **+2.50** (2/2) |  |" in text  # a running grid gives no mean Δ
+    assert "| variant | a, 5 of 6 runs |" in text
+    assert "| focal | **+2.50** (2/2) |" in text and "mean Δ" not in text.split("\n")[4]
 
 
 def test_summary_of_nothing_or_of_a_broken_file_is_one_line(tmp_path, capsys):

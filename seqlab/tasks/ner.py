@@ -545,7 +545,8 @@ def predict_words(model, tokenizer, sentences: Sequence[Sequence[str]], *, max_l
     """``(label id, probability)`` of every word under a token classifier's argmax (the softmax
     head with ``eval.decode: argmax``), windows merged."""
     cfg = Config()
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    id2label = model.config.id2label  # keys are strings in an exported config.json
+    labels = [id2label[i] if i in id2label else id2label[str(i)] for i in range(len(id2label))]
     head = get_head("softmax")(cfg, labels)
     preds = predict_sentences(model, tokenizer, head, sentences, max_length=max_length,
                               overlap=overlap, batch_size=batch_size, device=device,
