@@ -136,26 +136,43 @@ def blocks(items: Iterable, size: int) -> Iterator[list]:
 
 
 def check_input_files(files: Iterable[str]) -> None:
-    """Every input file exists, is a file, can be read, and starts as UTF-8 (the first 64 KiB
-    are checked; a later bad byte is reported with its line when reached)."""
+    """Every input file exists, is a file, can be read and is UTF-8 throughout (read once, in
+    blocks: memory stays flat), before any model is loaded.
+
+    Raises:
+        SeqlabError: the first problem, with the file (and line and byte offset).
+    """
+    import codecs
+
     for f in files:
         p = Path(f)
         if not p.exists():
             raise SeqlabError(f"{f}: file not found")
         if p.is_dir():
             raise SeqlabError(f"{f}: is a directory, expected a text file")
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        offset = lines = 0
         try:
             with open(p, "rb") as fh:
-                head = fh.read(65536)
+                while block := fh.read(1 << 20):
+                    try:
+                        decoder.decode(block)
+                    except UnicodeDecodeError as exc:
+                        # the decoder may hold up to 3 bytes of a character from the last block
+                        start = max(0, exc.start - len(exc.object) + len(block))
+                        bad = offset + start
+                        line = lines + block[:start].count(b"\n") + 1
+                        raise SeqlabError(f"{f}:{line}: not UTF-8 (byte 0x{block[start]:02x} at "
+                                          f"byte offset {bad}); convert the input to "
+                                          "UTF-8") from None
+                    offset += len(block)
+                    lines += block.count(b"\n")
+                decoder.decode(b"", final=True)
         except OSError as exc:
             raise SeqlabError(f"{f}: cannot be read ({exc.strerror})") from None
-        try:
-            head.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            if exc.start < len(head) - 3:  # not a character cut at the 64 KiB boundary
-                line = head[: exc.start].count(b"\n") + 1
-                raise SeqlabError(f"{f}:{line}: not UTF-8 (byte 0x{head[exc.start]:02x} at byte "
-                                  f"offset {exc.start}); convert the input to UTF-8") from None
+        except UnicodeDecodeError:
+            raise SeqlabError(f"{f}: not UTF-8 (the file ends inside a character); convert "
+                              "the input to UTF-8") from None
 
 
 def check_output_dir(path: str | os.PathLike, what: str = "--output") -> Path:

@@ -138,6 +138,97 @@ def test_split_words_offsets():
     assert "北" in words and "京" in words
 
 
+@pytest.mark.parametrize("text, words", [
+    # abbreviations, initials and ordinals keep their dot; a sentence's end does not
+    ("7. Jim Moran ( U.S. ) 23.25", ["7.", "Jim", "Moran", "(", "U.S.", ")", "23.25"]),
+    ("Acme Corp. met Mr. J. Smith in Calif. on Jan. 5.",
+     ["Acme", "Corp.", "met", "Mr.", "J.", "Smith", "in", "Calif.", "on", "Jan.", "5", "."]),
+    ("Peter Blackburn flew to Brussels.", ["Peter", "Blackburn", "flew", "to", "Brussels", "."]),
+    # numbers with , . : / stay whole
+    ("10,000 at 08:40 for 1/2 of .125 and 1996-08-22",
+     ["10,000", "at", "08:40", "for", "1/2", "of", ".125", "and", "1996-08-22"]),
+    # clitics as the Treebank splits them; hyphens and inner apostrophes keep a word whole
+    ("John's car isn't O'Neill's AL-AIN", ["John", "'s", "car", "is", "n't", "O'Neill", "'s",
+                                           "AL-AIN"]),
+    ("Germany 's", ["Germany", "'s"]), ("cannot", ["cannot"]),
+    # quotes and brackets apart
+    ('"Quoted," (she said)', ['"', "Quoted", ",", '"', "(", "she", "said", ")"]),
+    # web and e-mail addresses whole, their punctuation apart
+    ("See https://example.com/a?b=1, or a.b@c.org!",
+     ["See", "https://example.com/a?b=1", ",", "or", "a.b@c.org", "!"]),
+    # emoji (with variation selectors and flags) are words; currencies keep their letters
+    ("I ❤️ Paris 🇫🇷 for C$ 5", ["I", "❤️", "Paris", "🇫🇷", "for", "C$", "5"]),
+    ("北京 is big", ["北", "京", "is", "big"]),
+])
+def test_predict_splits_awkward_text_as_conll_does(text, words):
+    got, offsets = split_words(text)
+    assert got == words
+    assert [text[a:b] for a, b in offsets] == got
+
+
+def test_conll_test_sentences_come_back_as_their_words(data_dir):
+    from seqlab.data.conll import read_conll
+
+    sents = read_conll(data_dir / "conll2003" / "eng.testb")
+    same = sum(split_words(" ".join(s.tokens))[0] == s.tokens for s in sents)
+    assert same / len(sents) >= 0.995, f"{same} of {len(sents)}"
+
+
+def test_predict_gives_evaluates_entities_on_the_same_words(trained, fixtures, tmp_path, capsys):
+    """CoNLL sentences joined by spaces: predict's entities are evaluate's."""
+    from seqlab.data.conll import read_conll
+    from seqlab.data.schemes import tags_to_spans
+
+    sents = read_conll(fixtures / "test.conll")
+    src = tmp_path / "joined.txt"
+    src.write_text("\n".join(" ".join(s.tokens) for s in sents) + "\n")
+    out = tmp_path / "pred.jsonl"
+    assert main(["predict", str(trained), str(src), "--output", str(out)]) == 0
+    evaluated = tmp_path / "eval.conll"
+    assert main(["evaluate", str(trained), "--file", str(fixtures / "test.conll"), "--output",
+                 str(evaluated), "--no-progress"]) == 0
+    capsys.readouterr()
+    tags = _columns(evaluated, 4)[0]  # the predicted tags in the model's IOB2
+    for sent, line, pred in zip(sents, out.read_text().splitlines(), tags):
+        got = [(e["type"], e["text"]) for e in json.loads(line)["entities"]]
+        want = [(t, " ".join(sent.tokens[a:b])) for t, a, b in tags_to_spans(pred)]
+        assert got == want
+
+
+def test_predict_of_nothing_is_nothing(trained, tmp_path, monkeypatch, capsys):
+    import io
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert main(["predict", str(trained), str(empty)]) == 0
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    assert main(["predict", str(trained)]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_predict_output_has_no_raw_unicode_line_breaks(trained, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("Peter\u2028Blackburn in\u2029Bonn\u0085now\nEU\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", str(trained), str(src), "--output", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert len(text.splitlines()) == 2  # str.splitlines would split on any of the three
+    assert "\\u2028" in text and json.loads(text.splitlines()[0])["text"].startswith("Peter\u2028")
+
+
+def test_bad_input_is_reported_before_the_model_loads(trained, tmp_path, monkeypatch, capsys):
+    import seqlab.export
+
+    def loaded(*_args, **_kwargs):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(seqlab.export, "prediction_model", loaded)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine\n" * 3000 + b"caf\xe9\n")  # past the first block of a reader
+    err = _run_bad(["predict", str(trained), str(bad)], capsys)
+    assert "bad.txt:3001: not UTF-8 (byte 0xe9 at byte offset 15003)" in err
+
+
 # --------------------------------------------------------------------------- bad input
 
 

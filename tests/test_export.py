@@ -111,6 +111,18 @@ def test_export_errors(run, exported, tmp_path, capsys, monkeypatch):
     incomplete.mkdir()
     assert "not a finished seqlab run" in _bad(["export", str(incomplete)], capsys)
     assert "exists and is not empty" in _bad(["export", str(run), "--output", str(exported)], capsys)
+    # an --output that cannot be a directory fails before the export (no ONNX is traced)
+    import torch.onnx
+
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("exported before the output was checked")))
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    assert "is a file, expected a directory" in _bad(["export", str(run), "--output", str(afile)],
+                                                     capsys)
+    assert f"{afile} is a file, not a directory" in _bad(
+        ["export", str(run), "--output", str(afile / "sub")], capsys)
+    monkeypatch.undo()
     assert "use --backend onnxruntime" in _bad(["predict", str(exported), str(run / "config.yaml")],
                                                capsys)
     # an export from another seqlab version
@@ -130,6 +142,16 @@ def test_export_errors(run, exported, tmp_path, capsys, monkeypatch):
                         lambda name, *a: None if name == "onnxscript" else real(name, *a))
     err = _bad(["export", str(run), "--output", str(tmp_path / "nodeps")], capsys)
     assert "pip install 'seqlab[onnx]'" in err
+
+
+def test_the_on_the_fly_export_is_made_once(run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEQLAB_CACHE", str(tmp_path / "cache"))
+    first = _predict(run, tmp_path, "first", "--backend", "onnxruntime")
+    assert "exporting" in capsys.readouterr().err
+    second = _predict(run, tmp_path, "second", "--backend", "onnxruntime")
+    assert "exporting" not in capsys.readouterr().err
+    assert first == second == _predict(run, tmp_path, "torch")
+    assert len(list((tmp_path / "cache" / "onnx").iterdir())) == 1
 
 
 def test_qa_model_exports_and_predicts_alike(tmp_path, tiny_encoder):

@@ -8,6 +8,7 @@ the window in which it has the most context on both sides (:func:`merge_windows`
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 from collections.abc import Sequence
@@ -16,16 +17,94 @@ import torch
 
 IGNORE = -100  # the label of a position no loss or score looks at (torch's ignore_index)
 
-_WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|\w+(?:[-'’.]\w+)*|[^\w\s]")
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
+_CHUNK = re.compile(r"\S+")
+# words whose final dot is part of them (CoNLL-2003 writes `Corp.`, `vs.`, `Calif.`): titles,
+# months, company forms, US states and a few Latin ones; besides these, a final dot stays on
+# initials (`J.`), ordinals (`1.`) and words with dots inside (`U.S.`, `a.m.`)
+ABBREVIATIONS = frozenset("""
+mr mrs ms dr prof sr jr st mt ft lt col gen capt cmdr sgt gov sen rep rev hon pres supt
+jan feb mar apr jun jul aug sep sept oct nov dec mon tue wed thu fri sat sun
+inc corp co ltd bros plc assn dept univ est vs etc al approx no nos vol vols pp fig figs
+ala ariz ark calif colo conn del fla ga ill ind kan kans ky la md mass mich minn miss mo
+mont neb nev okla ore pa penn tenn tex va vt wash wis wyo
+""".split())
+_CLOSERS = ")]}>\"'"
+
+
+@functools.cache
+def _treebank():
+    from nltk.tokenize import NLTKWordTokenizer
+
+    return NLTKWordTokenizer()
+
+
+def _keeps_dot(word: str, last: bool) -> bool:
+    """Whether ``word`` (without its final dot) is one whose final dot belongs to it; a number
+    that ends the text is a sentence's end, not an ordinal."""
+    return bool(word) and (word.lower() in ABBREVIATIONS or "." in word or
+                           (word.isdigit() and not last) or (len(word) == 1 and word.isalpha()))
+
+
+_LINK = re.compile(r"^([(\[{<\"']*)((?:https?://|www\.)\S+?|[\w.+-]+@[\w-]+(?:\.[\w-]+)+)"
+                   r"([.,;:!?)\]}>\"']*)$")
+
+
+def _chunk_spans(chunk: str, last: bool = False) -> list[tuple[int, int]]:
+    """The words of one whitespace-free chunk: NLTK's Treebank rules (punctuation, clitics,
+    quotes), with the final dot of an abbreviation, an initial or an ordinal kept on its word
+    (the rules would split it, taking every chunk's end for a sentence's end); a web address or
+    an e-mail address stays one word, its surrounding punctuation apart."""
+    if chunk.lower() == "cannot":  # one word in CoNLL, `can not` in the Treebank
+        return [(0, len(chunk))]
+    link = _LINK.match(chunk)
+    if link:
+        spans = [(link.start(2), link.end(2))]
+        spans = [(k, k + 1) for k in range(link.start(1), link.end(1))] + spans + \
+            [(k, k + 1) for k in range(link.start(3), link.end(3))]
+        return spans
+    spans = list(_treebank().span_tokenize(chunk))
+    # a currency's letters stay on its dollar sign (`C$`, `US$`, `HK$`), as in CoNLL-2003
+    k = 0
+    while k < len(spans) - 1:
+        a, b = spans[k], spans[k + 1]
+        if chunk[b[0]:b[1]] == "$" and a[1] == b[0] and re.fullmatch(r"[A-Z]{1,3}", chunk[a[0]:a[1]]):
+            spans[k: k + 2] = [(a[0], b[1])]
+        k += 1
+    k = len(spans) - 1
+    while k >= 0 and all(c in _CLOSERS for c in chunk[spans[k][0]:spans[k][1]]):
+        k -= 1  # the final dot may come before closing brackets and quotes
+    if k >= 1 and chunk[spans[k][0]:spans[k][1]] == "." and spans[k - 1][1] == spans[k][0] \
+            and _keeps_dot(chunk[spans[k - 1][0]:spans[k - 1][1]], last):
+        spans[k - 1: k + 1] = [(spans[k - 1][0], spans[k][1])]
+    return spans
 
 
 def split_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
-    """Split raw text into words with half-open character offsets (CJK: one character a word;
-    hyphens, apostrophes and dots inside a word keep it whole, as CoNLL tokenises ``AL-AIN``)."""
+    """Split raw text into words as CoNLL tokenises them, with half-open character offsets.
+
+    Each whitespace-separated chunk is split by NLTK's Treebank rules (``"(U.S.)"`` ->
+    ``(``, ``U.S.``, ``)``; ``John's`` -> ``John``, ``'s``; ``10,000``, ``08:40`` and ``1/2``
+    stay whole), keeping the final dot of abbreviations, initials and ordinals; CJK characters
+    are one word each. CoNLL-2003's test sentences joined by spaces come back as the same
+    words in every sentence (``tests/test_data.py``)."""
     words, offsets = [], []
-    for m in _WORD.finditer(text):
-        words.append(m.group())
-        offsets.append((m.start(), m.end()))
+    chunks = list(_CHUNK.finditer(text))
+    for n, m in enumerate(chunks):
+        chunk, base, last = m.group(), m.start(), n == len(chunks) - 1
+        if _CJK.search(chunk):
+            parts = [(p.start(), p.end()) for p in re.finditer(
+                r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+",
+                chunk)]
+            spans = []
+            for a, b in parts:
+                spans += [(a, b)] if b - a == 1 and _CJK.match(chunk[a]) else \
+                    [(a + x, a + y) for x, y in _chunk_spans(chunk[a:b], last)]
+        else:
+            spans = _chunk_spans(chunk, last)
+        for a, b in spans:
+            words.append(chunk[a:b])
+            offsets.append((base + a, base + b))
     return words, offsets
 
 
