@@ -570,8 +570,8 @@ def multilabel_ce(logits: Tensor, target: Tensor, *, ignore_index: int = -100,
         \log\Big(1 + \sum_{i \in \Omega_{neg}} e^{s_i}\Big)
         + \log\Big(1 + \sum_{j \in \Omega_{pos}} e^{-s_j}\Big)
 
-    With one positive it is softmax cross-entropy over the positive and the negatives with an
-    extra class of logit 0 (the threshold). Computed in float32 (float64 stays float64) with
+    Every positive is pushed above 0 and every negative below it, together, as softmax
+    cross-entropy pushes one class above the others. Computed in float32 (float64 stays float64) with
     ``logsumexp``; classes that are ignored or of the other polarity enter the sums as the
     compute dtype's lowest value, so any input dtype stays finite, ``bfloat16`` and ``float16``
     included. A row with every class ignored contributes 0 and is not counted.

@@ -71,8 +71,9 @@ def rope(x: torch.Tensor) -> torch.Tensor:
     """Rotary position embedding of ``x`` ``(B, L, ..., d)`` along its second axis: the pairs of
     features ``(2m, 2m+1)`` rotated by the angle ``position * 10000^(-2m/d)``."""
     d, length = x.shape[-1], x.shape[1]
-    inv = torch.pow(10000.0, -torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
-    angle = torch.arange(length, device=x.device, dtype=torch.float32).unsqueeze(1) * inv
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32  # angles: float32 at least
+    inv = torch.pow(10000.0, -torch.arange(0, d, 2, device=x.device, dtype=dtype) / d)
+    angle = torch.arange(length, device=x.device, dtype=dtype).unsqueeze(1) * inv
     shape = (1, length) + (1,) * (x.dim() - 3) + (d,)
     sin = angle.sin().repeat_interleave(2, dim=-1).view(shape).to(x.dtype)
     cos = angle.cos().repeat_interleave(2, dim=-1).view(shape).to(x.dtype)
