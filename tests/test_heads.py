@@ -257,7 +257,7 @@ def test_tagging_heads_refuse_nested_data_in_one_line(tmp_path, fixtures, tiny_e
                    f"train.output_dir={tmp_path / head}", "--no-progress"])
         err = capsys.readouterr().err
         assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
-        assert "train.jsonl:1: entities" in err and "overlap" in err
+        assert "train.jsonl:2: entities PER [0, 2) and HUMAN [0, 2) overlap" in err
         assert f"the {head} head" in err and "global_pointer" in err
 
 
