@@ -1,0 +1,306 @@
+"""A task and a head are each one registered class: a toy task (sentence classification) and a
+toy NER head, both defined here, go through train, evaluate, predict and export by the CLI, which
+names neither."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from seqlab.cli import main
+from seqlab.data.alignment import pad_batch
+from seqlab.data.conll import read_conll
+from seqlab.errors import ConfigError
+from seqlab.files import dumps_line, iter_lines, write_json
+from seqlab.heads import HEADS, Head, get_head, model_inputs, register_head
+from seqlab.heads._encoder import EncoderWithHead, load_encoder_model
+from seqlab.heads.tokens import TokenHead
+from seqlab.tasks import TASKS, CliOption, Task, get_task, register_task
+
+ROOT = Path(__file__).parents[1]
+
+
+# --------------------------------------------------------------------------- a toy task
+
+
+@dataclass
+class ToyConfig:
+    entity_type: str = "PER"   # the task owns this section: `toy: {entity_type: LOC}`
+
+
+class ToyClassifierHead(Head):
+    """A sentence classifier on the [CLS] position (transformers' sequence classification)."""
+
+    tasks = ("toy",)
+
+    def new_model(self):
+        from transformers import AutoModelForSequenceClassification
+
+        from seqlab.models import quiet, resolve_encoder
+
+        return quiet(AutoModelForSequenceClassification.from_pretrained)(
+            resolve_encoder(self.cfg.model.encoder), num_labels=2)
+
+    @classmethod
+    def load_model(cls, directory, meta):
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification.from_pretrained(str(directory))
+
+    def loss(self, model, batch, loss_fn, num_items_in_batch=None):
+        return loss_fn(model(**model_inputs(batch)).logits, batch["label"], num_items_in_batch)
+
+    def count_items(self, batch, loss_fn):
+        return torch.tensor(batch["label"].numel())
+
+
+class ToyTask(Task):
+    """Does a sentence mention an entity of the configured type?"""
+
+    primary_metric = "accuracy"
+    default_head = "toy_classifier"
+    prediction_ext = "jsonl"
+    config_sections = {"toy": ToyConfig}
+    cli_options = {"predict": [CliOption(("--show-probability",), "toy: print the probability",
+                                         {"action": "store_true", "default": None})]}
+
+    def __init__(self, cfg, tokenizer, splits):
+        self.cfg, self.tokenizer, self.splits = cfg, tokenizer, splits
+        self.head = get_head(cfg.model.head)(cfg)
+        self.loss_fn = self.head.build_loss()
+
+    @classmethod
+    def from_config(cls, cfg):
+        from seqlab.models import load_tokenizer
+
+        files = {"train": cfg.data.train_file, "dev": cfg.data.dev_file, "test": cfg.data.test_file}
+        splits = {}
+        for split, path in files.items():
+            if path:
+                splits[split] = [(" ".join(s.tokens), int(f"-{cfg.toy.entity_type}" in
+                                                        " ".join(s.tags)))
+                                 for s in read_conll(path)]
+        return cls(cfg, load_tokenizer(cfg.model.encoder), splits)
+
+    def has_split(self, split):
+        return bool(self.splits.get(split))
+
+    def features(self, split):
+        import datasets
+
+        texts = [t for t, _ in self.splits[split]]
+        ids = self.tokenizer(texts)["input_ids"]
+        return datasets.Dataset.from_dict({"input_ids": ids, "label": [y for _, y in self.splits[split]],
+                                           "length": [len(i) for i in ids]})
+
+    def collate(self, rows):
+        batch = pad_batch([{"input_ids": r["input_ids"]} for r in rows], self.tokenizer.pad_token_id)
+        batch["label"] = torch.tensor([r["label"] for r in rows])
+        return batch
+
+    @torch.inference_mode()
+    def predict(self, model, texts, device=None):
+        model.eval()
+        out = []
+        for text in texts:
+            ids = torch.tensor([self.tokenizer(text)["input_ids"]])
+            probs = model(input_ids=ids).logits.float().softmax(-1)[0]
+            out.append(float(probs[1]))
+        return out
+
+    def evaluate(self, model, split, *, device=None, out_file=None, progress=True,
+                 accelerator=None, dtype=None):
+        data = self.splits[split]
+        probs = self.predict(model, [t for t, _ in data])
+        right = [int(p > 0.5) == y for p, (_, y) in zip(probs, data)]
+        if out_file is not None:
+            with open(out_file, "w") as fh:
+                for (t, y), p in zip(data, probs):
+                    fh.write(dumps_line({"text": t, "gold": y, "probability": p}))
+        return {"accuracy": sum(right) / len(right), "sentences": len(right)}
+
+    def score(self, result):
+        return result["accuracy"]
+
+    def summary(self, result):
+        return {"accuracy": result["accuracy"]}
+
+    def save_extra(self, directory):
+        write_json(directory / "seqlab.json", {"task": "toy", "head": self.head.name,
+                                               "max_length": self.cfg.model.max_length})
+
+    @classmethod
+    def cli_evaluate(cls, opts, run):
+        from seqlab.export import prediction_model
+        from seqlab.models import load_tokenizer
+
+        run.config.data.train_file, run.config.data.test_file = None, opts.file
+        task = cls(run.config, load_tokenizer(str(run.directory)),
+                   {"test": cls.from_config(run.config).splits["test"]})
+        result = task.evaluate(prediction_model(run, opts), "test")
+        print(f"accuracy {100 * result['accuracy']:.2f}")
+        return 0
+
+    @classmethod
+    def cli_predict(cls, opts, run):
+        from seqlab.export import prediction_model
+        from seqlab.models import load_tokenizer
+
+        task = cls(run.config, load_tokenizer(str(run.directory)), {})
+        texts = [t for t, _, _ in iter_lines(opts.files)]
+        probs = task.predict(prediction_model(run, opts), texts)
+        for t, p in zip(texts, probs):
+            record = {"text": t, "mentions": p > 0.5}
+            if opts.extra.get("show_probability"):
+                record["probability"] = round(p, 4)
+            sys.stdout.write(dumps_line(record))
+        return 0
+
+
+# --------------------------------------------------------------------------- a toy NER head
+
+
+class MlpTagger(EncoderWithHead):
+    """The encoder and a two-layer perceptron over each position."""
+
+    def __init__(self, config, encoder=None):
+        super().__init__(config, encoder)
+        self.mlp = nn.Sequential(nn.Linear(config.hidden_size, 16), nn.Tanh(),
+                                 nn.Linear(16, config.num_labels))
+        self.post_init()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, **_):
+        from transformers.modeling_outputs import TokenClassifierOutput
+
+        return TokenClassifierOutput(logits=self.mlp(self.hidden(input_ids, attention_mask)))
+
+
+class MlpHead(TokenHead):
+    """The softmax head's decoding on a perceptron's scores."""
+
+    decodes = ("argmax",)
+    default_decode = "argmax"
+
+    def new_model(self):
+        from seqlab.models import resolve_encoder
+
+        return MlpTagger.on_encoder(resolve_encoder(self.cfg.model.encoder), labels=self.labels,
+                                    head=self.name, options={})
+
+    @classmethod
+    def load_model(cls, directory, meta):
+        return load_encoder_model(MlpTagger, directory)
+
+    def decodings(self, scores, outputs):
+        return {"argmax": [(s.argmax(-1).tolist(), s.softmax(-1).max(-1).values.tolist())
+                           for s in scores]}
+
+
+@pytest.fixture
+def toys():
+    """Register the toy task and head for one test (one line each), then take them away."""
+    register_task("toy")(ToyTask)
+    register_head("toy_classifier")(ToyClassifierHead)
+    register_head("toy_mlp")(MlpHead)
+    yield
+    TASKS.unregister("toy")
+    HEADS.unregister("toy_classifier")
+    HEADS.unregister("toy_mlp")
+
+
+def _config(tmp_path: Path, fixtures: Path, encoder: Path, task: str, **model) -> Path:
+    path = tmp_path / f"{task}.yaml"
+    sections = {"task": task,
+                "data": {"train_file": str(fixtures / "train.conll"),
+                         "dev_file": str(fixtures / "dev.conll"),
+                         "test_file": str(fixtures / "test.conll")},
+                "model": {"encoder": str(encoder), "max_length": 32, **model},
+                "train": {"epochs": 6, "batch_size": 2, "learning_rate": 3e-3,
+                          "warmup_ratio": 0, "output_dir": str(tmp_path / f"run-{task}")}}
+    if task == "toy":
+        sections["toy"] = {"entity_type": "PER"}
+    path.write_text(json.dumps(sections))
+    return path
+
+
+@pytest.mark.slow
+def test_a_task_is_one_class_and_one_line(toys, tmp_path, fixtures, tiny_encoder, capsys):
+    cfg = _config(tmp_path, fixtures, tiny_encoder, "toy")
+    run = tmp_path / "run-toy"
+    assert main(["train", str(cfg), "--no-progress"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"dev", "test"} <= set(metrics) and "accuracy" in metrics["test"]
+    assert (run / "predictions_test.jsonl").is_file()
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--file", str(fixtures / "dev.conll")]) == 0
+    assert capsys.readouterr().out.startswith("accuracy ")
+    src = tmp_path / "in.txt"
+    src.write_text("Peter Blackburn visited Germany .\nthe call to boycott lamb .\n")
+    assert main(["predict", str(run), str(src), "--show-probability"]) == 0
+    torch_lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert len(torch_lines) == 2 and "probability" in torch_lines[0]
+    # the task's own config section and CLI option
+    with pytest.raises(ConfigError, match="unknown config key toy.kind"):
+        from seqlab.config import load_config
+
+        cfg.write_text(cfg.read_text().replace('"entity_type"', '"kind"'))
+        load_config(cfg)
+    # export: the task's inputs, the head's outputs
+    pytest.importorskip("onnxruntime")
+    exported = tmp_path / "toy-onnx"
+    assert main(["export", str(run), "--output", str(exported), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(exported), str(src), "--show-probability", "--backend",
+                 "onnxruntime"]) == 0
+    onnx_lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert [l["mentions"] for l in onnx_lines] == [l["mentions"] for l in torch_lines]
+    assert [l["probability"] for l in onnx_lines] == pytest.approx(
+        [l["probability"] for l in torch_lines], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_a_head_is_one_class_and_one_line(toys, tmp_path, fixtures, tiny_encoder, capsys):
+    cfg = _config(tmp_path, fixtures, tiny_encoder, "ner", head="toy_mlp")
+    run = tmp_path / "run-ner"
+    assert main(["train", str(cfg), "--no-progress", "train.epochs=12"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["loss_history"][-1] < 0.6 * metrics["loss_history"][0]
+    assert json.loads((run / "seqlab.json").read_text())["head"] == "toy_mlp"
+    assert main(["evaluate", str(run), "--file", str(fixtures / "test.conll"), "--output",
+                 str(tmp_path / "eval.conll"), "--no-progress"]) == 0
+    src = tmp_path / "in.txt"
+    src.write_text("Peter Blackburn visited Germany .\n")
+    out = tmp_path / "pred.jsonl"
+    assert main(["predict", str(run), str(src), "--output", str(out)]) == 0
+    pytest.importorskip("onnxruntime")
+    exported = tmp_path / "ner-onnx"
+    assert main(["export", str(run), "--output", str(exported), "--no-progress"]) == 0
+    out2 = tmp_path / "pred-onnx.jsonl"
+    assert main(["predict", str(exported), str(src), "--output", str(out2), "--backend",
+                 "onnxruntime"]) == 0
+    a, b = json.loads(out.read_text()), json.loads(out2.read_text())
+    assert [(e["type"], e["start"], e["end"]) for e in a["entities"]] == \
+        [(e["type"], e["start"], e["end"]) for e in b["entities"]]
+
+
+def test_unknown_names_list_the_registered_ones(toys):
+    with pytest.raises(ConfigError, match="task: expected one of ner, qa, toy, got 'pos'"):
+        get_task("pos")
+    with pytest.raises(ConfigError, match="model.head: expected one of crf, global_pointer, "
+                                          "pointer, softmax, tagging, toy_classifier, toy_mlp"):
+        get_head("bilstm")
+
+
+def test_another_tasks_option_is_refused(toys, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "seqlab.json").write_text(json.dumps({"task": "ner", "labels": ["O"]}))
+    (run / "config.yaml").write_text("task: ner\n")
+    assert main(["predict", str(run), "--question", "who?"]) == 2
+    assert "--question is an option for qa models; this one is ner" in capsys.readouterr().err
