@@ -11,7 +11,8 @@ export SEQLAB_DATA
 
 STAMP := $(VENV)/.seqlab-installed
 
-.PHONY: install train test bench-losses bench-ner bench-onnx bench-qa clean
+.PHONY: install train test test-fast bench-losses bench-ner bench-onnx bench-qa bench-heads \
+	check-gpu clean
 
 install: $(STAMP)
 
@@ -33,6 +34,10 @@ train: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# The unit tests only: no end-to-end training (the `slow` marker), under a minute.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
 # torchvision goes to a directory of its own, seen by this benchmark only (after transformers is
 # imported): the PyPI wheel is a CUDA build whose compiled operators do not load beside torch's
 # CPU build (the benchmark then runs its sigmoid_focal_loss from source), and transformers would
@@ -52,6 +57,17 @@ bench-onnx: $(STAMP)
 
 bench-qa: $(STAMP)
 	$(BIN)/python scripts/bench_qa.py $(ARGS)
+
+# The NER heads side by side (docs/benchmarks.md): CoNLL-2003, 3 epochs, one seed each.
+bench-heads: $(STAMP)
+	$(BIN)/python -m pip install -q pytorch-crf  # the CRF speed comparison only
+	$(BIN)/python scripts/bench_heads.py --crf-only
+	$(BIN)/python scripts/bench_heads.py --output runs/bench-heads/results.json $(ARGS)
+
+# Everything only a GPU can show, in one run (under 8 minutes on one GPU): writes
+# benchmarks/gpu/check.md. Run it whenever a GPU machine is at hand.
+check-gpu: $(STAMP)
+	$(BIN)/python scripts/check_gpu.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

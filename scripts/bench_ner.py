@@ -10,6 +10,7 @@ encoder, data, batch size, learning rate and seed:
 - ``seqlab``: ``seqlab train`` as configured by default (length-grouped batches, fused AdamW,
   warmup, weight decay, gradient clipping);
 - ``seqlab-compile``: the same with ``train.compile: true`` (compile time included);
+- ``seqlab-bf16``: the same with ``train.bf16: true`` (for GPUs and CPUs with bf16 units);
 - ``trainer``: the Hugging Face ``Trainer`` with its speed flags,
   ``train_sampling_strategy="group_by_length"`` and ``optim="adamw_torch_fused"``, and seqlab's
   weight decay, warmup ratio and clipping; data truncated at ``max_length`` as ``run_ner.py`` does;
@@ -41,22 +42,24 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from seqlab.config import config_from_dict
+from seqlab.heads import get_head
 from seqlab.data.alignment import split_words
 from seqlab.data.schemes import convert
 from seqlab.models import load_token_classifier, load_tokenizer
 from seqlab.tasks.ner import (
     NerTask,
-    decode_entities,
+    entity_records,
     load_corpus,
+    predict_sentences,
     predict_words,
     score_and_write,
 )
 from seqlab.train import train
 
-LOOPS = ("seqlab", "seqlab-compile", "trainer", "reference")
+LOOPS = ("seqlab", "seqlab-compile", "seqlab-bf16", "trainer", "reference")
 
 
-def _config(args, out_dir: Path, compiled: bool = False):
+def _config(args, out_dir: Path, compiled: bool = False, bf16: bool = False):
     return config_from_dict({
         "task": "ner", "data": {"dataset": "conll2003", "data_dir": args.data_dir,
                                 "limit": args.limit, "eval_limit": args.eval_limit},
@@ -64,11 +67,11 @@ def _config(args, out_dir: Path, compiled: bool = False):
         "loss": {"name": "ce"},
         "train": {"epochs": args.epochs, "batch_size": args.batch_size,
                   "learning_rate": args.lr, "seed": args.seed, "output_dir": str(out_dir),
-                  "overwrite": True, "compile": compiled}})
+                  "overwrite": True, "compile": compiled, "bf16": bf16}})
 
 
-def run_seqlab(args, out_dir: Path, compiled: bool = False) -> dict:
-    cfg = _config(args, out_dir, compiled)
+def run_seqlab(args, out_dir: Path, compiled: bool = False, bf16: bool = False) -> dict:
+    cfg = _config(args, out_dir, compiled, bf16)
     corpus = load_corpus(cfg)
     tok = load_tokenizer(cfg.model.encoder)
     task = NerTask(cfg, tok, corpus)
@@ -201,8 +204,9 @@ def run_loop(args) -> int:
     peak memory is its own); the figures go to ``--result`` as JSON."""
     work = Path(args.workdir)
     name = args.loop
-    if name in ("seqlab", "seqlab-compile"):
-        res = run_seqlab(args, work / name, compiled=name == "seqlab-compile")
+    if name.startswith("seqlab"):
+        res = run_seqlab(args, work / name, compiled=name == "seqlab-compile",
+                         bf16=name == "seqlab-bf16")
     elif name == "trainer":
         res = run_trainer(args, work)
     else:
@@ -246,6 +250,7 @@ def predict_speed(model_dir: Path, corpus, repeats: int) -> dict:
     tok = load_tokenizer(str(model_dir))
     model = load_token_classifier(str(model_dir))
     meta = json.loads((model_dir / "seqlab.json").read_text())
+    head = get_head("softmax")(config_from_dict({"task": "ner"}), meta["labels"])
     texts = [" ".join(s.tokens) for s in sents]
     ner = pipeline("token-classification", model=str(model_dir), aggregation_strategy="first",
                    batch_size=64, device=-1)
@@ -257,11 +262,11 @@ def predict_speed(model_dir: Path, corpus, repeats: int) -> dict:
             # text in, entities with character offsets out, as `seqlab predict` does it
             t0 = time.perf_counter()
             split = [split_words(t) for t in texts]
-            preds = predict_words(model, tok, [w for w, _ in split], max_length=meta["max_length"],
-                                  overlap=meta["window_overlap"], batch_size=64, progress=False,
-                                  dtype=dtype)
+            preds = predict_sentences(model, tok, head, [w for w, _ in split],
+                                      max_length=meta["max_length"], overlap=meta["window_overlap"],
+                                      batch_size=64, progress=False, dtype=dtype)["argmax"]
             for text, (words, offsets), pred in zip(texts, split, preds):
-                decode_entities(words, pred, meta["labels"], meta["train_scheme"], offsets, text)
+                entity_records(pred.entities, offsets, text)
             times[name].append(len(texts) / (time.perf_counter() - t0))
             if name not in f1:  # scored on the gold words, outside the timing
                 preds = predict_words(model, tok, [s.tokens for s in sents],

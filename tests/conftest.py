@@ -79,3 +79,13 @@ def minilm_tokenizer():
         return load_tokenizer("minilm-l6")
     except Exception as exc:  # the package is installed by `make install`
         pytest.skip(f"embedded encoder unavailable: {exc}")
+
+
+# Tests that use a trained run (or train one) are end-to-end: `make test-fast` leaves them out.
+_TRAINED = {"trained", "run", "exported", "uninterrupted", "head_runs"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if _TRAINED & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -37,8 +37,8 @@ def test_train_writes_everything_and_loss_goes_down(trained, fixtures):
     history = metrics["loss_history"]
     assert history[-1] < 0.5 * history[0]
     for split in ("dev", "test"):
-        assert 0.0 <= metrics[split]["default"]["f1"] <= 1.0
-        assert "per_type" in metrics[split]["strict"]
+        assert metrics[split]["default"]["f1"] > 0.8  # 15 epochs learn the 16 fixture entities
+        assert set(metrics[split]["strict"]["per_type"]) == {"LOC", "MISC", "ORG", "PER"}
     events = [json.loads(l)["event"] for l in (trained / "metrics.jsonl").read_text().splitlines()]
     assert events.count("eval") == 15 and "final" in events
     assert json.loads((trained / "seqlab.json").read_text())["scheme"] == "iob1"
@@ -83,10 +83,15 @@ def test_every_reported_f1_is_seqeval_on_the_written_file(trained):
 def test_saved_model_loads_in_transformers_pipeline(trained):
     from transformers import pipeline
 
-    ner = pipeline("token-classification", model=str(trained))
-    out = ner("Peter Blackburn said EU rejects German call")
-    assert isinstance(out, list)
-    assert ner.model.config.id2label[0] == "O"
+    text = "Peter Blackburn said EU rejects German call"
+    ner = pipeline("token-classification", model=str(trained), aggregation_strategy="first")
+    got = [(e["entity_group"], e["start"], e["end"]) for e in ner(text)]
+    src = trained.parent / "pipeline-in.txt"
+    src.write_text(text + "\n")
+    out = trained.parent / "pipeline-out.jsonl"
+    assert main(["predict", str(trained), str(src), "--output", str(out)]) == 0
+    ours = [(e["type"], e["start"], e["end"]) for e in json.loads(out.read_text())["entities"]]
+    assert ours and got == ours  # the same entities, words labelled by their first subword
 
 
 def test_same_seed_same_scores(tmp_path, fixtures, tiny_encoder, trained):
@@ -126,10 +131,13 @@ def test_predict_bf16_matches_fp32_output_format(trained, tmp_path):
         assert main(["predict", str(trained), str(text), "--output", str(jsonl), *extra]) == 0
         outs.append([json.loads(l) for l in jsonl.read_text().splitlines()])
     assert [l["text"] for l in outs[1]] == [l["text"] for l in outs[0]]
-    for line in outs[1]:
-        for ent in line["entities"]:
-            assert line["text"][ent["start"]: ent["end"]] == ent["text"]
-            assert 0.0 <= ent["score"] <= 1.0
+    for fp32, bf16 in zip(*outs):
+        for ent in bf16["entities"]:
+            assert bf16["text"][ent["start"]: ent["end"]] == ent["text"]
+        same = {(e["type"], e["start"]): e["score"] for e in fp32["entities"]}
+        for ent in bf16["entities"]:  # where both find an entity, their scores agree
+            if (ent["type"], ent["start"]) in same:
+                assert ent["score"] == pytest.approx(same[(ent["type"], ent["start"])], abs=0.05)
 
 
 def test_split_words_offsets():
@@ -457,6 +465,7 @@ def test_an_override_without_equals_says_what_overrides_are(tmp_path, fixtures, 
     assert "'train.seed' is not an override: overrides are dotted.key=value" in err
 
 
+@pytest.mark.slow
 def test_no_progress_means_no_bars_and_no_length_warning(tmp_path, fixtures, tiny_encoder, capfd):
     long = tmp_path / "train.conll"
     long.write_text((fixtures / "train.conll").read_text() + "\n" +

@@ -15,15 +15,6 @@ CONFIGS = [p for p in ALL_CONFIGS if not p.stem.startswith("study-")]
 STUDIES = [p for p in ALL_CONFIGS if p.stem.startswith("study-")]
 
 
-def test_there_are_configs():
-    names = {p.stem for p in CONFIGS}
-    for dataset in ("conll2003", "wnut17", "conll2002-es", "conll2002-nl", "bc5cdr",
-                    "ncbi-disease", "msra", "weibo", "resume"):
-        assert dataset in names
-    assert {"conll2003-focal", "conll2003-soft-truncation", "wnut17-focal",
-            "wnut17-soft-truncation"} <= names
-
-
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_loads_and_validates(path):
     cfg = load_config(path)

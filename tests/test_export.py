@@ -154,6 +154,7 @@ def test_the_on_the_fly_export_is_made_once(run, tmp_path, monkeypatch, capsys):
     assert len(list((tmp_path / "cache" / "onnx").iterdir())) == 1
 
 
+@pytest.mark.slow
 def test_qa_model_exports_and_predicts_alike(tmp_path, tiny_encoder):
     import random
 

@@ -25,6 +25,7 @@ def _no_dropout(model):
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, options", [("focal", {"gamma": 2.0}), ("soft_truncation", {})])
 def test_trainer_token_classification_logs_seqlab_loss(tiny_encoder, tmp_path, name, options):
     from datasets import Dataset
@@ -53,6 +54,7 @@ def test_trainer_token_classification_logs_seqlab_loss(tiny_encoder, tmp_path, n
     assert logged == pytest.approx(expected, abs=2e-4)
 
 
+@pytest.mark.slow
 def test_trainer_question_answering_logs_seqlab_loss(tiny_encoder, tmp_path):
     from datasets import Dataset
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer, Trainer

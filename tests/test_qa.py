@@ -236,6 +236,7 @@ def test_real_files(data_dir):
     assert len({e.title for e in held}) == 10
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["pointer", "tagging"])
 def test_training_each_head_through_the_cli(tmp_path, tiny_encoder, head, monkeypatch):
     rng = random.Random(2)

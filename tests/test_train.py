@@ -16,6 +16,7 @@ import torch
 from seqlab.cli import main
 
 ROOT = Path(__file__).parents[1]
+pytestmark = pytest.mark.slow  # every test here trains
 
 
 def _args(fixtures: Path, encoder: Path, out: Path, *extra: str) -> list[str]:
