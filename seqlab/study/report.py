@@ -111,7 +111,7 @@ def aggregate(study: Study, *, resamples: int = stats.RESAMPLES, seed: int = sta
            "baseline": study.baseline, "seeds": study.seeds, "planned_runs": len(study.runs()),
            "finished_runs": len(runs), "scored_split": scored,
            "bootstrap": {"resamples": resamples, "seed": seed, "margin": margin,
-                         "units": "documents" if docs is not None else "units",
+                         "units": "documents" if docs is not None else task.unit_name,
                          "documents": len(set(map(str, docs))) if docs is not None else None},
            "losses": {}}
     base_recs = records.get(study.baseline, [])
@@ -286,7 +286,7 @@ def markdown(results: dict) -> str:
     bs = results["bootstrap"]
     margin = pct(bs["margin"], 1)
     units = (f"{bs['documents']} documents" if bs["units"] == "documents" else
-             "units (sentences or questions; the data marks no documents)")
+             f"{bs['units']} (the data marks no documents)")
     lines = [f"# Study: {results['study']}", "",
              f"Config `{results['config']}`; task {results['task']}; seeds {results['seeds']}; "
              f"baseline `{base}`; {results['finished_runs']} of {results['planned_runs']} runs "

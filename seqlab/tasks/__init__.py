@@ -113,6 +113,7 @@ class Task:
 
     name: ClassVar[str]
     primary_metric: ClassVar[str] = "score"   # the name of what :meth:`score` returns
+    unit_name: ClassVar[str] = "examples"     # what the study resamples when there are no documents
     default_head: ClassVar[str]
     config_sections: ClassVar[dict[str, type]] = {}  # sections of the config the task owns
     cli_options: ClassVar[dict[str, list[CliOption]]] = {}  # "evaluate"/"predict" -> options

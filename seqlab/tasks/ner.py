@@ -146,6 +146,7 @@ class NerTask(Task):
     """NER behind the task protocol (:class:`seqlab.tasks.Task`)."""
 
     primary_metric = "entity F1"
+    unit_name = "sentences"
     default_head = "softmax"
     cli_options = {}
 

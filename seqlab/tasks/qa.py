@@ -121,6 +121,7 @@ class QATask(Task):
     """Span QA behind the task protocol (:class:`seqlab.tasks.Task`)."""
 
     primary_metric = "F1"
+    unit_name = "questions"
     default_head = "pointer"
     prediction_ext = "jsonl"
     config_sections = {"qa": QAConfig}
