@@ -90,6 +90,31 @@ def _parser() -> argparse.ArgumentParser:
                     "(default: benchmarks/study)")
     _progress_option(ss)
 
+    rp = sub.add_parser("report", help="a trained run in one HTML page: scores, curves, errors "
+                        "by category, calibration, the sentences it got wrong")
+    rp.add_argument("model_dir")
+    rp.add_argument("--split", default="test", help="the predictions to show (default: test; "
+                    "dev for QA runs)")
+    rp.add_argument("--output", help="the HTML file (default: MODEL_DIR/report_<split>.html)")
+    _progress_option(rp)
+
+    sv = sub.add_parser("serve", help="an HTTP API and a page for a trained run, with dynamic "
+                        "batching and limits")
+    sv.add_argument("model_dir")
+    sv.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
+    sv.add_argument("--threads", type=int, help="onnxruntime: intra-op threads")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--max-batch", type=int, default=64,
+                    help="texts predicted together at most (default 64)")
+    sv.add_argument("--batch-window-ms", type=float, default=5.0,
+                    help="how long a batch waits for more requests (default 5 ms)")
+    sv.add_argument("--max-texts", type=int, default=64, help="texts per request at most")
+    sv.add_argument("--max-chars", type=int, default=10_000, help="characters per text at most")
+    sv.add_argument("--max-body-bytes", type=int, default=1_000_000,
+                    help="request body size at most (bytes)")
+    _progress_option(sv)
+
     d = sub.add_parser("datasets", help="list the named datasets of every task, and whether "
                        "their files are found")
     d.add_argument("--data-dir", help="data directory (default: $SEQLAB_DATA)")
@@ -171,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"train": _train, "evaluate": _evaluate, "predict": _predict, "study": _study,
                 "study-summary": _study_summary, "export": _export, "datasets": _datasets,
-                "heads": _heads}[args.command](args)
+                "heads": _heads, "report": _report, "serve": _serve}[args.command](args)
     except SeqlabError as exc:
         print(f"seqlab {args.command}: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_status", 2)
@@ -200,6 +225,29 @@ def _datasets(args) -> int:
         files = ", ".join(f"{k}={v}" for k, v in spec.files.items())
         print(f"{name:<22}{spec.task:<6}{spec.scheme:<8}{spec.language:<6}{found:<7}{files}")
     return 0
+
+
+def _report(args) -> int:
+    from .report import write_report
+
+    split = args.split
+    meta_path = Path(args.model_dir) / "seqlab.json"
+    if split == "test" and meta_path.is_file() and \
+            json.loads(meta_path.read_text(encoding="utf-8")).get("task") == "qa":
+        split = "dev"  # QA runs score their held-out questions as dev
+    out = write_report(args.model_dir, split, args.output)
+    print(f"report written to {out}")
+    return 0
+
+
+def _serve(args) -> int:
+    from .serve import ServeOptions, serve
+
+    return serve(args.model_dir, ServeOptions(
+        backend=args.backend, threads=args.threads, host=args.host, port=args.port,
+        max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
+        max_texts=args.max_texts, max_chars=args.max_chars,
+        max_body_bytes=args.max_body_bytes))
 
 
 def _heads(args) -> int:
@@ -275,16 +323,9 @@ def _export(args) -> int:
 
 
 def _load_run(model_dir: str):
-    from .config import load_config
-    from .tasks import Run, get_task
+    from .tasks import load_run
 
-    path = Path(model_dir)
-    meta_path = path / "seqlab.json"
-    if not meta_path.is_file():
-        raise SeqlabError(f"{model_dir}: not a seqlab model directory (no seqlab.json); "
-                          "expected the output_dir of `seqlab train`")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    return get_task(meta["task"]), Run(path, meta, load_config(path / "config.yaml"))
+    return load_run(model_dir)
 
 
 def _evaluate(args) -> int:

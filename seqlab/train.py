@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .config import RECOVERY_CHANGES, RESUMABLE_CHANGES, Config, changed_keys, save_config
 from .errors import ConfigError, SeqlabError
-from .files import dumps_line, write_json
+from .files import dumps_line, write_json, write_text
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"    # written last into a checkpoint; the rename completes it
@@ -137,8 +137,8 @@ def train(cfg: Config, task, model, tokenizer, *, progress: bool = True, recover
         ckpt.save(guard, log)                # every epoch's end, the last included
 
     fingerprints["steps_per_epoch"] = steps_per_epoch
-    return finish(task, model, tokenizer, accelerator, state, run, log, guard, fingerprints,
-                  eval_dtype, progress, t)
+    return finish(cfg, task, model, tokenizer, accelerator, state, run, log, guard, fingerprints,
+                  eval_dtype, progress)
 
 
 # --------------------------------------------------------------------------- set-up
@@ -795,12 +795,17 @@ def save_weights(state_dict: dict, directory: Path) -> None:
     os.replace(tmp, directory / "model.safetensors")
 
 
-def finish(task, model, tokenizer, accelerator, state: TrainState, run: RunDir, log: MetricsLog,
-           guard: NonFiniteGuard, fingerprints: dict, eval_dtype, progress: bool, t) -> dict:
-    """The best weights back, dev and test scored and written, the model and ``metrics.json``
-    saved (in that order: ``metrics.json`` marks the run finished), then :meth:`RunDir.complete`."""
+def finish(cfg: Config, task, model, tokenizer, accelerator, state: TrainState, run: RunDir,
+           log: MetricsLog, guard: NonFiniteGuard, fingerprints: dict, eval_dtype,
+           progress: bool) -> dict:
+    """The best weights back, dev and test scored and written, the model, its card
+    (``README.md``) and ``metrics.json`` saved (in that order: ``metrics.json`` marks the run
+    finished), then :meth:`RunDir.complete`."""
     from safetensors.torch import load_file
 
+    from .report import model_card
+
+    t = cfg.train
     accelerator.wait_for_everyone()
     model = accelerator.unwrap_model(model)
     best = run.staging / "best" / "model.safetensors"
@@ -833,6 +838,8 @@ def finish(task, model, tokenizer, accelerator, state: TrainState, run: RunDir, 
             model.save_pretrained(run.staging)
             tokenizer.save_pretrained(run.staging)
         task.save_extra(run.staging)
+        meta = json.loads((run.staging / "seqlab.json").read_text(encoding="utf-8"))
+        write_text(run.staging / "README.md", model_card(run.out, cfg, meta, result))
         _crash_point("finish-model")
         write_json(run.staging / FINISHED, result)
         _crash_point("finish-metrics")

@@ -86,6 +86,45 @@ class PredictOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class RequestError(Exception):
+    """A request to ``seqlab serve`` that cannot be answered: its HTTP status and why."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Limits:
+    """What one request to ``seqlab serve`` may hold."""
+
+    max_texts: int = 64
+    max_chars: int = 10_000
+
+
+class Predictor:
+    """A loaded run answering requests (``seqlab serve``): what a request holds, how big each
+    item is (for batching by length), and the predictions of a batch of items from many
+    requests."""
+
+    form: str = "texts"   # the page's form: "texts" (NER) or "question" (QA)
+
+    def parse(self, payload, limits: Limits) -> list:
+        """A request's JSON body as items; :class:`RequestError` (4xx) when it does not fit."""
+        raise NotImplementedError
+
+    def size(self, item) -> int:
+        return 1
+
+    def predict(self, items: list) -> list:
+        """One result per item, in order."""
+        raise NotImplementedError
+
+    def respond(self, results: list) -> dict:
+        """The JSON answer to one request from its items' results."""
+        raise NotImplementedError
+
+
 @dataclass
 class StudySplit:
     """What the study needs of one split of a finished run, read from its files.
@@ -204,6 +243,11 @@ class Task:
         """``seqlab predict`` on a trained run of this task."""
         raise NotImplementedError
 
+    @classmethod
+    def predictor(cls, run: Run, opts: PredictOptions) -> Predictor:
+        """The run loaded for ``seqlab serve``."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ the study
 
     @classmethod
@@ -231,6 +275,26 @@ class Task:
         """Each unit's document in ``split`` when the data says (read from the data), else
         None."""
         return None
+
+
+def load_run(model_dir: str | Path) -> tuple[type[Task], Run]:
+    """A trained run (or its export) and its task.
+
+    Raises:
+        SeqlabError: not a seqlab model directory.
+    """
+    import json
+
+    from ..config import load_config
+    from ..errors import SeqlabError
+
+    path = Path(model_dir)
+    meta_path = path / "seqlab.json"
+    if not meta_path.is_file():
+        raise SeqlabError(f"{model_dir}: not a seqlab model directory (no seqlab.json); "
+                          "expected the output_dir of `seqlab train`")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    return get_task(meta["task"]), Run(path, meta, load_config(path / "config.yaml"))
 
 
 def shard_of(n: int, accelerator) -> list[int]:

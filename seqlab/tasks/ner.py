@@ -28,7 +28,8 @@ from ..files import (AtomicOutput, blocks, check_input_files, check_output_file,
                      evaluate_output, iter_lines, write_json)
 from ..heads import SentencePrediction, get_head
 from ..metrics import entity_scores, format_scores, span_scores
-from . import CliOption, EvaluateOptions, PredictOptions, Run, StudySplit, Task, register_task
+from . import (CliOption, EvaluateOptions, PredictOptions, Predictor, RequestError, Run, StudySplit,
+               Task, register_task)
 
 PREDICT_BLOCK_LINES = 2048  # `seqlab predict` reads, predicts and writes this many lines at a time
 
@@ -309,6 +310,10 @@ class NerTask(Task):
     @classmethod
     def cli_predict(cls, opts: PredictOptions, run: Run) -> int:
         return _predict_cli(opts, run)
+
+    @classmethod
+    def predictor(cls, run: Run, opts: PredictOptions) -> NerPredictor:
+        return NerPredictor(run, opts)
 
     # ----------------------------------------------------------------- the study
 
@@ -656,6 +661,55 @@ def _predict_cli(opts: PredictOptions, run: Run) -> int:
             bar.update(len(block))
     bar.close()
     return 0
+
+
+class NerPredictor(Predictor):
+    """``{"texts": [...]}`` in, a list of entities per text out: ``seqlab predict``'s words,
+    model and decoding, so the same entities."""
+
+    form = "texts"
+
+    def __init__(self, run: Run, opts: PredictOptions):
+        from ..export import prediction_model
+        from ..models import load_tokenizer
+
+        self.meta = run.meta
+        self.head = _head_for_run(run, run.meta["labels"])
+        self.tokenizer = load_tokenizer(str(run.directory))
+        self.model = prediction_model(run, opts)
+        self.dtype = torch.bfloat16 if opts.bf16 else None
+        self.batch_size = opts.batch_size
+
+    def parse(self, payload, limits):
+        if not isinstance(payload, dict) or "texts" not in payload:
+            raise RequestError(422, 'expected a JSON object {"texts": ["a text", ...]}')
+        texts = payload["texts"]
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise RequestError(422, '"texts" must be a list of strings')
+        if len(texts) > limits.max_texts:
+            raise RequestError(413, f"{len(texts)} texts in one request; at most {limits.max_texts}")
+        for k, t in enumerate(texts):
+            if len(t) > limits.max_chars:
+                raise RequestError(413, f"text {k} has {len(t)} characters; at most "
+                                        f"{limits.max_chars}")
+        return texts
+
+    def size(self, item: str) -> int:
+        return len(item)
+
+    def predict(self, texts: list[str]) -> list[dict]:
+        from ..data.alignment import split_words
+
+        split = [split_words(t) for t in texts]
+        preds = predict_sentences(self.model, self.tokenizer, self.head, [w for w, _ in split],
+                                  max_length=self.meta["max_length"],
+                                  overlap=self.meta["window_overlap"],
+                                  batch_size=self.batch_size, progress=False, dtype=self.dtype)
+        return [{"text": t, "entities": entity_records(p.entities, offsets, t)}
+                for t, (_, offsets), p in zip(texts, split, next(iter(preds.values())))]
+
+    def respond(self, results: list[dict]) -> dict:
+        return {"results": results}
 
 
 def _chain_first(first, rest):

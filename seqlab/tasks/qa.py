@@ -27,7 +27,8 @@ from ..errors import ConfigError, DataError, SeqlabError, first_process
 from ..files import check_output_file, dumps_line, evaluate_output, read_text_file, write_json
 from ..heads import get_head
 from ..metrics import cmrc_em_f1, squad_em_f1
-from . import CliOption, EvaluateOptions, PredictOptions, Run, StudySplit, Task, register_task
+from . import (CliOption, EvaluateOptions, PredictOptions, Predictor, RequestError, Run, StudySplit,
+               Task, register_task)
 
 
 @dataclass
@@ -303,6 +304,10 @@ class QATask(Task):
     def cli_predict(cls, opts: PredictOptions, run: Run) -> int:
         return _predict_cli(opts, run)
 
+    @classmethod
+    def predictor(cls, run: Run, opts: PredictOptions) -> QAPredictor:
+        return QAPredictor(run, opts)
+
     # ----------------------------------------------------------------- the study
 
     @classmethod
@@ -342,6 +347,45 @@ class QATask(Task):
             return np.where(c[..., 2] > 0, c[..., k] / np.maximum(c[..., 2], 1), 0.0)
 
         return {"f1": lambda c: mean(c, 0), "exact_match": lambda c: mean(c, 1)}
+
+
+class QAPredictor(Predictor):
+    """``{"question": ..., "context": ...}`` in, the answer (text, character span, score) out, as
+    ``seqlab predict --question --context-file`` gives it."""
+
+    form = "question"
+
+    def __init__(self, run: Run, opts: PredictOptions):
+        from ..export import prediction_model
+
+        self.task = _task_for(run, {}, run.meta["language"])
+        self.model = prediction_model(run, opts)
+        self.batch_size = opts.batch_size
+
+    def parse(self, payload, limits):
+        if not isinstance(payload, dict) or not {"question", "context"} <= set(payload):
+            raise RequestError(422, 'expected a JSON object {"question": "...", "context": "..."}')
+        q, c = payload["question"], payload["context"]
+        if not isinstance(q, str) or not isinstance(c, str):
+            raise RequestError(422, '"question" and "context" must be strings')
+        if not c.strip() or not q.strip():
+            raise RequestError(422, "the question and the context must not be empty")
+        if len(c) > limits.max_chars or len(q) > limits.max_chars:
+            raise RequestError(413, f"the context has {len(c)} characters; at most {limits.max_chars}")
+        return [(q, c)]
+
+    def size(self, item) -> int:
+        return len(item[1])
+
+    def predict(self, items: list[tuple[str, str]]) -> list[dict]:
+        examples = [QAExample(f"q{k}", "", c, q, []) for k, (q, c) in enumerate(items)]
+        preds = self.task.predict(self.model, examples, progress=False, batch_size=self.batch_size)
+        return [{"question": q, "answer": preds[f"q{k}"]["text"], "start": preds[f"q{k}"]["start"],
+                 "end": preds[f"q{k}"]["end"], "score": preds[f"q{k}"]["score"]}
+                for k, (q, _) in enumerate(items)]
+
+    def respond(self, results: list[dict]) -> dict:
+        return results[0]
 
 
 def _task_for(run: Run, splits: dict, language: str) -> QATask:
