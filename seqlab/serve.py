@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -195,8 +196,13 @@ def serve(model_dir: str, opts: ServeOptions) -> int:
 
     print(f"serving {model_dir} on http://{opts.host}:{opts.port} (POST /predict, GET /health, "
           "GET / for the page)", file=sys.stderr, flush=True)
+    # uvicorn finishes the requests in flight on SIGTERM or SIGINT, then raises the signal
+    # again for the handler it found: a no-op one makes a clean shutdown exit with status 0
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     uvicorn.Server(uvicorn.Config(app, host=opts.host, port=opts.port, log_level="warning",
                                   timeout_graceful_shutdown=60)).run()
+    print("seqlab serve: stopped", file=sys.stderr)
     return 0
 
 

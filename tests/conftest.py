@@ -81,8 +81,23 @@ def minilm_tokenizer():
         pytest.skip(f"embedded encoder unavailable: {exc}")
 
 
+@pytest.fixture(scope="session")
+def served_run(tmp_path_factory, tiny_encoder):
+    """A tiny NER run to serve (trained once for the serve and browser tests)."""
+    from seqlab.cli import main
+
+    out = tmp_path_factory.mktemp("serve") / "run"
+    assert main(["train", str(Path(__file__).parents[1] / "configs" / "conll2003.yaml"),
+                 "data.dataset=null", f"data.train_file={FIXTURES / 'train.conll'}",
+                 f"data.dev_file={FIXTURES / 'dev.conll'}", f"model.encoder={tiny_encoder}",
+                 "model.max_length=24", "train.epochs=12", "train.batch_size=2",
+                 "train.learning_rate=2e-3", "train.warmup_ratio=0", f"train.output_dir={out}",
+                 "--no-progress"]) == 0
+    return out
+
+
 # Tests that use a trained run (or train one) are end-to-end: `make test-fast` leaves them out.
-_TRAINED = {"trained", "run", "exported", "uninterrupted", "head_runs"}
+_TRAINED = {"trained", "run", "exported", "uninterrupted", "head_runs", "served_run"}
 
 
 def pytest_collection_modifyitems(items):
