@@ -12,7 +12,7 @@ export SEQLAB_DATA
 STAMP := $(VENV)/.seqlab-installed
 
 .PHONY: install train test test-fast bench-losses bench-ner bench-onnx bench-qa bench-heads \
-	check-gpu clean
+	bench-serve check-gpu clean
 
 install: $(STAMP)
 
@@ -63,6 +63,10 @@ bench-heads: $(STAMP)
 	$(BIN)/python -m pip install -q pytorch-crf  # the CRF speed comparison only
 	$(BIN)/python scripts/bench_heads.py --crf-only
 	$(BIN)/python scripts/bench_heads.py --output runs/bench-heads/results.json $(ARGS)
+
+# seqlab serve under load and malformed requests, on loopback, against the make train model.
+bench-serve: $(STAMP)
+	$(BIN)/python scripts/bench_serve.py runs/conll2003-ce $(ARGS)
 
 # Everything only a GPU can show, in one run (under 8 minutes on one GPU): writes
 # benchmarks/gpu/check.md. Run it whenever a GPU machine is at hand.

@@ -197,7 +197,7 @@ class MlpHead(TokenHead):
     def load_model(cls, directory, meta):
         return load_encoder_model(MlpTagger, directory)
 
-    def decodings(self, scores, outputs):
+    def decodings(self, scores, outputs, names):
         return {"argmax": [(s.argmax(-1).tolist(), s.softmax(-1).max(-1).values.tolist())
                            for s in scores]}
 

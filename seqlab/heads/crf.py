@@ -140,7 +140,7 @@ class CrfHead(TokenHead):
     def count_items(self, batch, loss_fn):
         return loss_fn.count_items(batch["labels"])
 
-    def decodings(self, scores, outputs):
+    def decodings(self, scores, outputs, names):
         if not scores:
             return {"viterbi": []}
         chain = tuple(outputs[k].float().cpu() for k in ("transitions", "start_transitions",

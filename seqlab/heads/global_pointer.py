@@ -215,7 +215,8 @@ class GlobalPointerHead(Head):
             state["spans"][si][wi] = [(int(a), ws + int(i[b]), ws + int(j[b]) + 1, float(scores[a, b]))
                                       for a, b in zip(t, c)]
 
-    def finish_prediction(self, state, windows, lengths) -> dict[str, list[SentencePrediction]]:
+    def finish_prediction(self, state, windows, lengths, *, all_decodings: bool = False
+                          ) -> dict[str, list[SentencePrediction]]:
         preds = []
         for si, wins in enumerate(windows):
             kept = []

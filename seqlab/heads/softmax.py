@@ -37,10 +37,10 @@ class SoftmaxHead(TokenHead):
 
         return load_token_classifier(str(directory))
 
-    def decodings(self, scores, outputs):
+    def decodings(self, scores, outputs, names):
         logp = [s.log_softmax(-1) for s in scores]
         out = {}
-        for name in (self.decode, *[d for d in self.decodes if d != self.decode]):
+        for name in names:
             if name == "argmax":
                 out[name] = [(lp.argmax(-1).tolist(), lp.max(-1).values.exp().tolist()) for lp in logp]
             else:

@@ -48,15 +48,17 @@ class TokenHead(Head):
                 if w >= 0:
                     state["values"][si][wi][w] = next(rows)
 
-    def finish_prediction(self, state: dict, windows, lengths: list[int]
-                          ) -> dict[str, list[SentencePrediction]]:
-        """Merge each sentence's windows, decode; per decoding (the configured one first), a
-        prediction per sentence."""
+    def finish_prediction(self, state: dict, windows, lengths: list[int], *,
+                          all_decodings: bool = False) -> dict[str, list[SentencePrediction]]:
+        """Merge each sentence's windows, decode; per decoding (the configured one, then the
+        others with ``all_decodings``), a prediction per sentence."""
+        names = [self.decode] + ([d for d in self.decodes if d != self.decode]
+                                 if all_decodings else [])
         full = [i for i, n in enumerate(lengths) if n]
         scores = [torch.stack(merge_windows(lengths[i], windows[i], state["values"][i]))
                   for i in full]
-        decoded = self.decodings(scores, state["outputs"]) if full else \
-            {d: [] for d in ([self.decode] + [d for d in self.decodes if d != self.decode])}
+        decoded = self.decodings(scores, state["outputs"], names) if full else \
+            {d: [] for d in names}
         out = {}
         for name, per_sentence in decoded.items():
             preds = [SentencePrediction([], [], []) for _ in lengths]
@@ -71,10 +73,11 @@ class TokenHead(Head):
         row-major order), in float32 on the CPU."""
         return outputs["logits"][keep].float().cpu()
 
-    def decodings(self, scores: list[torch.Tensor], outputs) -> dict[str, list[tuple[list[int], list[float]]]]:
-        """Decode sentences from their merged word scores ``(W, C)``: per decoding (its name),
-        per sentence the label ids and the probability of each chosen label. The first entry
-        is :attr:`decode`, the configured one."""
+    def decodings(self, scores: list[torch.Tensor], outputs, names: list[str]
+                  ) -> dict[str, list[tuple[list[int], list[float]]]]:
+        """Decode sentences from their merged word scores ``(W, C)``: for each decoding in
+        ``names`` (the configured one first), per sentence the label ids and the probability
+        of each chosen label."""
         raise NotImplementedError
 
     def entities(self, tags: list[str], probs: list[float]) -> list[tuple[str, int, int, float]]:

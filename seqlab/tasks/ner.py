@@ -268,7 +268,8 @@ class NerTask(Task):
                                   max_length=self.cfg.model.max_length,
                                   overlap=self.cfg.model.window_overlap,
                                   batch_size=self.cfg.train.eval_batch_size, device=device,
-                                  desc=f"evaluating {split}", progress=progress, dtype=dtype)
+                                  desc=f"evaluating {split}", progress=progress, dtype=dtype,
+                                  all_decodings=True)
         names = list(preds)
         per_sentence = [{n: preds[n][k] for n in names} for k in range(len(mine))]
         per_sentence = gather_shards(mine, per_sentence, len(sents), accelerator)
@@ -503,8 +504,10 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 def predict_sentences(model, tokenizer, head, sentences: Sequence[Sequence[str]], *,
                       max_length: int, overlap: int, batch_size: int = 64, device=None,
                       desc: str = "predicting", progress: bool = True,
-                      dtype: torch.dtype | None = None) -> dict[str, list[SentencePrediction]]:
-    """Every sentence predicted by ``head``: per decoding (the configured one first), a
+                      dtype: torch.dtype | None = None, all_decodings: bool = False
+                      ) -> dict[str, list[SentencePrediction]]:
+    """Every sentence predicted by ``head``: per decoding (the configured one first, the
+    others too with ``all_decodings``, as evaluation scores them), a
     :class:`~seqlab.heads.SentencePrediction` per sentence.
 
     Features are batched by length (:func:`length_batches`), so no compute goes to padding;
@@ -542,7 +545,8 @@ def predict_sentences(model, tokenizer, head, sentences: Sequence[Sequence[str]]
     bar.close()
     if was_training:
         model.train()
-    return head.finish_prediction(state, windows, [len(w) for w in per_word])
+    return head.finish_prediction(state, windows, [len(w) for w in per_word],
+                                  all_decodings=all_decodings)
 
 
 def predict_words(model, tokenizer, sentences: Sequence[Sequence[str]], *, max_length: int,

@@ -1,0 +1,184 @@
+"""Load and fault test of `seqlab serve` on loopback (``make bench-serve``), bounded in time.
+
+    python scripts/bench_serve.py runs/conll2003-ce                 # 1, 8, 32 clients, 30 s each
+    python scripts/bench_serve.py RUN --seconds 10 --clients 1,32   # shorter
+
+1. Batch prediction's throughput on the same texts (CoNLL-2003 test sentences joined by spaces),
+   in this process, as `seqlab predict` runs it: the figure serving is measured against.
+2. The server in a process of its own; for each number of concurrent clients, every client
+   sends one sentence a request, back to back, for ``--seconds``: requests/s, sentences/s,
+   p50/p95/p99 latency, errors (must be 0), and the server's resident memory at the start and
+   the end (``/proc``).
+3. A burst of malformed and oversized requests mixed with good ones, 32 at a time: every bad one
+   must get its 4xx, every good one its right answer (the entities `seqlab predict` gives).
+
+The clients run in this process (asyncio and httpx) and share the 2 cores with the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def batch_throughput(run: str, texts: list[str], repeats: int = 3) -> tuple[float, list]:
+    from seqlab.tasks import PredictOptions, load_run
+
+    task, r = load_run(run)
+    predictor = task.predictor(r, PredictOptions())
+    rates, results = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        results = [x for k in range(0, len(texts), 2048) for x in predictor.predict(texts[k: k + 2048])]
+        rates.append(len(texts) / (time.perf_counter() - t0))
+    return statistics.median(rates), results
+
+
+async def load(url: str, texts: list[str], clients: int, seconds: float) -> dict:
+    import httpx
+
+    latencies, errors, done = [], 0, 0
+    stop = time.perf_counter() + seconds
+    counter = iter(range(10**9))
+
+    async def client(c: httpx.AsyncClient):
+        nonlocal errors, done
+        while time.perf_counter() < stop:
+            text = texts[next(counter) % len(texts)]
+            t0 = time.perf_counter()
+            try:
+                r = await c.post(url + "/predict", json={"texts": [text]}, timeout=120)
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            latencies.append(time.perf_counter() - t0)
+            done += 1
+            errors += not ok
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits) as c:
+        t0 = time.perf_counter()
+        await asyncio.gather(*[client(c) for _ in range(clients)])
+        elapsed = time.perf_counter() - t0
+    q = statistics.quantiles(latencies, n=100)
+    return {"clients": clients, "requests": done, "requests_per_s": done / elapsed,
+            "sentences_per_s": done / elapsed, "p50_ms": 1000 * q[49], "p95_ms": 1000 * q[94],
+            "p99_ms": 1000 * q[98], "errors": errors}
+
+
+BAD = [  # (body, content type, expected status)
+    (b"{", 400), (b"\xff\xfe\x00", 400), (b'{"texts": "one text"}', 422), (b'{"texts": [1, 2]}', 422),
+    (b"[]", 422), (b'{"text": ["a"]}', 422),
+    (json.dumps({"texts": ["a"] * 65}).encode(), 413),
+    (json.dumps({"texts": ["a" * 10_001]}).encode(), 413),
+    (b'{"texts": ["' + b"a" * 1_100_000 + b'"]}', 413),
+]
+
+
+async def faults(url: str, texts: list[str], expected: dict[str, dict], n: int = 400) -> dict:
+    import httpx
+
+    rng = random.Random(0)
+    jobs = [("bad", *rng.choice(BAD)) if rng.random() < 0.5 else ("good", rng.choice(texts))
+            for _ in range(n)]
+    sem = asyncio.Semaphore(32)
+    wrong = []
+
+    async def one(c, job):
+        async with sem:
+            if job[0] == "bad":
+                body, status = job[1], job[2]
+                r = await c.post(url + "/predict", content=body,
+                                 headers={"content-type": "application/json"}, timeout=120)
+                if r.status_code != status or "error" not in r.json():
+                    wrong.append((job[0], status, r.status_code))
+            else:
+                r = await c.post(url + "/predict", json={"texts": [job[1]]}, timeout=120)
+                if r.status_code != 200 or r.json()["results"][0] != expected[job[1]]:
+                    wrong.append((job[0], 200, r.status_code))
+
+    async with httpx.AsyncClient() as c:
+        await asyncio.gather(*[one(c, j) for j in jobs])
+    return {"requests": n, "bad": sum(j[0] == "bad" for j in jobs),
+            "good": sum(j[0] == "good" for j in jobs), "wrong": wrong}
+
+
+def main(argv=None) -> int:
+    import httpx
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run")
+    p.add_argument("--seconds", type=float, default=30)
+    p.add_argument("--clients", default="1,8,32")
+    p.add_argument("--data-dir", default=os.environ.get("SEQLAB_DATA"))
+    p.add_argument("--output", help="write the figures as JSON here")
+    args = p.parse_args(argv)
+    from seqlab.data.registry import load_named
+
+    texts = [" ".join(s.tokens) for s in load_named("conll2003", args.data_dir)[0]["test"]]
+    print(f"{len(texts)} CoNLL-2003 test sentences; CPU {os.cpu_count()} cores", flush=True)
+    batch_rate, results = batch_throughput(args.run, texts)
+    expected = {t: r for t, r in zip(texts, results)}
+    print(f"batch prediction (seqlab predict's path): {batch_rate:.0f} sentences/s", flush=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "seqlab.cli", "serve", args.run, "--port",
+                               str(port)], cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        rows = []
+        for clients in (int(c) for c in args.clients.split(",")):
+            start = rss_mib(server.pid)
+            row = asyncio.run(load(url, texts, clients, args.seconds))
+            row.update(rss_start_mib=start, rss_end_mib=rss_mib(server.pid))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        burst = asyncio.run(faults(url, texts, expected))
+    finally:
+        server.terminate()
+        server.wait(timeout=120)
+    print(f"\n| clients | requests/s | sentences/s | p50 (ms) | p95 (ms) | p99 (ms) | errors | "
+          f"server RSS start -> end (MiB) |\n|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        print(f"| {r['clients']} | {r['requests_per_s']:.1f} | {r['sentences_per_s']:.1f} | "
+              f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['errors']} | "
+              f"{r['rss_start_mib']:.0f} -> {r['rss_end_mib']:.0f} |")
+    top = rows[-1]
+    print(f"\nsentences/s at {top['clients']} clients against batch prediction: "
+          f"{top['sentences_per_s']:.1f} / {batch_rate:.1f} = {top['sentences_per_s'] / batch_rate:.2f}x")
+    print(f"fault burst: {burst['requests']} requests ({burst['bad']} malformed or oversized, "
+          f"{burst['good']} good): {len(burst['wrong'])} answered wrongly {burst['wrong'][:5]}")
+    if args.output:
+        Path(args.output).write_text(json.dumps({"batch_sentences_per_s": batch_rate,
+                                                 "load": rows, "burst": burst}, indent=1) + "\n")
+    return 0 if not burst["wrong"] and all(r["errors"] == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
