@@ -28,9 +28,11 @@ from seqlab.config import config_from_dict
 from seqlab.data.alignment import split_words
 from seqlab.export import OrtModel, export
 from seqlab.models import load_token_classifier, load_tokenizer
+from seqlab.heads import get_head
 from seqlab.tasks.ner import (
-    decode_entities,
+    entity_records,
     load_corpus,
+    predict_sentences,
     predict_words,
     score_and_write,
 )
@@ -52,6 +54,7 @@ def main(argv=None) -> int:
     sents = corpus.splits["test"]
     texts = [" ".join(s.tokens) for s in sents]
     tok = load_tokenizer(str(run))
+    head = get_head("softmax")(cfg, meta["labels"])
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         fp32 = export(run, Path(tmp) / "fp32")
@@ -70,10 +73,12 @@ def main(argv=None) -> int:
             for name, model in models.items():
                 t0 = time.perf_counter()
                 split = [split_words(t) for t in texts]
-                preds = predict_words(model, tok, [w for w, _ in split], max_length=meta["max_length"],
-                                      overlap=meta["window_overlap"], batch_size=64, progress=False)
-                for text, (words, offsets), pred in zip(texts, split, preds):
-                    decode_entities(words, pred, meta["labels"], meta["train_scheme"], offsets, text)
+                preds = predict_sentences(model, tok, head, [w for w, _ in split],
+                                          max_length=meta["max_length"],
+                                          overlap=meta["window_overlap"], batch_size=64,
+                                          progress=False)["argmax"]
+                for text, (_, offsets), pred in zip(texts, split, preds):
+                    entity_records(pred.entities, offsets, text)
                 speed[name].append(len(texts) / (time.perf_counter() - t0))
                 if name not in f1:
                     preds = predict_words(model, tok, [s.tokens for s in sents],

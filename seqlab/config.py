@@ -263,7 +263,7 @@ def heads_for(task_name: str) -> list[tuple[str, Any]]:
 
 
 def _build_loss(raw: Any, head) -> LossConfig:
-    from .losses import build_loss, loss_options, loss_registry
+    from .losses import build_loss, loss_option_types, loss_registry
 
     if raw is None:
         raw = {}
@@ -287,24 +287,20 @@ def _build_loss(raw: Any, head) -> LossConfig:
             raise ConfigError(f"unknown config key loss.{next(iter(raw))} for loss {name!r}; "
                               "it takes no options")
         return LossConfig(name=name, options={}, class_weight=class_weight)
-    valid = [o for o in loss_options(name) if o not in ("ignore_index", "reduction", "binary")]
+    types = loss_option_types(name)
     for key in raw:
-        if key not in valid:
+        if key not in types:
             raise ConfigError(f"unknown config key loss.{key} for loss {name!r}; valid keys: "
-                              f"name, {', '.join(valid)}")
+                              f"name, {', '.join(types)}")
     options = {}
     for key, value in raw.items():
-        if key == "form":
-            options[key] = coerce(f"loss.{key}", value, str)
-        elif key == "weight":
-            if value is not None and (not isinstance(value, list) or
-                                      not all(isinstance(v, (int, float)) for v in value)):
-                raise ConfigError(f"loss.weight: expected a list of numbers, got {value!r}")
+        if types[key] is list:
+            if value is not None and (not isinstance(value, list) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+                raise ConfigError(f"loss.{key}: expected a list of numbers, got {value!r}")
             options[key] = value
-        elif key == "alpha" and value is None:
-            options[key] = None
         else:
-            options[key] = coerce(f"loss.{key}", value, float)
+            options[key] = coerce(f"loss.{key}", value, types[key])
     try:
         build_loss(name, binary=head.binary_losses,
                    **{k: v for k, v in options.items() if k != "weight"})

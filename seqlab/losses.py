@@ -746,6 +746,29 @@ def loss_options(name: str) -> list[str]:
     return own + ["weight", "ignore_index", "reduction", "binary"]
 
 
+def loss_option_types(name: str) -> dict[str, object]:
+    """The options of loss ``name`` a config may set, with their types (from the signatures):
+    numbers, ``X | None``, strings (``Literal``), and ``weight`` as a list of numbers."""
+    import inspect
+    import typing
+
+    cls = _lookup(name)
+    out = {}
+    for klass in (cls, _Loss):
+        hints = typing.get_type_hints(klass.__init__, globalns={**globals(), "Tensor": Tensor})
+        for param in inspect.signature(klass.__init__).parameters:
+            if param in ("self", "kwargs", "options", "ignore_index", "reduction", "binary") \
+                    or param in out:
+                continue
+            tp = hints.get(param, float)
+            if typing.get_origin(tp) is Literal:
+                tp = str
+            if param == "weight":
+                tp = list
+            out[param] = tp
+    return out
+
+
 def _lookup(name: str) -> type[_Loss]:
     if name not in loss_registry:
         raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(available_losses())}")
