@@ -538,7 +538,7 @@ def test_every_loss_traces_as_one_graph(name, options, reduction, dynamic):
     # fullgraph=True: torch.compile fails on any graph break; aot_eager traces forward and
     # backward through AOTAutograd without code generation, so this stays quick; dynamic=True
     # makes shapes and the options' numbers symbolic
-    torch._dynamo.reset()
+    torch.compiler.reset()
     x, t, w = _data(n=24, c=5, dtype=torch.float32)
     fn = build_loss(name, weight=w.float(), reduction="mean" if reduction == "num_items" else reduction,
                     **options)
@@ -558,7 +558,7 @@ def test_the_functional_forms_compile_with_symbolic_options(name, options):
           "soft_truncation": losses.soft_truncation_loss,
           "hard_truncation": losses.hard_truncation_loss, "dice": losses.dice_loss,
           "multilabel_ce": losses.multilabel_ce}[name]
-    torch._dynamo.reset()
+    torch.compiler.reset()
     x = torch.randn(8, 5, requires_grad=True)
     t = torch.randint(0, 5, (8,)) if name != "multilabel_ce" else torch.randint(0, 2, (8, 5))
 
@@ -576,7 +576,7 @@ def test_the_functional_forms_compile_with_symbolic_options(name, options):
 
 
 def test_focal_loss_compiled_with_inductor_matches_eager():
-    torch._dynamo.reset()
+    torch.compiler.reset()
     x, t, _ = _data(n=64, c=9, dtype=torch.float32)
     fn = build_loss("focal", gamma=2.0)
     compiled = torch.compile(lambda z: fn(z, t), fullgraph=True)

@@ -274,6 +274,27 @@ def test_training_each_head_through_the_cli(tmp_path, tiny_encoder, head, monkey
                  "--context-file", str(ctx), "--output", str(out)]) == 0
     ans = json.loads(out.read_text())
     assert ans["start"] is None or paras[0]["context"][ans["start"]: ans["end"]] == ans["answer"]
+    # served: the same answer, and a QA request's own limits
+    from starlette.testclient import TestClient
+
+    from seqlab.serve import ServeOptions, create_app
+    from seqlab.tasks import PredictOptions, load_run
+
+    task, run = load_run(tmp_path / "out")
+    app = create_app(task.predictor(run, PredictOptions()), meta=run.meta, name="qa",
+                     backend="torch", opts=ServeOptions())
+    with TestClient(app) as client:
+        served = client.post("/predict", json={"question": "which lights ?",
+                                               "context": paras[0]["context"]})
+        assert served.status_code == 200
+        assert {k: served.json()[k] for k in ("answer", "start", "end")} == \
+            {k: ans[k] for k in ("answer", "start", "end")}
+        assert client.post("/predict", json={"texts": ["x"]}).status_code == 422
+        assert client.post("/predict", json={"question": "q", "context": " "}).status_code == 422
+        assert client.get("/health").json()["form"] == "question"
+    # the report of a QA run
+    assert main(["report", str(tmp_path / "out")]) == 0
+    assert "Questions missed" in (tmp_path / "out" / "report_dev.html").read_text()
 
 
 def test_the_old_qa_head_key_still_works_with_one_line(tmp_path, capsys):
