@@ -81,23 +81,34 @@ def minilm_tokenizer():
         pytest.skip(f"embedded encoder unavailable: {exc}")
 
 
+def ner_train_args(encoder: Path, out: Path, *extra: str) -> list[str]:
+    """`seqlab train` of a tiny NER model on the fixture files."""
+    return ["train", str(Path(__file__).parents[1] / "configs" / "conll2003.yaml"),
+            "data.dataset=null", f"data.train_file={FIXTURES / 'train.conll'}",
+            f"data.dev_file={FIXTURES / 'dev.conll'}", f"data.test_file={FIXTURES / 'test.conll'}",
+            f"model.encoder={encoder}", "model.max_length=24", "train.epochs=15",
+            "train.batch_size=2", "train.learning_rate=2e-3", "train.warmup_ratio=0",
+            f"train.output_dir={out}", "train.log_every=5", "--no-progress", *extra]
+
+
 @pytest.fixture(scope="session")
-def served_run(tmp_path_factory, tiny_encoder):
-    """A tiny NER run to serve (trained once for the serve and browser tests)."""
+def ner_run(tmp_path_factory, tiny_encoder) -> Path:
+    """A tiny NER run, trained once for every test that reads one (predict, evaluate, export,
+    serve, the browser); tests write their own files beside it, never into it."""
     from seqlab.cli import main
 
-    out = tmp_path_factory.mktemp("serve") / "run"
-    assert main(["train", str(Path(__file__).parents[1] / "configs" / "conll2003.yaml"),
-                 "data.dataset=null", f"data.train_file={FIXTURES / 'train.conll'}",
-                 f"data.dev_file={FIXTURES / 'dev.conll'}", f"model.encoder={tiny_encoder}",
-                 "model.max_length=24", "train.epochs=12", "train.batch_size=2",
-                 "train.learning_rate=2e-3", "train.warmup_ratio=0", f"train.output_dir={out}",
-                 "--no-progress"]) == 0
+    out = tmp_path_factory.mktemp("run") / "model"
+    assert main(ner_train_args(tiny_encoder, out)) == 0
     return out
 
 
+@pytest.fixture(scope="session")
+def served_run(ner_run) -> Path:
+    return ner_run
+
+
 # Tests that use a trained run (or train one) are end-to-end: `make test-fast` leaves them out.
-_TRAINED = {"trained", "run", "exported", "uninterrupted", "head_runs", "served_run"}
+_TRAINED = {"trained", "run", "exported", "uninterrupted", "head_runs", "served_run", "ner_run"}
 
 
 def pytest_collection_modifyitems(items):

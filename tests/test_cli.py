@@ -10,21 +10,16 @@ import pytest
 from seqlab.cli import main
 from seqlab.data.alignment import split_words
 
+from conftest import ner_train_args
+
 
 def _train_args(fixtures: Path, encoder: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", str(fixtures.parent.parent / "configs" / "conll2003.yaml"),
-            "data.dataset=null", f"data.train_file={fixtures / 'train.conll'}",
-            f"data.dev_file={fixtures / 'dev.conll'}", f"data.test_file={fixtures / 'test.conll'}",
-            f"model.encoder={encoder}", "model.max_length=24", "train.epochs=15",
-            "train.batch_size=2", "train.learning_rate=2e-3", "train.warmup_ratio=0",
-            f"train.output_dir={out}", "train.log_every=5", "--no-progress", *extra]
+    return ner_train_args(encoder, out, *extra)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, fixtures, tiny_encoder):
-    out = tmp_path_factory.mktemp("run") / "model"
-    assert main(_train_args(fixtures, tiny_encoder, out)) == 0
-    return out
+def trained(ner_run):
+    return ner_run
 
 
 def test_train_writes_everything_and_loss_goes_down(trained, fixtures):

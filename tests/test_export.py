@@ -18,16 +18,8 @@ TEXT = "Peter Blackburn visited Germany .\nEU rejects German call to boycott Bri
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, fixtures, tiny_encoder):
-    out = tmp_path_factory.mktemp("onnx") / "run"
-    assert main(["train", str(ROOT / "configs" / "conll2003.yaml"), "data.dataset=null",
-                 f"data.train_file={fixtures / 'train.conll'}",
-                 f"data.dev_file={fixtures / 'dev.conll'}",
-                 f"data.test_file={fixtures / 'test.conll'}", f"model.encoder={tiny_encoder}",
-                 "model.max_length=24", "train.epochs=6", "train.batch_size=2",
-                 "train.learning_rate=2e-3", "train.warmup_ratio=0", f"train.output_dir={out}",
-                 "--no-progress"]) == 0
-    return out
+def run(ner_run):
+    return ner_run
 
 
 @pytest.fixture(scope="module")

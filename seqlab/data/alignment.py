@@ -46,6 +46,7 @@ def _keeps_dot(word: str, last: bool) -> bool:
                            (word.isdigit() and not last) or (len(word) == 1 and word.isalpha()))
 
 
+_PLAIN = re.compile(r"\w+(?:-\w+)*")  # letters and digits, single hyphens inside
 _LINK = re.compile(r"^([(\[{<\"']*)((?:https?://|www\.)\S+?|[\w.+-]+@[\w-]+(?:\.[\w-]+)+)"
                    r"([.,;:!?)\]}>\"']*)$")
 
@@ -55,8 +56,8 @@ def _chunk_spans(chunk: str, last: bool = False) -> list[tuple[int, int]]:
     quotes), with the final dot of an abbreviation, an initial or an ordinal kept on its word
     (the rules would split it, taking every chunk's end for a sentence's end); a web address or
     an e-mail address stays one word, its surrounding punctuation apart."""
-    if chunk.lower() == "cannot":  # one word in CoNLL, `can not` in the Treebank
-        return [(0, len(chunk))]
+    if len(chunk) == 1 or _PLAIN.fullmatch(chunk):  # most chunks: one word, no rule applies
+        return [(0, len(chunk))]                     # (`cannot` too, one word in CoNLL)
     link = _LINK.match(chunk)
     if link:
         spans = [(link.start(2), link.end(2))]
