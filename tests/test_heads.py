@@ -365,7 +365,7 @@ def head_runs(tmp_path_factory, fixtures, tiny_encoder):
 
 @pytest.mark.slow
 def test_every_head_trains_evaluates_and_predicts(head_runs, fixtures, tmp_path):
-    for (head, loss, extra), run in head_runs.items():
+    for (head, _loss, _extra), run in head_runs.items():
         meta = json.loads((run / "seqlab.json").read_text())
         assert meta["head"] == head
         m = json.loads((run / "metrics.json").read_text())

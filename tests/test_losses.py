@@ -13,7 +13,6 @@ from torch.nn import functional as F
 from seqlab.losses import (
     available_losses,
     loss_registry,
-    multilabel_ce,
     build_loss,
     cross_entropy,
     dice_loss,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -21,7 +20,7 @@ pytest.importorskip("httpx")
 
 from seqlab.cli import main  # noqa: E402
 from seqlab.serve import ServeOptions, create_app  # noqa: E402
-from seqlab.tasks import Predictor, RequestError  # noqa: E402
+from seqlab.tasks import Predictor  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
 

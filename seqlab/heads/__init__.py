@@ -177,7 +177,7 @@ def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
 
 def head_for_outputs(outputs, task: str | None = None) -> type[Head]:
     """The registered head whose model returns ``outputs`` (the first that accepts them)."""
-    for name, head in HEADS.items():
+    for _, head in HEADS.items():
         if (task is None or task in head.tasks) and head.accepts_outputs(outputs):
             return head
     raise ValueError("model outputs match no registered head (expected logits, or "

@@ -8,7 +8,6 @@ scores on JSON lines, which equal seqeval's default mode on flat data.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ from ..files import (AtomicOutput, blocks, check_input_files, check_output_file,
                      evaluate_output, iter_lines, write_json)
 from ..heads import SentencePrediction, get_head
 from ..metrics import entity_scores, format_scores, span_scores
-from . import (CliOption, EvaluateOptions, PredictOptions, Predictor, RequestError, Run, StudySplit,
+from . import (EvaluateOptions, PredictOptions, Predictor, RequestError, Run, StudySplit,
                Task, register_task)
 
 PREDICT_BLOCK_LINES = 2048  # `seqlab predict` reads, predicts and writes this many lines at a time
@@ -658,7 +657,7 @@ def _predict_cli(opts: PredictOptions, run: Run) -> int:
             preds = predict_sentences(model, tokenizer, head, [w for w, _ in split],
                                       max_length=meta["max_length"], overlap=meta["window_overlap"],
                                       batch_size=opts.batch_size, progress=False, dtype=dtype)
-            for text, (words, offsets), pred in zip(texts, split, next(iter(preds.values()))):
+            for text, (_, offsets), pred in zip(texts, split, next(iter(preds.values()))):
                 out.write(dumps_line({"text": text,
                                       "entities": entity_records(pred.entities, offsets, text)}))
             out.flush()
