@@ -5,8 +5,9 @@
 Decoding (``eval.decode``): ``argmax`` takes each word's most probable tag; ``viterbi`` takes
 the most probable sequence of tags that the scheme allows (no ``I-X`` after ``O`` or ``B-Y``),
 the sum of the words' log-probabilities, with the transitions the scheme forbids at ``-inf``
-(constrained decoding, Lester et al., 2020). Evaluation scores both and writes the configured
-one.
+(constrained decoding, Lester et al., 2020), the default: on CoNLL-2003 it scored 86.81 test F1
+against argmax's 85.90 from the same run (``make bench-heads``). Evaluation scores both and
+writes the configured one.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class SoftmaxHead(TokenHead):
 
     class_weights = True
     decodes = ("argmax", "viterbi")
-    default_decode = "argmax"
+    default_decode = "viterbi"  # +0.9 test F1 over argmax on CoNLL-2003 (docs/benchmarks.md)
 
     def new_model(self):
         from ..models import load_token_classifier
