@@ -250,7 +250,8 @@ def predict_speed(model_dir: Path, corpus, repeats: int) -> dict:
     tok = load_tokenizer(str(model_dir))
     model = load_token_classifier(str(model_dir))
     meta = json.loads((model_dir / "seqlab.json").read_text())
-    head = get_head("softmax")(config_from_dict({"task": "ner"}), meta["labels"])
+    head = get_head("softmax")(config_from_dict({"task": "ner", "eval": {"decode": "argmax"}}),
+                               meta["labels"])
     texts = [" ".join(s.tokens) for s in sents]
     ner = pipeline("token-classification", model=str(model_dir), aggregation_strategy="first",
                    batch_size=64, device=-1)

@@ -49,7 +49,8 @@ def main(argv=None) -> int:
     run = Path(args.run_dir)
     meta = json.loads((run / "seqlab.json").read_text())
     cfg = config_from_dict({"task": "ner", "data": {"dataset": meta.get("dataset", "conll2003"),
-                                                    "data_dir": args.data_dir}})
+                                                    "data_dir": args.data_dir},
+                            "eval": {"decode": "argmax"}})
     corpus = load_corpus(cfg, meta["labels"])
     sents = corpus.splits["test"]
     texts = [" ".join(s.tokens) for s in sents]

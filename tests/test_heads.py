@@ -343,7 +343,7 @@ def test_losses_that_do_not_fit_a_head_are_refused_at_config_time(tmp_path):
 
 HEADS = [("softmax", "ce", []), ("softmax", "ce", ["eval.decode=viterbi"]), ("crf", "crf", []),
          ("global_pointer", "multilabel_ce", []),
-         ("global_pointer", "focal", ["model.efficient=false", "model.max_span_words=4"])]
+         ("global_pointer", "focal", ["model.efficient=true", "model.max_span_words=4"])]
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,11 @@ their product depends on the positions through :math:`j - i` only:
 .. math:: s_\alpha(i, j) = (R_i q_{i,\alpha})^\top (R_j k_{j,\alpha}) / \sqrt{d}
           = q_{i,\alpha}^\top R_{j-i}\, k_{j,\alpha} / \sqrt{d}
 
-Efficient GlobalPointer (``model.efficient: true``, the default; Su, 2022) shares one ``q``/``k``
-pair between the types and adds a per-type term that is linear in :math:`[q_i; k_i]` and in
-:math:`[q_j; k_j]`: :math:`s_\alpha(i, j) = q_i^\top R_{j-i} k_j / \sqrt{d} + w_\alpha^\top
-[q_i; k_i] + v_\alpha^\top [q_j; k_j]`, with far fewer parameters per type.
+Efficient GlobalPointer (``model.efficient: true``; Su, 2022) shares one ``q``/``k`` pair between
+the types and adds a per-type term that is linear in :math:`[q_i; k_i]` and in :math:`[q_j; k_j]`:
+:math:`s_\alpha(i, j) = q_i^\top R_{j-i} k_j / \sqrt{d} + w_\alpha^\top [q_i; k_i] +
+v_\alpha^\top [q_j; k_j]`, with far fewer parameters per type. It is not the default: on
+CoNLL-2003 it scored 86.62 test F1 against the standard head's 87.70 (``make bench-heads``).
 
 Spans are over words: a word's start is its first subword, its end its last subword, so a
 span of words ``[s, e)`` is the score at (first subword of ``s``, last subword of ``e - 1``). The
@@ -50,7 +51,7 @@ IGNORE = -100
 
 @dataclass
 class GlobalPointerOptions:
-    efficient: bool = True                # the shared span extractor with per-type terms
+    efficient: bool = False               # the shared span extractor with per-type terms
     head_size: int = 64                   # d: the size of q and k (even, for RoPE)
     max_span_words: int | None = None     # no candidate span longer than this many words
 

@@ -478,24 +478,34 @@ def _read_span_predictions(path: Path) -> StudySplit:
     return StudySplit(counts)
 
 
-def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of features of one length, longest first.
+MAX_PADDING = 0.25  # the share of a prediction batch's positions that may be padding
 
-    Features of equal length need no padding and no attention mask, so no position of a batch
-    is wasted. A batch holds at most ``batch_size`` rows, or more rows of short features, up to
-    ``batch_size * 32`` tokens.
+
+def length_batches(lengths: Sequence[int], batch_size: int, max_padding: float = MAX_PADDING
+                   ) -> list[list[int]]:
+    """Indices grouped into batches of similar length, longest first.
+
+    Features are sorted by length and a batch takes the next one while it holds fewer than
+    ``batch_size`` rows (or more rows of short features, up to ``batch_size * 32`` positions)
+    and at most ``max_padding`` of its positions would be padding. Many features of one length
+    (a large input) make batches of that length only, with no padding and no attention mask;
+    a few of many lengths (the requests a server batches together) make padded batches rather
+    than a batch per length.
     """
     order = sorted(range(len(lengths)), key=lambda k: -lengths[k])
     batches: list[list[int]] = []
+    real = 0
     for k in order:
         if batches:
             last = batches[-1]
-            n = lengths[last[0]]
-            rows = max(batch_size, (batch_size * 32) // max(n, 1))
-            if lengths[k] == n and len(last) < rows:
+            longest = lengths[last[0]]
+            rows = max(batch_size, (batch_size * 32) // max(longest, 1))
+            if len(last) < rows and real + lengths[k] >= (1 - max_padding) * longest * (len(last) + 1):
                 last.append(k)
+                real += lengths[k]
                 continue
         batches.append([k])
+        real = lengths[k]
     return batches
 
 
@@ -509,8 +519,9 @@ def predict_sentences(model, tokenizer, head, sentences: Sequence[Sequence[str]]
     others too with ``all_decodings``, as evaluation scores them), a
     :class:`~seqlab.heads.SentencePrediction` per sentence.
 
-    Features are batched by length (:func:`length_batches`), so no compute goes to padding;
-    the windows of a long sentence are merged by the head. ``dtype=torch.bfloat16`` runs the
+    Features are batched by length (:func:`length_batches`), so little compute goes to padding
+    (none in a batch of one length, which runs without an attention mask); the windows of a
+    long sentence are merged by the head. ``dtype=torch.bfloat16`` runs the
     model under bfloat16 autocast (faster where the hardware has bf16 units, at a small cost in
     precision); None runs it in its own precision, with any autocast around the call switched
     off.
@@ -536,9 +547,19 @@ def predict_sentences(model, tokenizer, head, sentences: Sequence[Sequence[str]]
     with precision:
         for idx in batches:
             chunk = [feats[k] for k in idx]
-            ids = torch.tensor([f["input_ids"] for _, _, f in chunk], dtype=torch.long)
-            keep = torch.tensor([f["word_index"] for _, _, f in chunk]) >= 0
-            out = model(input_ids=ids.to(device))  # one length: no padding, no mask
+            width = len(chunk[0][2]["input_ids"])  # the longest, first
+            ids = torch.full((len(chunk), width), tokenizer.pad_token_id or 0, dtype=torch.long)
+            keep = torch.zeros((len(chunk), width), dtype=torch.bool)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, (_, _, f) in enumerate(chunk):
+                n = len(f["input_ids"])
+                ids[r, :n] = torch.tensor(f["input_ids"])
+                keep[r, :n] = torch.tensor(f["word_index"]) >= 0
+                mask[r, :n] = 1
+            if bool(mask.all()):  # one length: no padding, no mask
+                out = model(input_ids=ids.to(device))
+            else:
+                out = model(input_ids=ids.to(device), attention_mask=mask.to(device))
             head.collect_batch(state, out, chunk, keep.to(device))
             bar.update(sum(1 for _, wi, _ in chunk if wi == 0))
     bar.close()
@@ -554,6 +575,7 @@ def predict_words(model, tokenizer, sentences: Sequence[Sequence[str]], *, max_l
     """``(label id, probability)`` of every word under a token classifier's argmax (the softmax
     head with ``eval.decode: argmax``), windows merged."""
     cfg = Config()
+    cfg.eval.decode = "argmax"
     id2label = model.config.id2label  # keys are strings in an exported config.json
     labels = [id2label[i] if i in id2label else id2label[str(i)] for i in range(len(id2label))]
     head = get_head("softmax")(cfg, labels)
