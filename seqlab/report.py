@@ -414,15 +414,19 @@ def write_report(run_dir: str | Path, split: str = "test", output: str | Path | 
 # --------------------------------------------------------------------------- the model card
 
 
-_PIPELINE = {"ner": "token-classification", "qa": "question-answering"}
 _BASE = {"minilm-l6": "sentence-transformers/all-MiniLM-L6-v2"}
 
 
 def model_card(directory: Path, cfg, meta: dict, metrics: dict) -> str:
-    """The run's README.md in the Hugging Face model-card format."""
+    """The run's README.md in the Hugging Face model-card format (the figures the run's task
+    names, :meth:`~seqlab.tasks.Task.card_metrics`)."""
     from .data.registry import DATASETS
+    from .heads import get_head
+    from .tasks import get_task
 
     task, head = meta["task"], meta.get("head")
+    task_cls = get_task(task)
+    pipeline = task_cls.pipeline_tag
     dataset = cfg.data.dataset or "custom"
     spec = DATASETS.get(dataset)
     results = []
@@ -430,27 +434,20 @@ def model_card(directory: Path, cfg, meta: dict, metrics: dict) -> str:
         r = metrics.get(split)
         if not r:
             continue
-        if task == "qa":
-            vals = [("f1", 100 * r["f1"], "F1"), ("exact_match", 100 * r["exact_match"], "exact match")]
-        else:
-            s = r.get("default") or r.get("exact")
-            kind = "seqeval default" if "default" in r else "exact-match spans"
-            vals = [("f1", 100 * s["f1"], f"entity F1 ({kind})"),
-                    ("precision", 100 * s["precision"], "precision"),
-                    ("recall", 100 * s["recall"], "recall")]
+        vals = task_cls.card_metrics(r)
         results.append({
-            "task": {"type": _PIPELINE.get(task, task),
-                     "name": "Named Entity Recognition" if task == "ner" else "Question Answering"},
+            "task": {"type": pipeline or task, "name": task_cls.title or task},
             "dataset": {"name": dataset, "type": dataset, "split": split},
             "metrics": [{"type": t, "value": round(v, 2), "name": n} for t, v, n in vals]})
-    front = {"library_name": "transformers" if head in ("softmax", "pointer", "tagging") else "seqlab",
-             "pipeline_tag": _PIPELINE.get(task, task),
+    plain = pipeline is not None and head is not None and get_head(head).in_transformers
+    front = {"library_name": "transformers" if plain else "seqlab",
+             "pipeline_tag": pipeline,
              "tags": ["seqlab", task, f"head-{head}", f"loss-{cfg.loss.name}"],
              "datasets": [dataset], "language": [spec.language] if spec else None,
              "base_model": _BASE.get(cfg.model.encoder, cfg.model.encoder),
              "model-index": [{"name": directory.name, "results": results}]}
     front = {k: v for k, v in front.items() if v is not None}
-    load = (f"```python\nfrom transformers import pipeline\n\nnlp = pipeline(\"{_PIPELINE[task]}\", "
+    load = (f"```python\nfrom transformers import pipeline\n\nnlp = pipeline(\"{pipeline}\", "
             f"model=\"{directory.name}\")\n```\n" if front["library_name"] == "transformers" else
             f"```python\nimport seqlab.hf\n\nmodel = seqlab.hf.load_model(\"{directory.name}\")  "
             f"# a PreTrainedModel\n```\n")

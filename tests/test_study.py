@@ -332,10 +332,11 @@ def test_tiny_study_end_to_end(tmp_path, fixtures, tiny_encoder, capsys):
                      "test_file": str(fixtures / "test.conll")},
             "model": {"encoder": str(tiny_encoder), "max_length": 24},
             "train": {"epochs": 2, "batch_size": 4, "learning_rate": 2e-3, "warmup_ratio": 0}}
+    argmax = {"loss": {"name": "ce"}, "eval": {"decode": "argmax"}}  # viterbi beside it
     # "ce" and "ce-again" are the same loss: with paired seeds they must give identical runs;
     # "ce-viterbi" reads ce's runs decoded otherwise; "crf" changes the head
     path = _write_study(tmp_path, seeds=(1, 2), base=base,
-                        losses={"ce": {"name": "ce"}, "ce-again": {"name": "ce"},
+                        losses={"ce": argmax, "ce-again": argmax,
                                 "crf": {"model": {"head": "crf"}, "loss": {"name": "crf"}},
                                 "ce-viterbi": {"from": "ce", "decoding": "viterbi"}})
     assert main(["study", str(path), "--no-progress"]) == 0

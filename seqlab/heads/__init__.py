@@ -58,6 +58,8 @@ class Head:
     decodes: ClassVar[tuple[str, ...]] = ()   # eval.decode values it accepts
     default_decode: ClassVar[str | None] = None
     output_names: ClassVar[tuple[str, ...]] = ("logits",)  # what its model returns, in order
+    in_transformers: ClassVar[bool] = False   # its model is a transformers class (loads in
+                                              # transformers.pipeline without seqlab)
 
     def __init__(self, cfg, labels: list[str] | None = None):
         self.cfg = cfg

@@ -68,6 +68,7 @@ class PointerHead(Head):
     """Start and end scores over positions; the best valid pair of the ``qa.n_best`` of each."""
 
     tasks = ("qa",)
+    in_transformers = True
     output_names = ("start_logits", "end_logits")
 
     def new_model(self):

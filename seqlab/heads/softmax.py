@@ -24,6 +24,7 @@ class SoftmaxHead(TokenHead):
     """Softmax over tags per word; every registered multiclass loss applies."""
 
     class_weights = True
+    in_transformers = True
     decodes = ("argmax", "viterbi")
     default_decode = "viterbi"  # +0.9 test F1 over argmax on CoNLL-2003 (docs/benchmarks.md)
 

@@ -60,6 +60,7 @@ class TaggingHead(Head):
     """B/I/O over the context; the best span searched exactly."""
 
     tasks = ("qa",)
+    in_transformers = True
 
     def new_model(self):
         from ..models import load_token_classifier

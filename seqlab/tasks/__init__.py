@@ -157,6 +157,8 @@ class Task:
     config_sections: ClassVar[dict[str, type]] = {}  # sections of the config the task owns
     cli_options: ClassVar[dict[str, list[CliOption]]] = {}  # "evaluate"/"predict" -> options
     prediction_ext: str = "txt"               # the predictions file's extension
+    pipeline_tag: ClassVar[str | None] = None  # the transformers pipeline its models load in
+    title: ClassVar[str] = ""                  # its name in a model card ("Question Answering")
     tokenizer: Any = None
     head: Any = None                          # the head instance (seqlab.heads)
 
@@ -230,6 +232,13 @@ class Task:
     def save_extra(self, directory: Path) -> None:
         """Everything beside the model and tokenizer that prediction needs (``seqlab.json``)."""
         raise NotImplementedError
+
+    @classmethod
+    def card_metrics(cls, split_metrics: dict) -> list[tuple[str, float, str]]:
+        """``(type, value, name)`` of each figure a model card shows for one split of
+        ``metrics.json`` (by default its top-level numbers as they are)."""
+        return [(k, v, k) for k, v in split_metrics.items()
+                if isinstance(v, float) and not isinstance(v, bool)]
 
     # ------------------------------------------------------------------ the CLI
 

@@ -146,6 +146,8 @@ class NerTask(Task):
     """NER behind the task protocol (:class:`seqlab.tasks.Task`)."""
 
     primary_metric = "entity F1"
+    pipeline_tag = "token-classification"
+    title = "Named Entity Recognition"
     unit_name = "sentences"
     default_head = "softmax"
     cli_options = {}
@@ -316,6 +318,14 @@ class NerTask(Task):
         return NerPredictor(run, opts)
 
     # ----------------------------------------------------------------- the study
+
+    @classmethod
+    def card_metrics(cls, split_metrics: dict) -> list[tuple[str, float, str]]:
+        s = _primary(split_metrics)
+        kind = "seqeval default" if "default" in split_metrics else "exact-match spans"
+        return [("f1", 100 * s["f1"], f"entity F1 ({kind})"),
+                ("precision", 100 * s["precision"], "precision"),
+                ("recall", 100 * s["recall"], "recall")]
 
     @classmethod
     def study_metrics(cls, split_metrics: dict) -> dict:

@@ -122,6 +122,8 @@ class QATask(Task):
     """Span QA behind the task protocol (:class:`seqlab.tasks.Task`)."""
 
     primary_metric = "F1"
+    pipeline_tag = "question-answering"
+    title = "Question Answering"
     unit_name = "questions"
     default_head = "pointer"
     prediction_ext = "jsonl"
@@ -309,6 +311,11 @@ class QATask(Task):
         return QAPredictor(run, opts)
 
     # ----------------------------------------------------------------- the study
+
+    @classmethod
+    def card_metrics(cls, split_metrics: dict) -> list[tuple[str, float, str]]:
+        return [("f1", 100 * split_metrics["f1"], "F1"),
+                ("exact_match", 100 * split_metrics["exact_match"], "exact match")]
 
     @classmethod
     def study_metrics(cls, split_metrics: dict) -> dict:
