@@ -52,7 +52,7 @@ class Batcher:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqlab-predict")
         self.task: asyncio.Task | None = None
-        self.batches: list[int] = []   # the size of each batch predicted (for tests and /health)
+        self.batches = self.items = 0  # predicted so far (/health: the mean batch size)
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -89,7 +89,8 @@ class Batcher:
                 pending.append(nxt)
                 count += len(nxt[0])
             items = [item for its, _ in pending for item in its]
-            self.batches.append(len(items))
+            self.batches += 1
+            self.items += len(items)
             try:
                 results = await loop.run_in_executor(self.worker, self.predictor.predict, items)
             except Exception as exc:  # noqa: BLE001 - the requests get the error, the server lives
@@ -170,6 +171,8 @@ def create_app(predictor, *, meta: dict, name: str, backend: str, opts: ServeOpt
         return JSONResponse({"status": "ok", "model": name, "task": meta.get("task"),
                              "head": meta.get("head"), "backend": backend,
                              "form": predictor.form, "waiting": batcher.queue.qsize() if batcher else 0,
+                             "batches": batcher.batches if batcher else 0,
+                             "items": batcher.items if batcher else 0,
                              "limits": {"max_texts": opts.max_texts, "max_chars": opts.max_chars,
                                         "max_body_bytes": opts.max_body_bytes}})
 

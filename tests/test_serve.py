@@ -95,13 +95,15 @@ def test_concurrent_requests_are_batched():
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
                 replies = await asyncio.gather(*[client.post("/predict", json={"texts": [f"t{k}"]})
                                                  for k in range(12)])
-        return replies
+                health = (await client.get("/health")).json()
+        return replies, health
 
-    replies = asyncio.run(run())
+    replies, health = asyncio.run(run())
     assert all(r.status_code == 200 for r in replies)
     # each request got its own text back, and they were predicted together
     assert [r.json()["results"][0]["text"] for r in replies] == [f"t{k}" for k in range(12)]
     assert sum(predictor.batches) == 12 and max(predictor.batches) > 1
+    assert (health["items"], health["batches"]) == (12, len(predictor.batches))
 
 
 def _free_port() -> int:
