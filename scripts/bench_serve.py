@@ -42,7 +42,10 @@ def rss_mib(pid: int) -> float:
 
 
 def batch_throughput(run: str, texts: list[str], repeats: int = 3) -> tuple[float, list]:
+    from seqlab.memory import fix_mmap_threshold
     from seqlab.tasks import PredictOptions, load_run
+
+    fix_mmap_threshold()  # as `seqlab predict` and `seqlab serve` run
 
     task, r = load_run(run)
     predictor = task.predictor(r, PredictOptions())
@@ -148,6 +151,8 @@ def main(argv=None) -> int:
     p.add_argument("--clients", default="1,8,32")
     p.add_argument("--data-dir", default=os.environ.get("SEQLAB_DATA"))
     p.add_argument("--output", help="write the figures as JSON here")
+    p.add_argument("--serve-args", default="",
+                   help="more options for `seqlab serve`, e.g. \"--batch-window-ms 10\"")
     args = p.parse_args(argv)
     from seqlab.data.registry import load_named
 
@@ -160,7 +165,7 @@ def main(argv=None) -> int:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "seqlab.cli", "serve", args.run, "--port",
-                               str(port)], cwd=ROOT)
+                               str(port), *args.serve_args.split()], cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -183,8 +188,8 @@ def main(argv=None) -> int:
     finally:
         server.terminate()
         server.wait(timeout=120)
-    print(f"\n| clients | requests/s | sentences/s | p50 (ms) | p95 (ms) | p99 (ms) | errors | "
-          f"server RSS start -> end (MiB) | mean batch |\n|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+    print("\n| clients | requests/s | sentences/s | p50 (ms) | p95 (ms) | p99 (ms) | errors | "
+          "server RSS start -> end (MiB) | mean batch |\n|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for r in rows:
         print(f"| {r['clients']} | {r['requests_per_s']:.1f} | {r['sentences_per_s']:.1f} | "
               f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['errors']} | "

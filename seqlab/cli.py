@@ -340,8 +340,10 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
+    from .memory import fix_mmap_threshold
     from .tasks import PredictOptions
 
+    fix_mmap_threshold()  # peak memory flat in the input's length (seqlab.memory)
     task, run = _load_run(args.model_dir)
     # a bar of lines done, on a terminal's stderr only (stdout carries the JSON)
     opts = PredictOptions(files=list(args.files), output=args.output, batch_size=args.batch_size,

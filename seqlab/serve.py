@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SeqlabError
+from .memory import fix_mmap_threshold
 from .tasks import Limits, PredictOptions, RequestError, load_run
 
 
@@ -190,6 +191,7 @@ def serve(model_dir: str, opts: ServeOptions) -> int:
     missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing:
         raise SeqlabError(f"seqlab serve needs {', '.join(missing)}: pip install 'seqlab[serve]'")
+    fix_mmap_threshold()  # resident memory flat over many batch shapes (seqlab.memory)
     task, run = load_run(model_dir)
     predictor = task.predictor(run, PredictOptions(backend=opts.backend, threads=opts.threads,
                                                    batch_size=opts.max_batch))
