@@ -9,6 +9,11 @@ that process (``wait4``), with the wall time (model loading included). ``--heaps
 ``SEQLAB_MMAP_THRESHOLD`` for the runs: ``fixed`` is seqlab's default (seqlab.memory),
 ``dynamic`` glibc's own threshold; with ``--repeats`` the runs are interleaved and the table
 gives their medians.
+
+``--in-process N`` instead predicts N blocks of 2,048 lines one after another in this process,
+as `seqlab predict` does, and prints the peak RSS and lines/s after each block: how the heap
+grows block by block. It takes the allocator's settings from the environment
+(``SEQLAB_MMAP_THRESHOLD``, or glibc's ``MALLOC_MMAP_THRESHOLD_`` and ``GLIBC_TUNABLES``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ def main(argv=None) -> int:
     p.add_argument("--lines", default="10000,100000")
     p.add_argument("--heaps", default="fixed", help="fixed, dynamic or both (comma-separated)")
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--in-process", type=int, metavar="N", help="N blocks in this process")
     p.add_argument("--data-dir", default=os.environ.get("SEQLAB_DATA"))
     args = p.parse_args(argv)
     heaps = args.heaps.split(",")
@@ -40,6 +46,8 @@ def main(argv=None) -> int:
     from seqlab.data.registry import load_named
 
     texts = [" ".join(s.tokens) for s in load_named("conll2003", args.data_dir)[0]["test"]]
+    if args.in_process:
+        return in_process(args.run, texts, args.in_process)
     runs: dict[tuple[int, str], list[tuple[float, float]]] = {}
     sizes = [int(x) for x in args.lines.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,6 +80,27 @@ def main(argv=None) -> int:
             lo, hi = (statistics.median(r for r, _ in runs[(n, heap)]) for n in (sizes[0], sizes[-1]))
             print(f"\n{heap} threshold: peak RSS at {sizes[-1]} lines / at {sizes[0]} lines: "
                   f"{hi / lo:.3f}")
+    return 0
+
+
+def in_process(run: str, texts: list[str], n: int) -> int:
+    import resource
+
+    from seqlab.memory import fix_mmap_threshold
+    from seqlab.tasks import PredictOptions, load_run
+    from seqlab.tasks.ner import PREDICT_BLOCK_LINES
+
+    print(f"mmap threshold fixed: {fix_mmap_threshold()}", flush=True)
+    task, r = load_run(run)
+    predictor = task.predictor(r, PredictOptions())
+    print("| block | peak RSS (MiB) | lines/s |\n|---:|---:|---:|")
+    for b in range(n):
+        block = [texts[(b * PREDICT_BLOCK_LINES + i) % len(texts)] for i in range(PREDICT_BLOCK_LINES)]
+        t0 = time.perf_counter()
+        predictor.predict(block)
+        rate = len(block) / (time.perf_counter() - t0)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"| {b + 1} | {peak:.0f} | {rate:.0f} |", flush=True)
     return 0
 
 
