@@ -161,8 +161,6 @@ def main(argv=None) -> int:
     p.add_argument("--clients", default="1,8,32")
     p.add_argument("--data-dir", default=os.environ.get("SEQLAB_DATA"))
     p.add_argument("--output", help="write the figures as JSON here")
-    p.add_argument("--serve-args", default="",
-                   help="more options for `seqlab serve`, e.g. \"--batch-window-ms 10\"")
     args = p.parse_args(argv)
     from seqlab.data.registry import load_named
 
@@ -177,7 +175,7 @@ def main(argv=None) -> int:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "seqlab.cli", "serve", args.run, "--port",
-                               str(port), *args.serve_args.split()], cwd=ROOT)
+                               str(port)], cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):

@@ -22,6 +22,7 @@ import os
 import sys
 
 MMAP_THRESHOLD = 8 << 20  # bytes
+_MAX_THRESHOLD = 32 << 20  # the most glibc's mallopt accepts on 64-bit systems
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 
 
@@ -40,11 +41,11 @@ def fix_mmap_threshold(nbytes: int | None = None) -> bool:
         value = os.environ.get("SEQLAB_MMAP_THRESHOLD", str(MMAP_THRESHOLD)).strip()
         if value == "dynamic":
             return False
-        if not value.isdigit() or not 0 < int(value) <= 1 << 30:
+        if not value.isdigit() or not 0 < int(value) <= _MAX_THRESHOLD:
             from .errors import SeqlabError
 
             raise SeqlabError(f"SEQLAB_MMAP_THRESHOLD={value!r}: expected a number of bytes "
-                              f"(1 to {1 << 30}) or 'dynamic'")
+                              f"(1 to {_MAX_THRESHOLD}) or 'dynamic'")
         nbytes = int(value)
     if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
