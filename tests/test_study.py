@@ -400,6 +400,19 @@ def test_a_qa_study_bootstraps_questions_by_article(tmp_path, tiny_encoder):
     base_means = [r["dev"]["f1"] for r in res["losses"]["ce"]["runs"]]
     assert f1["diff"] == pytest.approx(np.mean(np.subtract(means, base_means)))
     assert (tmp_path / "out" / "runs" / "ce" / "seed-1" / "predictions_dev.jsonl.gz").is_file()
+    # dev both keeps the best epoch and is scored: the report says where that chose anything
+    chosen = res["epoch_chosen_on_scored_split"]
+    assert chosen["runs"] == 6
+    earlier = [(r["seed"], n) for n, e in res["losses"].items() for r in e["runs"]
+               if r["best_epoch"] != r["epochs_run"]]
+    assert sorted((e["seed"], e["variant"]) for e in chosen["kept_an_earlier_epoch"]) == sorted(earlier)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "the split scored here" in report
+    from seqlab.study.report import markdown
+    res["epoch_chosen_on_scored_split"]["kept_an_earlier_epoch"] = [
+        {"variant": "ce", "seed": 2, "best_epoch": 1, "epochs_run": 2}]
+    assert "1 of 6 runs kept an earlier epoch than their last (`ce` seed 2: epoch 1 of 2)" \
+        in markdown(res)
 
 
 def test_runs_that_did_not_start_alike_are_not_paired(tmp_path):

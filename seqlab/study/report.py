@@ -114,6 +114,16 @@ def aggregate(study: Study, *, resamples: int = stats.RESAMPLES, seed: int = sta
                          "units": "documents" if docs is not None else task.unit_name,
                          "documents": len(set(map(str, docs))) if docs is not None else None},
            "losses": {}}
+    if scored == "dev":
+        # the kept epoch is chosen on dev: where dev is also the scored split, say where that
+        # choice selected anything (an earlier epoch than the last was kept)
+        trained = [(n, r) for n, rs in records.items() if n not in study.derived for r in rs
+                   if r.get("best_epoch") is not None]
+        out["epoch_chosen_on_scored_split"] = {
+            "runs": len(trained),
+            "kept_an_earlier_epoch": [{"variant": n, "seed": r["seed"], "best_epoch": r["best_epoch"],
+                                       "epochs_run": r["epochs_run"]}
+                                      for n, r in trained if r["best_epoch"] != r["epochs_run"]]}
     base_recs = records.get(study.baseline, [])
     rare = None
     if base_recs and base_recs[0].get(scored, {}).get("support"):
@@ -287,12 +297,19 @@ def markdown(results: dict) -> str:
     margin = pct(bs["margin"], 1)
     units = (f"{bs['documents']} documents" if bs["units"] == "documents" else
              f"{bs['units']} (the data marks no documents)")
+    named = {"f1": f"{scored} F1", "exact_match": "exact match", "f1_strict": "strict F1",
+             "precision": "precision", "recall": "recall"}
+    columns = [k for k in named if any(k in e.get(scored, {}) for e in losses.values())]
+    if scored != "dev":
+        columns.append("dev_f1")   # what the kept epoch was chosen on
+    entity = "f1_strict" in columns
     lines = [f"# Study: {results['study']}", "",
              f"Config `{results['config']}`; task {results['task']}; seeds {results['seeds']}; "
              f"baseline `{base}`; {results['finished_runs']} of {results['planned_runs']} runs "
-             f"finished. Scores on the {scored} split, in percent (entity scores: seqeval's "
-             "default mode, or exact-match spans for span heads, which equal it on flat data); "
-             "mean ± standard deviation over seeds.", "",
+             f"finished. Scores on the {scored} split, in percent"
+             + (" (entity scores: seqeval's default mode, or exact-match spans for span heads, "
+                "which equal it on flat data)" if entity else "")
+             + "; mean ± standard deviation over seeds.", "",
              "How to read the comparisons: Δ is the mean over paired seeds of the variant's "
              f"score minus `{base}`'s. The bootstrap resamples seeds and, with one shared draw, "
              f"the {units} ({bs['resamples']:,} resamples, random seed {bs['seed']}): its 95% "
@@ -303,18 +320,28 @@ def markdown(results: dict) -> str:
              "points) is < 0.05; otherwise inconclusive. Wins: the seeds where the variant "
              "scored higher, with the sign test's p; the Wilcoxon test is given from 6 pairs "
              "(below, the smallest p it could reach).", ""]
+    chosen = results.get("epoch_chosen_on_scored_split")
+    if chosen:
+        earlier = chosen["kept_an_earlier_epoch"]
+        lines += [f"Each run keeps its best epoch on dev, the split scored here: "
+                  + (f"in all {chosen['runs']} runs that was the last epoch, so the choice "
+                     "selected nothing." if not earlier else
+                     f"{len(earlier)} of {chosen['runs']} runs kept an earlier epoch than their "
+                     "last (" + ", ".join(f"`{e['variant']}` seed {e['seed']}: epoch "
+                                          f"{e['best_epoch']} of {e['epochs_run']}"
+                                          for e in earlier)
+                     + "); their scores are optimistic by that choice."), ""]
     lines += ["## Scores", "",
-              f"| variant | seeds | {scored} F1 | strict F1 | precision | recall | dev F1 | "
-              "epochs run |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "| variant | seeds | " + " | ".join(named.get(c, "dev F1") for c in columns)
+              + " | epochs run |", "|---|---:|" + "---:|" * len(columns) + "---:|"]
     for name, e in losses.items():
         sec = e.get(scored, {})
+        cells = [mean_sd(e.get("dev", {}).get("f1") if c == "dev_f1" else sec.get(c))
+                 for c in columns]
         ep = e.get("epochs_run")
         epochs = (f"{ep['median']:.0f} ({min(ep['values']):.0f}-{max(ep['values']):.0f})"
                   if ep else "n/a")
-        lines.append(f"| {name} | {len(e['seeds'])} | {mean_sd(sec.get('f1'))} | "
-                     f"{mean_sd(sec.get('f1_strict'))} | {mean_sd(sec.get('precision'))} | "
-                     f"{mean_sd(sec.get('recall'))} | {mean_sd(e.get('dev', {}).get('f1'))} | "
-                     f"{epochs} |")
+        lines.append(f"| {name} | {len(e['seeds'])} | " + " | ".join(cells) + f" | {epochs} |")
     lines += ["", f"## Against `{base}`", ""] + headline_table(results)
     extra = [k for k in ("precision", "recall", "exact_match")
              if any(k in e.get("vs_baseline", {}).get("bootstrap", {}) for e in losses.values())]
