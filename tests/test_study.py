@@ -244,6 +244,9 @@ def test_equivalence_and_verdicts():
     assert stats.verdict({"diff": -0.01}, 0.01, 0.9) == "worse"
     assert stats.verdict(b, 0.2, 0.01) == "no detectable difference"
     assert stats.verdict(b, 0.2, 0.2) == "inconclusive"
+    # one paired seed: the interval is conditional on one trained model, so no verdict
+    assert stats.verdict(b, 0.01, 0.9, seeds=1) == "one seed: no verdict"
+    assert stats.verdict(b, 0.01, 0.9, seeds=2) == "better"
 
 
 def _fake_run(directory: Path, f1s: dict, sentences: list[tuple[list[str], list[str], list[float]]],

@@ -219,7 +219,8 @@ def _adjust(results: dict) -> None:
     for c in entries:
         b = c.get("bootstrap", {}).get("f1")
         if b:
-            c["verdict"] = stats.verdict(b, b["p_value_holm"], b["tost_p_holm"])
+            c["verdict"] = stats.verdict(b, b["p_value_holm"], b["tost_p_holm"],
+                                         seeds=c.get(f"{scored}_f1", {}).get("pairs"))
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -317,7 +318,8 @@ def markdown(results: dict) -> str:
              "variants of this grid (the unadjusted ones are in results.json). The verdict: "
              "better or worse where the adjusted bootstrap p < 0.05; \"no detectable "
              f"difference\" where the adjusted equivalence test (TOST, margin ±{margin} "
-             "points) is < 0.05; otherwise inconclusive. Wins: the seeds where the variant "
+             "points) is < 0.05; otherwise inconclusive; no verdict from one paired seed, whose "
+             "interval holds no seed-to-seed variation. Wins: the seeds where the variant "
              "scored higher, with the sign test's p; the Wilcoxon test is given from 6 pairs "
              "(below, the smallest p it could reach).", ""]
     chosen = results.get("epoch_chosen_on_scored_split")

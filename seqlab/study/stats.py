@@ -29,6 +29,7 @@ RESAMPLES = 10_000
 BOOTSTRAP_SEED = 20261130
 MARGIN = 0.005            # the equivalence margin: 0.5 points of F1 (scores are fractions)
 ALPHA = 0.05
+MIN_SEEDS = 2             # paired seeds a verdict needs: with one, no seed variation is resampled
 MIN_WILCOXON_PAIRS = 6    # below this the exact two-sided Wilcoxon p cannot reach 0.05
 
 
@@ -186,10 +187,13 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
 
 
 def verdict(bootstrap: dict, p_adjusted: float | None, tost_adjusted: float | None,
-            alpha: float = ALPHA) -> str:
+            alpha: float = ALPHA, seeds: int | None = None) -> str:
     """The words a comparison may use: ``better`` or ``worse`` when the adjusted bootstrap
     p-value is below ``alpha``; ``no detectable difference`` when the adjusted equivalence test
-    is; else ``inconclusive``."""
+    is; else ``inconclusive``. Below :data:`MIN_SEEDS` paired seeds the interval is conditional
+    on one trained model, and there is no verdict."""
+    if seeds is not None and seeds < MIN_SEEDS:
+        return "one seed: no verdict"
     if p_adjusted is not None and p_adjusted < alpha:
         return "better" if bootstrap["diff"] > 0 else "worse"
     if tost_adjusted is not None and tost_adjusted < alpha:
