@@ -325,7 +325,7 @@ def markdown(results: dict) -> str:
     chosen = results.get("epoch_chosen_on_scored_split")
     if chosen:
         earlier = chosen["kept_an_earlier_epoch"]
-        lines += [f"Each run keeps its best epoch on dev, the split scored here: "
+        lines += ["Each run keeps its best epoch on dev, the split scored here: "
                   + (f"in all {chosen['runs']} runs that was the last epoch, so the choice "
                      "selected nothing." if not earlier else
                      f"{len(earlier)} of {chosen['runs']} runs kept an earlier epoch than their "
