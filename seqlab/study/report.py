@@ -299,7 +299,7 @@ def markdown(results: dict) -> str:
     units = (f"{bs['documents']} documents" if bs["units"] == "documents" else
              f"{bs['units']} (the data marks no documents)")
     named = {"f1": f"{scored} F1", "exact_match": "exact match", "f1_strict": "strict F1",
-             "precision": "precision", "recall": "recall"}
+             "precision": "precision", "recall": "recall", "dev_f1": "dev F1"}
     columns = [k for k in named if any(k in e.get(scored, {}) for e in losses.values())]
     if scored != "dev":
         columns.append("dev_f1")   # what the kept epoch was chosen on
@@ -334,7 +334,7 @@ def markdown(results: dict) -> str:
                                           for e in earlier)
                      + "); their scores are optimistic by that choice."), ""]
     lines += ["## Scores", "",
-              "| variant | seeds | " + " | ".join(named.get(c, "dev F1") for c in columns)
+              "| variant | seeds | " + " | ".join(named[c] for c in columns)
               + " | epochs run |", "|---|---:|" + "---:|" * len(columns) + "---:|"]
     for name, e in losses.items():
         sec = e.get(scored, {})
