@@ -110,6 +110,31 @@ def test_finished_runs_are_skipped_and_incomplete_ones_redone(tmp_path):
     assert trained == [r.name for r in runs[1::3]]
 
 
+def test_a_finished_run_of_another_config_is_refused(tmp_path):
+    """Editing a grid's budget in place must not mix runs of two budgets: running and
+    reporting refuse, naming the run, the key and both values; where the run was written and
+    keys only one side knows do not count."""
+    path = _write_study(tmp_path)
+    study = load_study(path)
+    run = study.runs()[1]
+    run.directory.mkdir(parents=True)
+    (run.directory / "metrics.json").write_text("{}")
+    saved = {**run.config, "train": {**run.config["train"], "output_dir": "elsewhere/seed-1"},
+             "qa": {"doc_stride": 128}}          # another place, a key from another version
+    (run.directory / "config.yaml").write_text(yaml.safe_dump(saved))
+    trained = []
+    run_grid(study, progress=False, runner=lambda r: trained.append(r.name))
+    assert run.name not in trained                # the same config: kept
+
+    saved["train"]["epochs"] = 5
+    (run.directory / "config.yaml").write_text(yaml.safe_dump(saved))
+    for call in (lambda: run_grid(study, progress=False, runner=lambda r: None),
+                 lambda: aggregate(study)):
+        with pytest.raises(ConfigError, match=r"focal-g2/seed-1/config.yaml: .*train\.epochs 5 "
+                                              r"\(the study says 1\.0\).*move the run away"):
+            call()
+
+
 def test_ece_against_a_hand_computation():
     # 15 bins; confidences 0.95 (bin 14), 0.95, 0.50 (bin 7), 0.10 (bin 1)
     conf = [0.95, 0.95, 0.50, 0.10]

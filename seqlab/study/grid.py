@@ -226,11 +226,58 @@ def run_one(run: Run, *, progress: bool = False, max_steps: int | None = None) -
     return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
 
 
+# Keys a finished run may differ in from the study's config: where it was written and how the
+# process ran, not what was trained.
+_RUN_LOCAL_KEYS = ("train.output_dir", "train.overwrite", "train.resume", "train.num_threads",
+                   "train.checkpoint_every", "train.checkpoint_minutes", "train.keep_checkpoints",
+                   "train.log_every")
+
+
+def check_finished_runs(study: Study) -> None:
+    """Refuse finished runs that the study's config would not make: a grid whose budget or
+    variant was edited in place would otherwise mix runs of two configs without a word. Keys
+    that only one side has (a run made before a key existed, or after one was dropped) are
+    not compared.
+
+    Raises:
+        ConfigError: names the first such run, the keys that differ and both values.
+    """
+    for run in study.runs():
+        saved_path = run.directory / "config.yaml"
+        if not run.finished() or not saved_path.is_file():
+            continue
+        saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+        wanted = config_from_dict(run.config).to_dict()
+        differ = [(k, a, b) for k, a, b in _differences(saved, wanted) if k not in _RUN_LOCAL_KEYS]
+        if differ:
+            shown = ", ".join(f"{k} {a!r} (the study says {b!r})" for k, a, b in differ[:3])
+            raise ConfigError(f"{saved_path}: this finished run was made with {shown}; "
+                              f"{study.path} no longer makes it: move the run away or restore "
+                              "the config")
+
+
+def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, saved value, wanted value) for the keys both mappings hold that differ."""
+    out = []
+    for key in saved.keys() & wanted.keys():
+        a, b = saved[key], wanted[key]
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append((f"{prefix}{key}", a, b))
+    return sorted(out, key=lambda t: t[0])
+
+
 def run_grid(study: Study, *, shard_spec: str | None = None, progress: bool = True,
              runner=run_one) -> list[Run]:
-    """Run every unfinished run of this shard, in order; return the runs that were trained."""
+    """Run every unfinished run of this shard, in order; return the runs that were trained.
+
+    Raises:
+        ConfigError: a finished run was made with another config (`check_finished_runs`).
+    """
     from tqdm.auto import tqdm
 
+    check_finished_runs(study)
     i, n = parse_shard(shard_spec)
     todo = [r for r in shard(study.runs(), i, n) if not r.finished()]
     done = []
@@ -251,6 +298,7 @@ def dry_run(study: Study, *, shard_spec: str | None = None, time_steps: int = 20
             timer=None) -> str:
     """The runs of this shard with their state, and the time the unfinished ones should take,
     estimated from ``time_steps`` optimizer steps of the first one (in a temporary directory)."""
+    check_finished_runs(study)
     i, n = parse_shard(shard_spec)
     runs = shard(study.runs(), i, n)
     todo = [r for r in runs if not r.finished()]

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import SeqlabError
 from ..files import write_json, write_text
 from . import stats
-from .grid import Study
+from .grid import Study, check_finished_runs
 
 
 def _task(study: Study):
@@ -66,6 +66,7 @@ def _calibration(units) -> dict:
 def aggregate(study: Study, *, resamples: int = stats.RESAMPLES, seed: int = stats.BOOTSTRAP_SEED,
               margin: float = stats.MARGIN) -> dict:
     """Everything ``results.json`` holds, from the finished runs."""
+    check_finished_runs(study)
     task = _task(study)
     scores = task.study_scores()
     runs = [r for r in study.runs() if r.finished()]
