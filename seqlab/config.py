@@ -76,7 +76,8 @@ class TrainConfig:
     group_by_length: bool = True      # batches of similar length (little padding)
     max_steps: int | None = None      # stop after this many optimizer steps
     early_stopping_patience: int | None = None  # stop after this many epochs without a better
-                                                # dev score (the best epoch's weights are kept)
+                                                # dev score, counted once it has left 0 (the best
+                                                # epoch's weights are kept)
     log_every: int = 50               # optimizer steps between metrics.jsonl lines
     num_threads: int | None = None    # torch CPU threads (default: torch's choice)
     checkpoint_every: int | None = None  # optimizer steps between checkpoints (besides each

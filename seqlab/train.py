@@ -779,10 +779,18 @@ def evaluate_epoch(task, model, accelerator, state: TrainState, run: RunDir, log
         if accelerator.is_main_process:
             save_weights(unwrapped.state_dict(), run.staging / "best")
     patience = t.early_stopping_patience
-    if patience and task.has_split("dev") and state.epoch + 1 - state.best_epoch >= patience:
+    if task.has_split("dev") and stop_early(state.best_score, state.best_epoch, state.epoch + 1,
+                                            patience):
         accelerator.print(f"early stopping: no better dev {task.primary_metric} for {patience} "
                           f"epochs (best: epoch {state.best_epoch})")
         state.stopped_early = state.epoch + 1
+
+
+def stop_early(best_score: float | None, best_epoch: int, epoch: int, patience: int | None) -> bool:
+    """Whether ``patience`` epochs have passed since the best dev score. The count starts once
+    the dev score has left 0: a head that predicts nothing yet (the span heads' first epochs on
+    small data) has not stopped improving, it has not started."""
+    return bool(patience) and bool(best_score) and epoch - best_epoch >= patience
 
 
 def save_weights(state_dict: dict, directory: Path) -> None:

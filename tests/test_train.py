@@ -406,6 +406,15 @@ def test_early_stopping_ends_after_patience_epochs_and_keeps_the_best(tmp_path, 
     assert [e["epoch"] for e in evals if e.get("event") == "eval"] == [1, 2, 3]
 
 
+def test_early_stopping_counts_from_the_first_score_above_zero():
+    from seqlab.train import stop_early
+    # best at epoch 2, 3 epochs without better: stop at epoch 5 with patience 3, not before
+    assert not stop_early(0.4, 2, 4, 3) and stop_early(0.4, 2, 5, 3)
+    # still at 0 (nothing predicted yet): never stopped, however long
+    assert not stop_early(0.0, 1, 4, 3) and not stop_early(0.0, 1, 20, 3)
+    assert not stop_early(None, -1, 1, 3) and not stop_early(0.9, 1, 10, None)
+
+
 def test_early_stopping_needs_a_dev_split(tmp_path, fixtures, tiny_encoder, capsys):
     args = [a for a in _args(fixtures, tiny_encoder, tmp_path / "run",
                              "train.early_stopping_patience=2") if not a.startswith("data.dev_file")]
