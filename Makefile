@@ -31,12 +31,16 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(BIN)/seqlab train configs/conll2003.yaml train.overwrite=true $(ARGS)
 
+# The suite runs in PYTEST_WORKERS processes (pytest-xdist; 0 runs it in this one): most of its
+# time is single-threaded (imports in the subprocesses it starts, tiny models), so two processes
+# use a 2-core machine's second core.
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # The unit tests only: no end-to-end training (the `slow` marker), under a minute.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 0 -m "not slow" $(PYTEST_ARGS)
 
 # torchvision goes to a directory of its own, seen by this benchmark only (after transformers is
 # imported): the PyPI wheel is a CUDA build whose compiled operators do not load beside torch's

@@ -382,6 +382,21 @@ def test_tiny_study_end_to_end(tmp_path, fixtures, tiny_encoder, capsys):
     assert (run / "metrics.json").is_file() and (run / "predictions_test.conll.gz").is_file()
     assert not (run / "model.safetensors").exists()
     assert (out / "runs" / "ce" / "seed-1" / "predictions_test.viterbi.conll.gz").is_file()
+    # the derived decoding's per-type F1 is read from its own predictions, by seqeval; the same
+    # reading of the trained decoding's file gives its metrics.json figures
+    from seqlab.metrics import entity_scores
+    for seed in (1, 2):
+        ce_run = out / "runs" / "ce" / f"seed-{seed}"
+        gold, pred, _ = read_predictions(ce_run / "predictions_test.viterbi.conll.gz")
+        want = {t: v["f1"] for t, v in entity_scores(gold, pred)["per_type"].items()}
+        viterbi = next(r for r in res["losses"]["ce-viterbi"]["runs"] if r["seed"] == seed)
+        assert viterbi["test"]["per_type"] == pytest.approx(want) and want
+        recorded = json.loads((ce_run / "metrics.json").read_text())["test"]["default"]["per_type"]
+        gold, pred, _ = read_predictions(ce_run / "predictions_test.conll.gz")
+        assert {t: v["f1"] for t, v in entity_scores(gold, pred)["per_type"].items()} == \
+            pytest.approx({t: v["f1"] for t, v in recorded.items()})
+    assert set(res["losses"]["ce-viterbi"]["test"]["per_type_f1"]) == set(want)
+    assert "rare_f1" in res["losses"]["ce-viterbi"]["vs_baseline"]
     gold, pred, prob = read_predictions(run / "predictions_test.conll.gz")
     assert all(0.0 <= q <= 1.0 for s in prob for q in s) and len(gold) == len(pred)
     for name in ("report.md", "f1_by_loss.png", "delta_f1.svg", "precision_recall.png"):

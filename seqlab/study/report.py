@@ -95,6 +95,8 @@ def aggregate(study: Study, *, resamples: int = stats.RESAMPLES, seed: int = sta
             if du is not None:
                 sums = du.counts.sum(0)
                 drec[scored] = {k: float(fn(sums)) for k, fn in scores.items()}
+                if du.per_type is not None:
+                    drec[scored].update(per_type=du.per_type["f1"], support=du.per_type["support"])
             dev_dec = rec.get("dev", {}).get("decodings", {}).get(d["decoding"])
             if dev_dec is not None:
                 drec["dev"] = {"f1": dev_dec}

@@ -133,7 +133,9 @@ class StudySplit:
     split's primary score is a function of (:attr:`Task.score_of_counts`); ``documents``: each
     unit's document (None: every unit its own); ``calibration``: per token the predicted
     label's probability and whether it was right, and whether the token is in an entity
-    (gold or predicted), or None where the run wrote no probabilities.
+    (gold or predicted), or None where the run wrote no probabilities; ``per_type``: the
+    split's F1 and gold support per entity type, where the task scores types (for a decoding
+    read from its own file, whose metrics.json has no per-type figures).
     """
 
     counts: Any
@@ -141,6 +143,7 @@ class StudySplit:
     confidence: list[float] | None = None
     correct: list[bool] | None = None
     in_entity: list[bool] | None = None
+    per_type: dict | None = None
 
 
 class Task:

@@ -458,7 +458,7 @@ def read_predictions(path: Path) -> tuple[list[list[str]], list[list[str]], list
 
 
 def _read_tag_predictions(path: Path) -> StudySplit:
-    from ..metrics import sentence_counts
+    from ..metrics import entity_scores, sentence_counts
 
     gold, pred, prob = read_predictions(path)
     conf, ok, ent = [], [], []
@@ -467,7 +467,10 @@ def _read_tag_predictions(path: Path) -> StudySplit:
             conf.append(c)
             ok.append(gt == pt)
             ent.append(gt != "O" or pt != "O")
-    return StudySplit(sentence_counts(gold, pred), confidence=conf, correct=ok, in_entity=ent)
+    types = entity_scores(gold, pred)["per_type"]
+    return StudySplit(sentence_counts(gold, pred), confidence=conf, correct=ok, in_entity=ent,
+                      per_type={"f1": {t: v["f1"] for t, v in types.items()},
+                                "support": {t: v["support"] for t, v in types.items()}})
 
 
 def _read_span_predictions(path: Path) -> StudySplit:
