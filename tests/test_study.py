@@ -110,6 +110,27 @@ def test_finished_runs_are_skipped_and_incomplete_ones_redone(tmp_path):
     assert trained == [r.name for r in runs[1::3]]
 
 
+def test_a_run_finished_while_the_grid_runs_is_kept(tmp_path):
+    """A run that finishes after the grid listed its work (another process, a run copied in)
+    is neither deleted nor trained again when the grid reaches it."""
+    study = load_study(_write_study(tmp_path))
+    trained = []
+
+    def fake(run: Run):
+        if not trained:  # while the first run trains, the last one is finished elsewhere
+            last.directory.mkdir(parents=True)
+            (last.directory / "metrics.json").write_text('{"elsewhere": true}')
+        trained.append(run.name)
+        run.directory.mkdir(parents=True)
+        (run.directory / "metrics.json").write_text("{}")
+
+    names = [r.name for r in study.runs()]
+    last = study.runs()[-1]
+    done = run_grid(study, progress=False, runner=fake)
+    assert trained == [r.name for r in done] == names[:-1]
+    assert json.loads((last.directory / "metrics.json").read_text()) == {"elsewhere": True}
+
+
 def test_a_finished_run_of_another_config_is_refused(tmp_path):
     """Editing a grid's budget in place must not mix runs of two budgets: running and
     reporting refuse, naming the run, the key and both values; where the run was written and

@@ -270,7 +270,8 @@ def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[tuple[str,
 
 def run_grid(study: Study, *, shard_spec: str | None = None, progress: bool = True,
              runner=run_one) -> list[Run]:
-    """Run every unfinished run of this shard, in order; return the runs that were trained.
+    """Run every unfinished run of this shard, in order; return the runs that were trained. A
+    run is looked at again just before it starts: one that has finished meanwhile is kept.
 
     Raises:
         ConfigError: a finished run was made with another config (`check_finished_runs`).
@@ -283,6 +284,8 @@ def run_grid(study: Study, *, shard_spec: str | None = None, progress: bool = Tr
     done = []
     bar = tqdm(todo, desc=f"study {study.name}", unit="run", disable=not progress)
     for run in bar:
+        if run.finished():  # finished since the list was made (another process, a copied run)
+            continue
         bar.set_postfix_str(run.name)
         staging = run.directory.with_name(run.directory.name + ".incomplete")
         if staging.exists():
