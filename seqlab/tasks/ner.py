@@ -345,7 +345,8 @@ class NerTask(Task):
         for ext, reader in ((".conll", _read_tag_predictions), (".jsonl", _read_span_predictions)):
             for path in (run_dir / f"{stem}{ext}.gz", run_dir / f"{stem}{ext}"):
                 if path.is_file():
-                    got = reader(path)
+                    # per-type figures only for a decoding that metrics.json does not score
+                    got = reader(path, per_type=decoding is not None)
                     got.counts = np.asarray(got.counts, dtype=np.int64).reshape(-1, 3)
                     return got
         return None
@@ -457,7 +458,7 @@ def read_predictions(path: Path) -> tuple[list[list[str]], list[list[str]], list
     return gold, pred, prob
 
 
-def _read_tag_predictions(path: Path) -> StudySplit:
+def _read_tag_predictions(path: Path, *, per_type: bool = False) -> StudySplit:
     from ..metrics import entity_scores, sentence_counts
 
     gold, pred, prob = read_predictions(path)
@@ -467,13 +468,16 @@ def _read_tag_predictions(path: Path) -> StudySplit:
             conf.append(c)
             ok.append(gt == pt)
             ent.append(gt != "O" or pt != "O")
-    types = entity_scores(gold, pred)["per_type"]
-    return StudySplit(sentence_counts(gold, pred), confidence=conf, correct=ok, in_entity=ent,
-                      per_type={"f1": {t: v["f1"] for t, v in types.items()},
-                                "support": {t: v["support"] for t, v in types.items()}})
+    split = StudySplit(sentence_counts(gold, pred), confidence=conf, correct=ok, in_entity=ent)
+    if per_type:
+        types = entity_scores(gold, pred)["per_type"]
+        split.per_type = {"f1": {t: v["f1"] for t, v in types.items()},
+                          "support": {t: v["support"] for t, v in types.items()}}
+    return split
 
 
-def _read_span_predictions(path: Path) -> StudySplit:
+def _read_span_predictions(path: Path, *, per_type: bool = False) -> StudySplit:
+    # ``per_type`` is for a second decoding of a run; a span head has only its own
     import gzip
 
     opener = gzip.open if path.suffix == ".gz" else open
