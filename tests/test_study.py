@@ -58,6 +58,29 @@ def test_a_grid_entry_may_change_other_sections_than_the_loss(tmp_path):
     assert fast.config["train"]["epochs"] == ce.config["train"]["epochs"] == 1
 
 
+def test_a_variant_may_have_seeds_of_its_own(tmp_path):
+    """Taking a few variants to more seeds trains only those: the others keep study.seeds, a
+    derived variant follows its source, and runs stay seed by seed."""
+    study = load_study(_write_study(tmp_path, seeds=(1, 2), losses={
+        "ce": {"name": "ce", "seeds": [1, 2, 3]},
+        "focal-g1": {"loss": {"name": "focal", "gamma": 1.0}, "seeds": [1, 2, 3]},
+        "focal-g2": {"name": "focal", "gamma": 2.0},
+        "ce-viterbi": {"from": "ce", "decoding": "viterbi"}}))
+    assert [r.name for r in study.runs()] == [
+        "ce/seed-1", "focal-g1/seed-1", "focal-g2/seed-1", "ce/seed-2", "focal-g1/seed-2",
+        "focal-g2/seed-2", "ce/seed-3", "focal-g1/seed-3"]
+    assert study.seeds_of("ce-viterbi") == [1, 2, 3] and study.seeds_of("focal-g2") == [1, 2]
+    # the seeds are not part of the run's training config
+    assert study.runs()[0].config["loss"] == {"name": "ce"}
+    assert study.runs()[1].config["loss"] == {"name": "focal", "gamma": 1.0}
+    for losses, match in (
+            ({"ce": {"name": "ce", "seeds": [1, 1]}}, r"losses\.ce\.seeds: expected a list"),
+            ({"ce": {"name": "ce"}, "v": {"from": "ce", "decoding": "viterbi", "seeds": [3]}},
+             r"losses\.v\.seeds: a derived variant has the seeds of 'ce'")):
+        with pytest.raises(ConfigError, match=match):
+            load_study(_write_study(tmp_path, losses=losses))
+
+
 @pytest.mark.parametrize("losses, match", [
     ({"ce": {"name": "ce"}, "bad": {"name": "focal", "gama": 1}}, r"loss 'bad': .*loss\.gama"),
     ({"ce": {"name": "ce"}, "w": {"name": "ce", "class_weight": "log"}}, r"class_weight"),

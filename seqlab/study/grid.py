@@ -14,6 +14,10 @@ compare and the seeds::
       ce-fast: {loss: {name: ce}, train: {learning_rate: 1.0e-4}}   # config sections
       crf: {model: {head: crf}}
       ce-viterbi: {from: ce, decoding: viterbi}        # the runs of `ce`, decoded otherwise
+      focal-g1: {name: focal, gamma: 1.0, seeds: [1, 2, 3, 4, 5]}   # its own seeds
+
+A variant's ``seeds`` replace ``study.seeds`` for it (a derived variant has its source's), so
+a few variants can be taken to more seeds without training every other one again.
 
 Every run of a seed uses the same seed for initialisation and data order, so a variant and the
 baseline differ in what the variant changes and their scores can be compared in pairs. Runs go
@@ -70,12 +74,25 @@ class Study:
     base: dict
     keep_weights: bool = False
     derived: dict[str, dict] = field(default_factory=dict)  # name -> {from, decoding}
+    variant_seeds: dict[str, list[int]] = field(default_factory=dict)  # a variant's own seeds
+
+    def seeds_of(self, variant: str) -> list[int]:
+        """The seeds a variant is run with (a derived variant: its source's)."""
+        variant = self.derived.get(variant, {}).get("from", variant)
+        return self.variant_seeds.get(variant, self.seeds)
+
+    def all_seeds(self) -> list[int]:
+        """``study.seeds``, then any further seed a variant lists, in order."""
+        extra = sorted({s for seeds in self.variant_seeds.values() for s in seeds} - set(self.seeds))
+        return [*self.seeds, *extra]
 
     def runs(self) -> list[Run]:
         """Every run, seed by seed (so that a grid stopped half-way has whole paired seeds)."""
         out = []
-        for seed in self.seeds:
+        for seed in self.all_seeds():
             for loss, section in self.losses.items():
+                if seed not in self.seeds_of(loss):
+                    continue
                 directory = self.output_dir / "runs" / loss / f"seed-{seed}"
                 raw = merge_sections(self.base, variant_config(section))
                 train = dict(raw.get("train") or {})
@@ -135,16 +152,19 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
         raise ConfigError(f"{path}: unknown key study.{bad[0]}; valid keys: {', '.join(_STUDY_KEYS)}")
     if "output_dir" not in s:
         raise ConfigError(f"{path}: study.output_dir is missing")
-    seeds = s.get("seeds")
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) for x in seeds) \
-            or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"{path}: study.seeds: expected a list of distinct integers, got {seeds!r}")
+    seeds = _seed_list(s.get("seeds"), f"{path}: study.seeds")
     if "loss" in raw["base"]:
         raise ConfigError(f"{path}: base.loss: the losses come from the 'losses' section")
-    trained, derived = {}, {}
+    trained, derived, variant_seeds = {}, {}, {}
     for name, entry in raw["losses"].items():
         if not isinstance(entry, dict):
             raise ConfigError(f"{path}: losses.{name}: expected a mapping, got {entry!r}")
+        if "seeds" in entry:
+            if "from" in entry:
+                raise ConfigError(f"{path}: losses.{name}.seeds: a derived variant has the seeds "
+                                  f"of {entry['from']!r}")
+            entry = dict(entry)
+            variant_seeds[name] = _seed_list(entry.pop("seeds"), f"{path}: losses.{name}.seeds")
         if "from" in entry:
             if set(entry) != {"from", "decoding"} or entry["from"] not in raw["losses"]:
                 raise ConfigError(f"{path}: losses.{name}: a derived variant is {{from: VARIANT, "
@@ -159,13 +179,24 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     study = Study(name=str(s.get("name", path.stem.removeprefix("study-"))), path=path,
                   output_dir=Path(s["output_dir"]), seeds=list(seeds), losses=trained,
                   baseline=baseline, base=dict(raw["base"]),
-                  keep_weights=bool(s.get("keep_weights")), derived=derived)
-    for run in study.runs()[: len(study.losses)]:  # the seeds' configs differ in the seed only
+                  keep_weights=bool(s.get("keep_weights")), derived=derived,
+                  variant_seeds=variant_seeds)
+    first = {}
+    for run in study.runs():  # the seeds' configs differ in the seed only: one run a variant
+        first.setdefault(run.loss, run)
+    for run in first.values():
         try:
             config_from_dict(run.config)
         except ConfigError as exc:
             raise ConfigError(f"{path}: loss {run.loss!r}: {exc}") from None
     return study
+
+
+def _seed_list(seeds, where: str) -> list[int]:
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) for x in seeds) \
+            or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where}: expected a list of distinct integers, got {seeds!r}")
+    return list(seeds)
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -207,8 +238,10 @@ def run_one(run: Run, *, progress: bool = False, max_steps: int | None = None) -
     if max_steps is not None:
         raw = apply_overrides(raw, [f"train.max_steps={max_steps}"])
     run.directory.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False,
-                                     dir=run.directory.parent) as fh:
+    # the config goes to the system's temporary directory: a grid killed mid-run leaves no
+    # stray file among the results
+    with tempfile.NamedTemporaryFile("w", prefix="seqlab-run-", suffix=".yaml",
+                                     delete=False) as fh:
         yaml.safe_dump(raw, fh, sort_keys=False)
     try:
         cmd = [sys.executable, "-m", "seqlab.cli", "train", fh.name]

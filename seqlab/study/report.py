@@ -63,6 +63,11 @@ def _calibration(units) -> dict:
                 [c for c, e in zip(conf, ent) if e], [o for o, e in zip(ok, ent) if e])}
 
 
+def _own_seeds(results: dict) -> str:
+    own = results.get("variant_seeds") or {}
+    return "".join(f", {name} {seeds}" for name, seeds in own.items())
+
+
 def aggregate(study: Study, *, resamples: int = stats.RESAMPLES, seed: int = stats.BOOTSTRAP_SEED,
               margin: float = stats.MARGIN) -> dict:
     """Everything ``results.json`` holds, from the finished runs."""
@@ -111,7 +116,8 @@ def aggregate(study: Study, *, resamples: int = stats.RESAMPLES, seed: int = sta
         docs = any_units.documents if any_units.documents is not None else \
             _documents(study, task, scored, config)
     out = {"study": study.name, "config": str(study.path), "task": task.name,
-           "baseline": study.baseline, "seeds": study.seeds, "planned_runs": len(study.runs()),
+           "baseline": study.baseline, "seeds": study.seeds,
+           "variant_seeds": dict(study.variant_seeds), "planned_runs": len(study.runs()),
            "finished_runs": len(runs), "scored_split": scored,
            "bootstrap": {"resamples": resamples, "seed": seed, "margin": margin,
                          "units": "documents" if docs is not None else task.unit_name,
@@ -308,7 +314,8 @@ def markdown(results: dict) -> str:
         columns.append("dev_f1")   # what the kept epoch was chosen on
     entity = "f1_strict" in columns
     lines = [f"# Study: {results['study']}", "",
-             f"Config `{results['config']}`; task {results['task']}; seeds {results['seeds']}; "
+             f"Config `{results['config']}`; task {results['task']}; seeds {results['seeds']}"
+             f"{_own_seeds(results)}; "
              f"baseline `{base}`; {results['finished_runs']} of {results['planned_runs']} runs "
              f"finished. Scores on the {scored} split, in percent"
              + (" (entity scores: seqeval's default mode, or exact-match spans for span heads, "
