@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,48 @@ def test_a_run_finished_while_the_grid_runs_is_kept(tmp_path):
     done = run_grid(study, progress=False, runner=fake)
     assert trained == [r.name for r in done] == names[:-1]
     assert json.loads((last.directory / "metrics.json").read_text()) == {"elsewhere": True}
+
+
+def test_processes_sharing_a_grid_claim_their_runs(tmp_path):
+    """A run another live process has claimed is skipped; a claim whose process has ended is
+    taken over; claims go when the run ends, trained or failed."""
+    import socket
+    import subprocess
+    import sys
+
+    study = load_study(_write_study(tmp_path))
+    runs = study.runs()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    claims = [r.directory.with_name(r.directory.name + ".claim") for r in runs]
+    claims[0].parent.mkdir(parents=True)
+    claims[0].write_text(f"{socket.gethostname()} {os.getppid()}\n")   # alive: another process
+    claims[1].parent.mkdir(parents=True, exist_ok=True)
+    claims[1].write_text(f"{socket.gethostname()} {dead.pid}\n")       # its process has ended
+    claims[2].parent.mkdir(parents=True, exist_ok=True)
+    claims[2].write_text("elsewhere.example 1\n")                      # another machine's
+    trained = []
+
+    def fake(run: Run):
+        me = run.directory.with_name(run.directory.name + ".claim").read_text().split()
+        assert me == [socket.gethostname(), str(os.getpid())]   # held while it trains
+        trained.append(run.name)
+        run.directory.mkdir(parents=True)
+        (run.directory / "metrics.json").write_text("{}")
+
+    done = run_grid(study, progress=False, runner=fake)
+    assert trained == [r.name for r in done] == [runs[1].name, *[r.name for r in runs[3:]]]
+    assert claims[0].exists() and claims[2].exists()          # not ours: left alone
+    assert not any(c.exists() for c in [claims[1], *claims[3:]])
+
+    claims[0].unlink()
+
+    def failing(run: Run):
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError):
+        run_grid(study, progress=False, runner=failing)
+    assert not claims[0].exists()
 
 
 def test_a_finished_run_of_another_config_is_refused(tmp_path):

@@ -23,7 +23,8 @@ Every run of a seed uses the same seed for initialisation and data order, so a v
 baseline differ in what the variant changes and their scores can be compared in pairs. Runs go
 to ``OUTPUT_DIR/runs/<variant>/seed-<n>``, each trained in a process of its own; a run directory
 holding ``metrics.json`` is finished and skipped, anything else is (re)done, so a grid can be
-completed over several sittings or split across machines with ``--shard i/n``. Weights are not
+completed over several sittings, split across machines with ``--shard i/n``, or worked on by
+several processes at once (each claims a run, ``seed-<n>.claim``, before training it). Weights are not
 kept unless ``study.keep_weights``; the predictions of the scored split (test, else dev) are
 kept, gzipped, for the bootstrap and the calibration figures.
 """
@@ -35,6 +36,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -304,7 +306,8 @@ def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[tuple[str,
 def run_grid(study: Study, *, shard_spec: str | None = None, progress: bool = True,
              runner=run_one) -> list[Run]:
     """Run every unfinished run of this shard, in order; return the runs that were trained. A
-    run is looked at again just before it starts: one that has finished meanwhile is kept.
+    run is looked at again just before it starts: one that has finished meanwhile is kept, and
+    one that another process is training (its claim, `_claim`) is skipped.
 
     Raises:
         ConfigError: a finished run was made with another config (`check_finished_runs`).
@@ -319,15 +322,63 @@ def run_grid(study: Study, *, shard_spec: str | None = None, progress: bool = Tr
     for run in bar:
         if run.finished():  # finished since the list was made (another process, a copied run)
             continue
-        bar.set_postfix_str(run.name)
-        staging = run.directory.with_name(run.directory.name + ".incomplete")
-        if staging.exists():
-            shutil.rmtree(staging)
-        if run.directory.exists():  # a directory without metrics.json is not a finished run
-            shutil.rmtree(run.directory)
-        runner(run)
-        done.append(run)
+        claim = _claim(run)
+        if claim is None:
+            continue
+        try:
+            if run.finished():  # finished between the look above and the claim
+                continue
+            bar.set_postfix_str(run.name)
+            staging = run.directory.with_name(run.directory.name + ".incomplete")
+            if staging.exists():
+                shutil.rmtree(staging)
+            if run.directory.exists():  # a directory without metrics.json is not a finished run
+                shutil.rmtree(run.directory)
+            runner(run)
+            done.append(run)
+        finally:
+            claim.unlink(missing_ok=True)
     return done
+
+
+def _claim(run: Run) -> Path | None:
+    """Claim a run for this process: ``seed-N.claim`` beside its directory, made only if no
+    other process holds it, so that processes sharing a grid never train the same run. A claim
+    left by a process of this machine that has ended is taken over; one held by a live process,
+    or made on another machine, is left alone (the run is skipped, with a line saying so).
+    Returns the claim's path, or None where the run is someone else's."""
+    path = run.directory.with_name(run.directory.name + ".claim")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                host, pid = path.read_text(encoding="utf-8").split()[:2]
+            except (OSError, ValueError):
+                host, pid = "", "0"   # being written this instant, or unreadable
+            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                path.unlink(missing_ok=True)   # its process has ended: take it over
+                continue
+            print(f"seqlab study: {run.name} is being trained by {host or 'another process'} "
+                  f"(process {pid}); skipped (remove {path} if that process has ended)",
+                  file=sys.stderr)
+            return None
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(me + "\n")
+        return path
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def dry_run(study: Study, *, shard_spec: str | None = None, time_steps: int = 20,
