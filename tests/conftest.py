@@ -17,19 +17,26 @@ DATA_DIR = Path(os.environ.get("SEQLAB_DATA", Path(__file__).resolve().parents[2
 
 
 def build_tiny_encoder(directory: Path, texts: list[str], *, hidden: int = 32, layers: int = 2,
-                       vocab_size: int = 400, max_positions: int = 512) -> Path:
-    """A random BERT with a WordPiece vocab trained on ``texts``, saved as a transformers dir."""
+                       vocab_size: int = 400, max_positions: int = 512,
+                       vocab_file: Path | None = None) -> Path:
+    """A random BERT with a WordPiece vocab trained on ``texts`` (or read from ``vocab_file``,
+    one token a line), saved as a transformers dir. The trainer breaks ties in a random order,
+    so a trained vocab, and what a tiny model learns with it, differs from session to session."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size,
-                                        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-    tok.train_from_iterator(texts, trainer)
     directory.mkdir(parents=True, exist_ok=True)
-    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    if vocab_file is not None:
+        tokens = vocab_file.read_text(encoding="utf-8").splitlines()
+        vocab = [(t, i) for i, t in enumerate(tokens)]
+    else:
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=[
+            "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+        tok.train_from_iterator(texts, trainer)
+        vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
     (directory / "vocab.txt").write_text("\n".join(t for t, _ in vocab) + "\n", encoding="utf-8")
     fast = BertTokenizerFast(vocab=dict(vocab), do_lower_case=True)  # transformers >= 5
     if fast.vocab_size != len(vocab):  # transformers 4
@@ -56,7 +63,9 @@ def fixture_texts() -> list[str]:
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory) -> Path:
-    return build_tiny_encoder(tmp_path_factory.mktemp("tiny-bert"), fixture_texts() * 3)
+    # the vocab once trained on fixture_texts() * 3, kept so that every session has the same
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny-bert"), fixture_texts() * 3,
+                              vocab_file=FIXTURES / "tiny-vocab.txt")
 
 
 @pytest.fixture(scope="session")
