@@ -18,6 +18,7 @@ from seqlab.study import (Run, aggregate, load_study, parse_shard, report, run_g
                           write_summary)
 from seqlab.study import stats
 from seqlab.tasks.ner import NerTask, read_predictions
+from seqlab.study.summary import read_results, summary_markdown
 
 scipy_stats = pytest.importorskip("scipy.stats")
 
@@ -588,10 +589,11 @@ def test_summary_sets_the_studies_side_by_side(tmp_path):
     # a: +1.33 points, higher in 2 of 3 seeds; the bootstrap (focal finds every entity, ce none)
     # says better after Holm, so the cell is bold. b: -1.67, 0 of 3. The mean over the two grids
     # is given for the variants that ran on both; "other" ran on one grid only
-    assert "| focal | **+1.33** (2/3) | **-1.67** (0/3) | -0.17 |" in text
-    assert "| other | **+0.00** (0/3) | - |  |" in text or "| other | +0.00 (0/3) | - |  |" in text
-    assert "| ce | 71.00 ± 1.00 (F1) | 51.00 ± 1.00 (F1) |  |" in text
-    assert "mean Δ over 2 grids (a, b)" in text
+    assert "## Grids with baseline `ce`" in text
+    assert "| focal | **+1.33** (2/3) | **-1.67** (0/3) |" in text
+    assert "| other | **+0.00** (0/3) | - |" in text or "| other | +0.00 (0/3) | - |" in text
+    assert "| ce | 71.00 ± 1.00 (F1) | 51.00 ± 1.00 (F1) |" in text
+    assert "| a, b | focal -0.17 |" in text
     assert "## a" in text and "## b" in text
     for ext in ("png", "svg"):
         assert (root / f"summary_delta_f1.{ext}").stat().st_size > 0
@@ -604,7 +606,27 @@ def test_summary_of_a_partial_grid_says_so(tmp_path):
     assert write_summary(root)[0]["finished_runs"] == 5
     text = (root / "summary.md").read_text()
     assert "| variant | a, 5 of 6 runs |" in text
-    assert "| focal | **+2.50** (2/2) |" in text and "mean Δ" not in text.split("\n")[4]
+    assert "| focal | **+2.50** (2/2) |" in text and "Mean Δ" not in text
+
+
+def test_summary_keeps_baselines_apart_and_means_off_one_seed_grids(tmp_path):
+    _fixture_study(tmp_path, "a", {"ce": [0.70, 0.72, 0.71], "focal": [0.74, 0.73, 0.70]})
+    _fixture_study(tmp_path, "b", {"ce": [0.50, 0.52, 0.51], "focal": [0.48, 0.51, 0.49]})
+    # c: a grid of one seed, d: a grid with another baseline
+    root = _fixture_study(tmp_path, "c", {"ce": [0.60, 0.60, 0.60], "focal": [0.90, 0.90, 0.90]})
+    res = json.loads((root / "c" / "results.json").read_text())
+    for e in res["losses"].values():
+        e["seeds"] = e["seeds"][:1]
+    (root / "c" / "results.json").write_text(json.dumps(res))
+    res["study"], res["baseline"] = "d", "focal"
+    (root / "d").mkdir()
+    (root / "d" / "results.json").write_text(json.dumps(res))
+    text = summary_markdown(read_results(root))
+    assert "## Grids with baseline `ce`" in text and "## Grids with baseline `focal`" in text
+    ce_table = text.split("## Grids with baseline `ce`")[1].split("## ")[0]
+    assert "| variant | a | b | c |" in ce_table and " d " not in ce_table
+    # c's one seed stays out of the means: the only set is a and b
+    assert "| a, b | focal -0.17 |" in text and "| a, b, c |" not in text
 
 
 def test_summary_of_nothing_or_of_a_broken_file_is_one_line(tmp_path, capsys):

@@ -66,25 +66,48 @@ def cell(results: dict, name: str) -> tuple[str, float | None]:
     return f"{text} ({t['wins']}/{t['pairs']})", t["mean_diff"]
 
 
+def families(studies: list[dict]) -> list[tuple[str, list[dict]]]:
+    """The studies grouped by baseline variant, in order of first appearance: the loss grids
+    (baseline ``ce``) apart from the heads grids (baseline ``softmax-ce``)."""
+    groups: dict[str, list[dict]] = {}
+    for r in studies:
+        groups.setdefault(r["baseline"], []).append(r)
+    return list(groups.items())
+
+
+def _seeds(results: dict) -> int:
+    return max((len(e.get("seeds", [])) for e in results["losses"].values()), default=0)
+
+
 def grid_sets(studies: list[dict], names: list[str]) -> list[tuple[str, ...]]:
-    """The sets of complete grids the variants ran on, largest first: each is a column of mean
-    Δ over exactly those grids, so a mean never mixes unlike sets of grids."""
-    complete = [r for r in studies if not grid_state(r)]
+    """The sets of grids a mean Δ is taken over, largest first: for each variant, the complete
+    grids of more than one seed it ran on (a grid of one seed has no interval to weigh), where
+    that is more than one grid. A mean is then only ever over exactly one of these sets."""
+    usable = [r for r in studies if not grid_state(r) and _seeds(r) > 1]
     sets = []
     for name in names:
-        have = tuple(r["study"] for r in complete if cell(r, name)[1] is not None)
+        have = tuple(r["study"] for r in usable if cell(r, name)[1] is not None)
         if len(have) > 1 and have not in sets:
             sets.append(have)
     sets.sort(key=lambda s: (-len(s), s))
-    # a set inside a larger one is a column of its own only if some variant has exactly it
     return sets
 
 
+def mean_deltas(studies: list[dict], grids: tuple[str, ...]) -> list[tuple[str, float]]:
+    """(variant, mean Δ over ``grids``) for every variant with a Δ on each of them, highest
+    first."""
+    chosen = [r for r in studies if r["study"] in grids]
+    out = []
+    for name in dict.fromkeys(n for r in chosen for n in r["losses"]):
+        ds = [cell(r, name)[1] for r in chosen]
+        if all(d is not None for d in ds):
+            out.append((name, sum(ds) / len(ds)))
+    return sorted(out, key=lambda t: -t[1])
+
+
 def summary_markdown(studies: list[dict]) -> str:
-    """The grids side by side: Δ to each grid's baseline, the verdict, the means by grid set,
-    then each grid's headline table."""
-    names = list(dict.fromkeys(n for r in studies for n in r["losses"]))
-    sets = grid_sets(studies, names)
+    """The grids side by side, a table for each baseline: Δ to each grid's baseline and the
+    verdict; then the means by grid set, then each grid's headline table."""
     lines = ["# Studies: summary", "",
              "Written by `seqlab study-summary` from the `results.json` beside it. F1 on each "
              "grid's scored split (test for NER, dev for QA), in percent; for each variant the "
@@ -92,23 +115,30 @@ def summary_markdown(studies: list[dict]) -> str:
              "many seeds it scored higher. **Bold**: better or worse, the two-level bootstrap's "
              "p (seeds and documents) below 0.05 after Holm's adjustment across the grid's "
              "variants; ≈: no detectable difference (equivalence within ±0.5 points, TOST, "
-             "adjusted); plain: inconclusive.", "",
-             "| variant | " + " | ".join(f"{r['study']}{grid_state(r)}" for r in studies)
-             + "".join(f" | mean Δ over {len(s)} grids ({', '.join(s)})" for s in sets) + " |",
-             "|---|" + "---:|" * (len(studies) + len(sets))]
-    for name in names:
-        cells = [cell(r, name) for r in studies]
-        means = []
-        for s in sets:
-            ds = [d for r, (_, d) in zip(studies, cells) if r["study"] in s and d is not None]
-            ran = {r["study"] for r, (_, d) in zip(studies, cells) if d is not None}
-            means.append(signed(sum(ds) / len(ds)) if set(s) <= ran and len(ds) == len(s) else "")
-        lines.append(f"| {name} | " + " | ".join(c for c, _ in cells) +
-                     "".join(f" | {m}" for m in means) + " |")
-    lines += ["", "A mean Δ is given only over grids every variant of its column ran on (and "
-              "that are complete); the grids differ in size and difficulty, so read a mean as a "
-              "ranking, not an effect size.", "",
-              "![difference in F1 to the baseline](summary_delta_f1.png)", ""]
+             "adjusted); plain: inconclusive. A grid still running says how many of its runs "
+             "have finished; its figures are over those.", ""]
+    for baseline, group in families(studies):
+        names = list(dict.fromkeys(n for r in group for n in r["losses"]))
+        lines += [f"## Grids with baseline `{baseline}`", "",
+                  "| variant | " + " | ".join(f"{r['study']}{grid_state(r)}" for r in group)
+                  + " |", "|---|" + "---:|" * len(group)]
+        lines += [f"| {name} | " + " | ".join(cell(r, name)[0] for r in group) + " |"
+                  for name in names]
+        lines.append("")
+    lines += ["![difference in F1 to the baseline](summary_delta_f1.png)", ""]
+    rows = []
+    for baseline, group in families(studies):
+        names = list(dict.fromkeys(n for r in group for n in r["losses"]))
+        for s in grid_sets(group, names):
+            ranked = " · ".join(f"{n} {signed(d)}" for n, d in mean_deltas(group, s))
+            rows.append(f"| {', '.join(s)} | {ranked} |")
+    if rows:
+        lines += ["## Mean Δ by set of grids", "",
+                  "Each row: the variants that ran on every grid of the set, by their mean Δ "
+                  "over those grids, highest first. Only complete grids of more than one seed "
+                  "count. The grids differ in size and difficulty: read a row as a ranking, not "
+                  "an effect size, and the verdicts above as what the statistics support.", "",
+                  "| grids | mean Δ F1 (points), highest first |", "|---|---|"] + rows + [""]
     for r in studies:
         lines += [f"## {r['study']}{grid_state(r)}", "",
                   f"Config `{r['config']}`, baseline `{r['baseline']}`, scored on "
