@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from seqlab.cli import main
-from seqlab.errors import ConfigError, DataError
+from seqlab.config import apply_overrides
+from seqlab.errors import ConfigError, DataError, SeqlabError
 from seqlab.study import (Run, aggregate, load_study, parse_shard, report, run_grid, shard,
                           write_summary)
 from seqlab.study import stats
@@ -196,6 +197,121 @@ def test_processes_sharing_a_grid_claim_their_runs(tmp_path):
     with pytest.raises(RuntimeError):
         run_grid(study, progress=False, runner=failing)
     assert not claims[0].exists()
+
+
+def test_an_interrupted_run_is_continued_from_its_checkpoint(tmp_path, capsys):
+    """A run left with a complete checkpoint of the same config is continued (the runner gets
+    the run with train.resume=auto and its .incomplete directory untouched); one of another
+    config, one that diverged, or one with no complete checkpoint is trained afresh."""
+    from seqlab.config import config_from_dict
+
+    study = load_study(_write_study(tmp_path))
+    runs = study.runs()
+
+    def leave(run: Run, *, config: dict, checkpoint: str = "step-3", diverged: bool = False):
+        staging = run.directory.with_name(run.directory.name + ".incomplete")
+        (staging / "checkpoints" / checkpoint).mkdir(parents=True)
+        if not checkpoint.startswith("."):
+            (staging / "checkpoints" / checkpoint / "trainer_state.json").write_text("{}")
+        (staging / "config.yaml").write_text(yaml.safe_dump(config_from_dict(config).to_dict()))
+        if diverged:
+            (staging / "diverged.json").write_text("{}")
+
+    leave(runs[0], config=runs[0].config)                                   # continued
+    leave(runs[1], config=apply_overrides(runs[1].config, ["train.epochs=3"]))  # longer: continued
+    leave(runs[2], config=apply_overrides(runs[2].config, ["train.learning_rate=0.1"]))
+    leave(runs[3], config=runs[3].config, diverged=True)
+    leave(runs[4], config=runs[4].config, checkpoint=".step-3.tmp")         # never completed
+    seen = {}
+
+    def fake(run: Run):
+        staging = run.directory.with_name(run.directory.name + ".incomplete")
+        seen[run.name] = (run.config["train"].get("resume"), staging.exists())
+        run.directory.mkdir(parents=True)
+        (run.directory / "metrics.json").write_text("{}")
+
+    run_grid(study, progress=False, runner=fake)
+    assert seen[runs[0].name] == seen[runs[1].name] == ("auto", True)
+    for r in runs[2:5]:
+        assert seen[r.name] == (None, False), r.name
+    err = capsys.readouterr().err
+    assert f"{runs[0].name}: continuing the interrupted run from step-3" in err
+    assert f"{runs[2].name}: the interrupted run in" in err and "train.learning_rate" in err
+
+
+def test_a_killed_grid_run_continues_to_the_same_result(tmp_path, fixtures, tiny_encoder,
+                                                         monkeypatch, capsys):
+    """A grid run killed after its first epoch's checkpoint is continued by the next call of
+    the grid, to the metrics of a run never stopped."""
+    base = {"task": "ner",
+            "data": {"train_file": str(fixtures / "train.conll"),
+                     "dev_file": str(fixtures / "dev.conll"),
+                     "test_file": str(fixtures / "test.conll")},
+            "model": {"encoder": str(tiny_encoder), "max_length": 24},
+            "train": {"epochs": 2, "batch_size": 4, "learning_rate": 2e-3, "warmup_ratio": 0}}
+    for d in ("whole", "cut"):
+        (tmp_path / d).mkdir()
+    whole = load_study(_write_study(tmp_path / "whole", seeds=(1,), base=base,
+                                    losses={"ce": {"name": "ce"}}))
+    cut = load_study(_write_study(tmp_path / "cut", seeds=(1,), base=base,
+                                  losses={"ce": {"name": "ce"}}))
+    run_grid(whole, progress=False)
+    steps = json.loads((whole.runs()[0].directory / "metrics.json").read_text())["steps"]
+    monkeypatch.setenv("SEQLAB_CRASH_AT", f"step-{steps // 2 + 1}")   # in the second epoch
+    with pytest.raises(SeqlabError, match="ce/seed-1 failed"):
+        run_grid(cut, progress=False)
+    run = cut.runs()[0]
+    staging = run.directory.with_name(run.directory.name + ".incomplete")
+    assert (staging / "checkpoints" / f"step-{steps // 2}").is_dir()
+    assert not run.directory.with_name("seed-1.claim").exists()
+    monkeypatch.delenv("SEQLAB_CRASH_AT")
+    capsys.readouterr()
+    assert [r.name for r in run_grid(cut, progress=False)] == ["ce/seed-1"]
+    assert f"continuing the interrupted run from step-{steps // 2}" in capsys.readouterr().err
+    a = json.loads((whole.runs()[0].directory / "metrics.json").read_text())
+    b = json.loads((run.directory / "metrics.json").read_text())
+    assert b["steps"] == a["steps"] and b["best_epoch"] == a["best_epoch"]
+    assert b["loss_history"] == pytest.approx(a["loss_history"], rel=1e-5, abs=1e-6)
+    for key in ("f1", "precision", "recall"):
+        assert b["test"]["default"][key] == pytest.approx(a["test"]["default"][key])
+    assert b["data_order"] == a["data_order"]
+    assert b["initial_encoder_weights"] == a["initial_encoder_weights"]
+
+
+def test_sigterm_ends_the_grid_and_its_run_cleanly(tmp_path):
+    """SIGTERM to a grid process kills the run it is training and removes the run's claim;
+    the process exits with 143, the usual status for SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = _write_study(tmp_path)
+    child_pid = tmp_path / "child.pid"
+    script = tmp_path / "grid.py"
+    script.write_text(f"""
+import subprocess, sys
+from seqlab.study import load_study, run_grid
+
+def slow(run):   # a run's process that takes long, as `seqlab train` does
+    subprocess.run([sys.executable, "-c", "import os, time; "
+                    "open({str(child_pid)!r}, 'w').write(str(os.getpid())); time.sleep(120)"])
+
+run_grid(load_study({str(path)!r}), progress=False, runner=slow)
+""")
+    proc = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (child_pid.exists() and child_pid.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pid = int(child_pid.read_text())
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    assert not list((tmp_path / "out").rglob("*.claim"))
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):   # the run's process went with it
+        os.kill(pid, 0)
 
 
 def test_a_finished_run_of_another_config_is_refused(tmp_path):

@@ -22,9 +22,12 @@ a few variants can be taken to more seeds without training every other one again
 Every run of a seed uses the same seed for initialisation and data order, so a variant and the
 baseline differ in what the variant changes and their scores can be compared in pairs. Runs go
 to ``OUTPUT_DIR/runs/<variant>/seed-<n>``, each trained in a process of its own; a run directory
-holding ``metrics.json`` is finished and skipped, anything else is (re)done, so a grid can be
-completed over several sittings, split across machines with ``--shard i/n``, or worked on by
-several processes at once (each claims a run, ``seed-<n>.claim``, before training it). Weights are not
+holding ``metrics.json`` is finished and skipped, a run interrupted after a checkpoint is
+continued from it (exactly, as `seqlab train --resume`), anything else is done afresh, so a grid
+can be completed over several sittings, split across machines with ``--shard i/n``, or worked
+on by several processes at once (each claims a run, ``seed-<n>.claim``, before training it).
+SIGTERM (a scheduler's, or ``kill``) ends the run in training and the grid cleanly: the run's
+process goes with it, the claim is removed, and the run's checkpoints stay to continue from. Weights are not
 kept unless ``study.keep_weights``; the predictions of the scored split (test, else dev) are
 kept, gzipped, for the bootstrap and the calibration figures.
 """
@@ -36,17 +39,19 @@ import json
 import math
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from ..config import apply_overrides, config_from_dict, read_yaml
+from ..config import RESUMABLE_CHANGES, apply_overrides, changed_keys, config_from_dict, read_yaml
 from ..errors import ConfigError, SeqlabError
 
 
@@ -307,7 +312,10 @@ def run_grid(study: Study, *, shard_spec: str | None = None, progress: bool = Tr
              runner=run_one) -> list[Run]:
     """Run every unfinished run of this shard, in order; return the runs that were trained. A
     run is looked at again just before it starts: one that has finished meanwhile is kept, and
-    one that another process is training (its claim, `_claim`) is skipped.
+    one that another process is training (its claim, `_claim`) is skipped. A run interrupted
+    after a checkpoint of the same config is continued from it (`_resumable`); any other
+    leftover of a run is cleared and the run trained afresh. While the grid runs, SIGTERM ends
+    it as Ctrl-C does (`_terminate_as_exit`).
 
     Raises:
         ConfigError: a finished run was made with another config (`check_finished_runs`).
@@ -319,26 +327,84 @@ def run_grid(study: Study, *, shard_spec: str | None = None, progress: bool = Tr
     todo = [r for r in shard(study.runs(), i, n) if not r.finished()]
     done = []
     bar = tqdm(todo, desc=f"study {study.name}", unit="run", disable=not progress)
-    for run in bar:
-        if run.finished():  # finished since the list was made (another process, a copied run)
-            continue
-        claim = _claim(run)
-        if claim is None:
-            continue
-        try:
-            if run.finished():  # finished between the look above and the claim
+    with _terminate_as_exit():
+        for run in bar:
+            if run.finished():  # finished since the list was made (another process, a copy)
                 continue
-            bar.set_postfix_str(run.name)
-            staging = run.directory.with_name(run.directory.name + ".incomplete")
-            if staging.exists():
-                shutil.rmtree(staging)
-            if run.directory.exists():  # a directory without metrics.json is not a finished run
-                shutil.rmtree(run.directory)
-            runner(run)
-            done.append(run)
-        finally:
-            claim.unlink(missing_ok=True)
+            claim = _claim(run)
+            if claim is None:
+                continue
+            try:
+                if run.finished():  # finished between the look above and the claim
+                    continue
+                bar.set_postfix_str(run.name)
+                if _resumable(run):
+                    runner(Run(run.loss, run.seed, run.directory,
+                               apply_overrides(run.config, ["train.resume=auto"])))
+                else:
+                    staging = run.directory.with_name(run.directory.name + ".incomplete")
+                    if staging.exists():
+                        shutil.rmtree(staging)
+                    if run.directory.exists():  # without metrics.json: not a finished run
+                        shutil.rmtree(run.directory)
+                    runner(run)
+                done.append(run)
+            finally:
+                claim.unlink(missing_ok=True)
     return done
+
+
+def _resumable(run: Run) -> bool:
+    """Whether an interrupted run can be continued: its ``.incomplete`` directory holds a
+    complete checkpoint (or the finished run, not yet renamed), it did not diverge, and its
+    config is the run's but for what a resumed run may change (the length, where and how it
+    runs). Says so on stderr either way where there is something to continue."""
+    from ..train import RunDir
+
+    staging = run.directory.with_name(run.directory.name + ".incomplete")
+    left = RunDir(run.directory, staging, resuming=False)
+    if not staging.is_dir() or left.is_diverged() or not (left.finished() or left.checkpoints()):
+        return False
+    try:
+        saved = yaml.safe_load((staging / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        saved = None
+    wanted = config_from_dict(run.config).to_dict()
+    differ = (["config.yaml"] if not isinstance(saved, dict) else
+              [k for k in changed_keys(saved, wanted) if k not in RESUMABLE_CHANGES])
+    if differ:
+        print(f"seqlab study: {run.name}: the interrupted run in {staging} was made with another "
+              f"config ({', '.join(differ[:3])}); trained afresh", file=sys.stderr)
+        return False
+    where = "its finished files" if left.finished() else left.checkpoints()[-1].name
+    print(f"seqlab study: {run.name}: continuing the interrupted run from {where}",
+          file=sys.stderr)
+    return True
+
+
+class _terminate_as_exit:
+    """While the grid runs, SIGTERM raises ``SystemExit(143)`` in the main thread, so that the
+    run's process is killed with it (``subprocess.run`` does so on any exception), the claim and
+    the temporary config are removed, and the process exits with the usual status: Python's
+    default action for SIGTERM ends the process at once, skipping all of that."""
+
+    def __enter__(self):
+        self.previous, self.fired = None, False
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._exit)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        if self.fired:
+            print("seqlab study: stopped by SIGTERM; the same command continues the grid (a run "
+                  "stopped after a checkpoint goes on from it)", file=sys.stderr)
+        return False
+
+    def _exit(self, signum, frame):
+        self.fired = True
+        raise SystemExit(128 + signum)
 
 
 def _claim(run: Run) -> Path | None:
