@@ -27,9 +27,9 @@ continued from it (exactly, as `seqlab train --resume`), anything else is done a
 can be completed over several sittings, split across machines with ``--shard i/n``, or worked
 on by several processes at once (each claims a run, ``seed-<n>.claim``, before training it).
 SIGTERM (a scheduler's, or ``kill``) ends the run in training and the grid cleanly: the run's
-process goes with it, the claim is removed, and the run's checkpoints stay to continue from. Weights are not
-kept unless ``study.keep_weights``; the predictions of the scored split (test, else dev) are
-kept, gzipped, for the bootstrap and the calibration figures.
+process goes with it, the claim is removed, and the run's checkpoints stay to continue from.
+Weights are not kept unless ``study.keep_weights``; the predictions of the scored split (test,
+else dev) are kept, gzipped, for the bootstrap and the calibration figures.
 """
 
 from __future__ import annotations
