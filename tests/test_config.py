@@ -16,8 +16,9 @@ STUDIES = [p for p in ALL_CONFIGS if p.stem.startswith("study-")]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-def test_config_loads_and_validates(path):
+def test_config_loads_and_validates(path, capsys):
     cfg = load_config(path)
+    assert capsys.readouterr().err == ""  # no deprecated keys in what we ship
     build_loss(cfg.loss.name, **cfg.loss.options)
     assert cfg.train.learning_rate > 0 and isinstance(cfg.train.learning_rate, float)
     if cfg.task == "ner":
@@ -60,6 +61,10 @@ def test_overrides_and_coercion(tmp_path):
     ("loss: {name: focal, gamma: -1}\n", [], r"loss: gamma must be in \[0"),
     ("task: pos\n", [], r"task: expected one of ner, qa"),
     ("train: {}\n", ["train.seed"], r"expected dotted\.key=value"),
+    ("data: {dataset: conll2033}\n", [],
+     r"c\.yaml: data\.dataset: unknown NER dataset 'conll2033'; known: bc5cdr, .*conll2003"),
+    ("task: qa\ndata: {dataset: conll2003}\n", [],
+     r"data\.dataset: unknown QA dataset 'conll2003'; known: cmrc2018"),
 ])
 def test_bad_config(tmp_path, text, overrides, match):
     p = tmp_path / "c.yaml"

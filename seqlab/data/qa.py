@@ -167,7 +167,7 @@ def load_qa(name: str | None, data_dir: str | None, *, train_split: str = "train
     ``squad-v1.1-dev-split`` is non-standard: only the official dev file exists here, so its
     articles are split 80/20 by title (:func:`split_by_title`) into train and eval.
     """
-    from .registry import DATASETS, available_datasets, resolve_data_dir
+    from .registry import DATASETS, resolve_data_dir, unknown_dataset
 
     if name is None:
         splits = {}
@@ -179,8 +179,8 @@ def load_qa(name: str | None, data_dir: str | None, *, train_split: str = "train
             raise DataError("no data: set data.dataset (squad-v1.1-dev-split, cmrc2018, "
                             "squad-v1.1) or data.train_file/dev_file")
         return splits, "en"
-    if name not in DATASETS or DATASETS[name].task != "qa":
-        raise DataError(f"unknown QA dataset {name!r}; known: {', '.join(available_datasets('qa'))}")
+    if problem := unknown_dataset(name, "qa"):
+        raise DataError(problem)
     spec = DATASETS[name]
     root = resolve_data_dir(data_dir)
     if root is None:

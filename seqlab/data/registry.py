@@ -115,6 +115,15 @@ def available_datasets(task: str | None = None) -> list[str]:
     return sorted(n for n, d in DATASETS.items() if task is None or d.task == task)
 
 
+def unknown_dataset(name: str, task: str) -> str | None:
+    """Why ``name`` is not a dataset of ``task`` (a line naming the known ones), or None."""
+    if name in DATASETS and DATASETS[name].task == task:
+        return None
+    hint = {"ner": "data.train_file/dev_file/test_file", "qa": "data.train_file/dev_file"}.get(task)
+    return (f"unknown {task.upper()} dataset {name!r}; known: {', '.join(available_datasets(task))}"
+            + (f" (or give {hint})" if hint else ""))
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     value = data_dir or os.environ.get("SEQLAB_DATA")
     return Path(value).expanduser() if value else None
@@ -141,9 +150,8 @@ def load_named(name: str, data_dir: str | os.PathLike | None = None) -> tuple[di
         DataError: an unknown name, or files absent and the hub unreachable; the message lists
             every path looked for.
     """
-    if name not in DATASETS or DATASETS[name].task != "ner":
-        raise DataError(f"unknown NER dataset {name!r}; known: {', '.join(available_datasets('ner'))}"
-                        " (or give data.train_file/dev_file/test_file)")
+    if problem := unknown_dataset(name, "ner"):
+        raise DataError(problem)
     spec = DATASETS[name]
     root = resolve_data_dir(data_dir)
     looked = []

@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 from ..config import Config
 from ..data.alignment import build_features, subwords_per_word
 from ..data.conll import Sentence, write_conll
-from ..data.registry import load_files, load_named, resolve_scheme
+from ..data.registry import load_files, load_named, resolve_scheme, unknown_dataset
 from ..data.schemes import label_set, spans_to_tags, tags_to_spans
-from ..errors import DataError, SeqlabError
+from ..errors import ConfigError, DataError, SeqlabError
 from ..files import (AtomicOutput, blocks, check_input_files, check_output_file, dumps_line,
                      evaluate_output, iter_lines, write_json)
 from ..heads import SentencePrediction, get_head
@@ -151,6 +151,11 @@ class NerTask(Task):
     unit_name = "sentences"
     default_head = "softmax"
     cli_options = {}
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        if cfg.data.dataset and (problem := unknown_dataset(cfg.data.dataset, "ner")):
+            raise ConfigError(f"data.dataset: {problem}")
 
     @classmethod
     def from_config(cls, cfg: Config) -> NerTask:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ..config import Config
 from ..data.alignment import IGNORE, pad_batch
 from ..data.qa import QAExample, load_qa, read_squad, trainable
+from ..data.registry import unknown_dataset
 from ..errors import ConfigError, DataError, SeqlabError, first_process
 from ..files import check_output_file, dumps_line, evaluate_output, read_text_file, write_json
 from ..heads import get_head
@@ -144,6 +145,8 @@ class QATask(Task):
 
     @classmethod
     def check_config(cls, cfg: Config) -> None:
+        if cfg.data.dataset and (problem := unknown_dataset(cfg.data.dataset, "qa")):
+            raise ConfigError(f"data.dataset: {problem}")
         q = cfg.qa
         if q.max_query_length < 1 or q.doc_stride < 0:
             raise ConfigError("qa.max_query_length: expected >= 1, qa.doc_stride: expected >= 0")
