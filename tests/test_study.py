@@ -94,6 +94,14 @@ def test_bad_study_config(tmp_path, losses, match):
         load_study(_write_study(tmp_path, losses=losses))
 
 
+def test_a_training_config_given_to_study_says_what_a_study_config_holds(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("task: ner\ndata: {dataset: conll2003}\n")
+    with pytest.raises(ConfigError, match=r"train\.yaml: expected a mapping under 'study': a study "
+                                          r"config has study, base and losses"):
+        load_study(path)
+
+
 def test_shards_partition_the_grid(tmp_path):
     runs = load_study(_write_study(tmp_path, seeds=(1, 2, 3))).runs()
     parts = [shard(runs, i, 4) for i in range(1, 5)]

@@ -149,7 +149,8 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     raw = apply_overrides(read_yaml(path, "study config"), overrides or [])
     for key in ("study", "base", "losses"):
         if not isinstance(raw.get(key), dict):
-            raise ConfigError(f"{path}: expected a mapping under {key!r} (see seqlab/study/grid.py)")
+            raise ConfigError(f"{path}: expected a mapping under {key!r}: a study config has "
+                              "study, base and losses (e.g. configs/study-wnut17.yaml)")
     unknown = sorted(set(raw) - {"study", "base", "losses"})
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r}; valid keys: study, base, losses")
