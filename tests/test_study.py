@@ -477,13 +477,48 @@ def test_equivalence_and_verdicts():
     assert stats.tost_p(tight, 0.005) < 0.05          # well inside ±0.5 points
     assert stats.tost_p(tight + 0.006, 0.005) > 0.5    # outside
     b = {"diff": 0.01}
-    assert stats.verdict(b, 0.01, 0.9) == "better"
-    assert stats.verdict({"diff": -0.01}, 0.01, 0.9) == "worse"
-    assert stats.verdict(b, 0.2, 0.01) == "no detectable difference"
-    assert stats.verdict(b, 0.2, 0.2) == "inconclusive"
+    both = {"seed_p": 0.01, "seed_tost": 0.01}
+    assert stats.verdict(b, 0.01, 0.9, **both) == "better"
+    assert stats.verdict({"diff": -0.01}, 0.01, 0.9, **both) == "worse"
+    assert stats.verdict(b, 0.2, 0.01, **both) == "no detectable difference"
+    assert stats.verdict(b, 0.2, 0.2, **both) == "inconclusive"
+    # the bootstrap alone is not enough: the seeds must back it, in both directions
+    assert stats.verdict(b, 0.01, 0.9, seed_p=0.2, seed_tost=0.01) == "inconclusive"
+    assert stats.verdict(b, 0.2, 0.01, seed_p=0.2, seed_tost=0.3) == "inconclusive"
+    assert stats.verdict(b, 0.01, 0.9, seed_p=None, seed_tost=None) == "inconclusive"
     # one paired seed: the interval is conditional on one trained model, so no verdict
-    assert stats.verdict(b, 0.01, 0.9, seeds=1) == "one seed: no verdict"
-    assert stats.verdict(b, 0.01, 0.9, seeds=2) == "better"
+    assert stats.verdict(b, 0.01, 0.9, seeds=1, **both) == "one seed: no verdict"
+    assert stats.verdict(b, 0.01, 0.9, seeds=2, **both) == "better"
+
+
+def test_seed_level_equivalence_against_scipy():
+    d = np.array([0.002, -0.001, 0.003, 0.0, 0.001])
+    m = 0.005
+    n, mean, se = d.size, d.mean(), d.std(ddof=1) / np.sqrt(d.size)
+    direct = max(scipy_stats.t.sf((mean + m) / se, n - 1), scipy_stats.t.cdf((mean - m) / se, n - 1))
+    assert stats.t_tost_p(d, m) == pytest.approx(direct)
+    assert stats.t_tost_p(d, m) < 0.05
+    assert stats.t_tost_p(d + 0.004, m) > 0.05                  # its interval reaches the margin
+    assert stats.t_tost_p([0.001, 0.001], m) == 0.0             # no spread, inside
+    assert stats.t_tost_p([0.006, 0.006], m) == 1.0             # no spread, outside
+    assert stats.t_tost_p([0.001], m) is None
+    out = stats.paired_tests([0.80, 0.81, 0.79], [0.80, 0.80, 0.80], margin=m)
+    assert out["t_tost_p"] == pytest.approx(stats.t_tost_p([0.0, 0.01, -0.01], m))
+    assert "t_tost_p" not in stats.paired_tests([0.8, 0.81], [0.8, 0.8])
+
+
+def test_a_seed_spread_the_bootstrap_misses_gives_no_verdict(tmp_path):
+    """Every seed lower, but by 4 to 40 points: the two-level bootstrap over 2 seeds calls it,
+    the paired t-test over seeds does not, and so the verdict is inconclusive."""
+    good = [(["B-PER", "O"], ["B-PER", "O"], [0.9, 0.8])] * 40
+    f1 = {"ce": [0.60, 0.70], "a": [0.20, 0.66]}
+    fewer = [(["B-PER", "O"], ["B-PER" if i % 5 else "O", "O"], [0.9, 0.8]) for i in range(40)]
+    study = _fake_grid(tmp_path, f1, {"ce": good, "a": fewer}, seeds=(1, 2))
+    res = aggregate(study, resamples=400)
+    cmp_ = res["losses"]["a"]["vs_baseline"]
+    assert cmp_["bootstrap"]["f1"]["p_value_holm"] < 0.05
+    assert cmp_["test_f1"]["t_test_p_holm"] > 0.05
+    assert cmp_["verdict"] == "inconclusive"
 
 
 def _fake_run(directory: Path, f1s: dict, sentences: list[tuple[list[str], list[str], list[float]]],
@@ -711,10 +746,11 @@ def test_summary_sets_the_studies_side_by_side(tmp_path):
     assert main(["study-summary", str(root)]) == 0
     text = (root / "summary.md").read_text()
     # a: +1.33 points, higher in 2 of 3 seeds; the bootstrap (focal finds every entity, ce none)
-    # says better after Holm, so the cell is bold. b: -1.67, 0 of 3. The mean over the two grids
-    # is given for the variants that ran on both; "other" ran on one grid only
+    # says better after Holm, but the seeds (+4, +1, -1) do not back it: plain. b: -1.67, lower
+    # in 0 of 3 by 1-2 points (t-test p 0.038): bold. The mean over the two grids is given for
+    # the variants that ran on both; "other" ran on one grid only
     assert "## Grids with baseline `ce`" in text
-    assert "| focal | **+1.33** (2/3) | **-1.67** (0/3) |" in text
+    assert "| focal | +1.33 (2/3) | **-1.67** (0/3) |" in text
     assert "| other | **+0.00** (0/3) | - |" in text or "| other | +0.00 (0/3) | - |" in text
     assert "| ce | 71.00 ± 1.00 (F1) | 51.00 ± 1.00 (F1) |" in text
     assert "| a, b | focal -0.17 |" in text
@@ -730,7 +766,7 @@ def test_summary_of_a_partial_grid_says_so(tmp_path):
     assert write_summary(root)[0]["finished_runs"] == 5
     text = (root / "summary.md").read_text()
     assert "| variant | a, 5 of 6 runs |" in text
-    assert "| focal | **+2.50** (2/2) |" in text and "Mean Δ" not in text
+    assert "| focal | +2.50 (2/2) |" in text and "Mean Δ" not in text  # seeds +4, +1: no verdict
 
 
 def test_summary_keeps_baselines_apart_and_means_off_one_seed_grids(tmp_path):

@@ -15,6 +15,14 @@ below 0.05, which is the 90% interval lying inside ``(-m, m)``.
 
 Several comparisons (the losses of a grid against its baseline) are adjusted with Holm's
 step-down method (:func:`holm`); the unadjusted p-values are kept beside the adjusted ones.
+
+A verdict (:func:`verdict`) asks the seeds as well. With a handful of seeds the bootstrap's seed
+level is too narrow (a percentile bootstrap of a mean over n draws has no small-sample
+correction; ``scripts/study_coverage.py`` measures it): where the seed moves F1 by several points
+its 95% interval holds a true null only 75-90% of the time. So "better" or "worse" also needs the
+paired t-test over seeds, and "no detectable difference" also needs the seed-level equivalence
+test (:func:`t_tost_p`); each pair is an intersection-union test, of level ``alpha`` when each of
+its parts is.
 """
 
 from __future__ import annotations
@@ -70,12 +78,34 @@ def wilcoxon_min_p(n: int) -> float:
     return min(1.0, 2.0 ** (1 - n))
 
 
-def paired_tests(a: Sequence[float], b: Sequence[float]) -> dict:
+def t_tost_p(diffs: Sequence[float], margin: float) -> float | None:
+    """The seed-level equivalence test: two one-sided paired t-tests of the mean difference
+    against ``-margin`` and ``+margin``, the larger p. None below 2 pairs; with every difference
+    equal (no spread), 0 inside the margin and 1 outside.
+
+    Example:
+        >>> round(t_tost_p([0.001, -0.001, 0.0], 0.005), 4)
+        0.0065
+    """
+    from scipy import stats
+
+    d = np.asarray(diffs, dtype=np.float64)
+    if d.size < 2:
+        return None
+    if np.all(d == d[0]):
+        return 0.0 if abs(d[0]) < margin else 1.0
+    low = stats.ttest_1samp(d, -margin, alternative="greater").pvalue
+    high = stats.ttest_1samp(d, margin, alternative="less").pvalue
+    return float(max(low, high))
+
+
+def paired_tests(a: Sequence[float], b: Sequence[float], margin: float | None = None) -> dict:
     """Seed-level tests of the paired differences ``a - b``: the mean and standard deviation,
     the wins (seeds where ``a`` is higher) with the two-sided sign-test p-value, the paired
     t-test p-value, and the Wilcoxon signed-rank p-value when there are at least
     :data:`MIN_WILCOXON_PAIRS` pairs (else None, with the smallest p it could reach); None where
-    a test is undefined (fewer than 2 pairs, or every difference 0)."""
+    a test is undefined (fewer than 2 pairs, or every difference 0). Given an equivalence
+    ``margin``, also :func:`t_tost_p` as ``t_tost_p``."""
     from scipy import stats
 
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
@@ -86,6 +116,8 @@ def paired_tests(a: Sequence[float], b: Sequence[float]) -> dict:
            "sign_test_p": (float(stats.binomtest(wins, wins + losses).pvalue)
                            if wins + losses else None),
            "t_test_p": None, "wilcoxon_p": None, "wilcoxon_min_p": wilcoxon_min_p(int(d.size))}
+    if margin is not None:
+        out["t_tost_p"] = t_tost_p(d, margin)
     if d.size >= 2 and np.any(d != 0):
         t = stats.ttest_rel(a, b)
         out["t_test_p"] = None if math.isnan(t.pvalue) else float(t.pvalue)
@@ -186,16 +218,23 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     return out
 
 
-def verdict(bootstrap: dict, p_adjusted: float | None, tost_adjusted: float | None,
-            alpha: float = ALPHA, seeds: int | None = None) -> str:
+def verdict(bootstrap: dict, p_adjusted: float | None, tost_adjusted: float | None, *,
+            seed_p: float | None, seed_tost: float | None, alpha: float = ALPHA,
+            seeds: int | None = None) -> str:
     """The words a comparison may use: ``better`` or ``worse`` when the adjusted bootstrap
-    p-value is below ``alpha``; ``no detectable difference`` when the adjusted equivalence test
-    is; else ``inconclusive``. Below :data:`MIN_SEEDS` paired seeds the interval is conditional
-    on one trained model, and there is no verdict."""
+    p-value and the adjusted paired t-test over seeds (``seed_p``) are both below ``alpha``;
+    ``no detectable difference`` when the adjusted bootstrap equivalence test and the adjusted
+    seed-level one (``seed_tost``, :func:`t_tost_p`) both are; else ``inconclusive``. An
+    undefined test (None) supports nothing. Below :data:`MIN_SEEDS` paired seeds the interval
+    is conditional on one trained model, and there is no verdict."""
     if seeds is not None and seeds < MIN_SEEDS:
         return "one seed: no verdict"
-    if p_adjusted is not None and p_adjusted < alpha:
+
+    def below(*ps):
+        return all(p is not None and p < alpha for p in ps)
+
+    if below(p_adjusted, seed_p):
         return "better" if bootstrap["diff"] > 0 else "worse"
-    if tost_adjusted is not None and tost_adjusted < alpha:
+    if below(tost_adjusted, seed_tost):
         return "no detectable difference"
     return "inconclusive"

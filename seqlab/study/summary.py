@@ -112,10 +112,11 @@ def summary_markdown(studies: list[dict]) -> str:
              "Written by `seqlab study-summary` from the `results.json` beside it. F1 on each "
              "grid's scored split (test for NER, dev for QA), in percent; for each variant the "
              "mean paired difference to the grid's baseline over seeds, in points, and in how "
-             "many seeds it scored higher. **Bold**: better or worse, the two-level bootstrap's "
-             "p (seeds and documents) below 0.05 after Holm's adjustment across the grid's "
-             "variants; ≈: no detectable difference (equivalence within ±0.5 points, TOST, "
-             "adjusted); plain: inconclusive. A grid still running says how many of its runs "
+             "many seeds it scored higher. **Bold**: better or worse, both the two-level "
+             "bootstrap's p (seeds and documents) and the paired t-test's over seeds below 0.05 "
+             "after Holm's adjustment across the grid's variants; ≈: no detectable difference "
+             "(equivalence within ±0.5 points, both tests' TOST, adjusted); plain: "
+             "inconclusive. A grid still running says how many of its runs "
              "have finished; its figures are over those.", ""]
     for baseline, group in families(studies):
         names = list(dict.fromkeys(n for r in group for n in r["losses"]))
