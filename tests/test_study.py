@@ -406,16 +406,17 @@ def _entity_f1(c):
     return NerTask.study_scores()["f1"](c)
 
 
-def _synthetic(rng, seeds, units, effect):
+def _synthetic(rng, seeds, units, effect, seed_sd=0.02):
     """Per seed and sentence (true positives, predicted, gold) of two systems whose recall
-    differs by ``effect`` (a seed effect and a sentence difficulty shared by both)."""
+    differs by ``effect`` (a seed effect of sd ``seed_sd`` and a sentence difficulty shared by
+    both)."""
     gold = rng.integers(1, 4, units)
     hard = rng.random(units)
     counts = []
     for shift in (effect, 0.0):
         per_seed = []
         for _ in range(seeds):
-            p = np.clip(0.7 + shift + rng.normal(0, 0.02) - 0.3 * hard, 0, 1)
+            p = np.clip(0.7 + shift + rng.normal(0, seed_sd) - 0.3 * hard, 0, 1)
             tp = rng.binomial(gold, p)
             per_seed.append(np.stack([tp, gold, gold], 1))
         counts.append(np.stack(per_seed))
@@ -468,8 +469,29 @@ def test_null_and_known_effect_on_synthetic_grids():
     for _ in range(10):
         a, b = _synthetic(rng, seeds=5, units=200, effect=0.08)
         out = stats.two_level_bootstrap(a, b, _entity_f1, resamples=400, seed=3)
-        found += out["p_value"] < 0.05 and out["ci_low"] > 0
+        seed_p = stats.paired_tests(_entity_f1(a.sum(1)), _entity_f1(b.sum(1)))["t_test_p"]
+        found += (out["p_value"] < 0.05 and out["ci_low"] > 0
+                  and stats.verdict(out, out["p_value"], 1.0, seed_p=seed_p, seed_tost=1.0)
+                  == "better")
     assert found >= 9
+
+
+def test_the_verdict_rule_keeps_its_level_where_the_seed_dominates():
+    """Two seeds that move recall by 10 points: the bootstrap alone rejects a true null far
+    more than 5% of the time (its seed level has no small-sample correction); the verdict
+    rule, which asks the paired t-test over seeds too, stays near 5%."""
+    rng = np.random.default_rng(3)
+    draws, boot, rule = 150, 0, 0
+    for _ in range(draws):
+        a, b = _synthetic(rng, seeds=2, units=200, effect=0.0, seed_sd=0.10)
+        out = stats.two_level_bootstrap(a, b, _entity_f1, resamples=300,
+                                        seed=int(rng.integers(1 << 30)))
+        seed_p = stats.paired_tests(_entity_f1(a.sum(1)), _entity_f1(b.sum(1)))["t_test_p"]
+        boot += out["p_value"] < 0.05
+        rule += stats.verdict(out, out["p_value"], 1.0, seed_p=seed_p, seed_tost=1.0,
+                              seeds=2) in ("better", "worse")
+    assert boot / draws > 0.12
+    assert rule / draws <= 0.10
 
 
 def test_equivalence_and_verdicts():
