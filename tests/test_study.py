@@ -811,6 +811,17 @@ def test_summary_keeps_baselines_apart_and_means_off_one_seed_grids(tmp_path):
     assert "| a, b | focal -0.17 |" in text and "| a, b, c |" not in text
 
 
+def test_summary_rows_follow_the_fullest_grid(tmp_path):
+    # a comes first by name but ran two of b's three variants: the rows take b's order
+    _fixture_study(tmp_path, "a", {"ce": [0.70, 0.72, 0.71], "other": [0.70, 0.72, 0.71]})
+    root = _fixture_study(tmp_path, "b", {"ce": [0.50, 0.52, 0.51],
+                                          "focal": [0.48, 0.51, 0.49],
+                                          "other": [0.50, 0.52, 0.51]})
+    table = summary_markdown(read_results(root)).split("| variant |")[1].split("\n\n")[0]
+    rows = [line.split(" | ")[0].strip("| ") for line in table.splitlines()[2:]]
+    assert rows == ["ce", "focal", "other"]
+
+
 def test_summary_of_nothing_or_of_a_broken_file_is_one_line(tmp_path, capsys):
     assert main(["study-summary", str(tmp_path)]) == 2
     err = capsys.readouterr().err

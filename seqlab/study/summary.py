@@ -75,6 +75,13 @@ def families(studies: list[dict]) -> list[tuple[str, list[dict]]]:
     return list(groups.items())
 
 
+def variant_order(studies: list[dict]) -> list[str]:
+    """Every variant of ``studies`` once, in the order of the grid that has the most of them
+    (the fullest grid's config order), then any others in order of first appearance."""
+    fullest = sorted(studies, key=lambda r: -len(r["losses"]))
+    return list(dict.fromkeys(n for r in fullest for n in r["losses"]))
+
+
 def _seeds(results: dict) -> int:
     return max((len(e.get("seeds", [])) for e in results["losses"].values()), default=0)
 
@@ -119,7 +126,7 @@ def summary_markdown(studies: list[dict]) -> str:
              "inconclusive. A grid still running says how many of its runs "
              "have finished; its figures are over those.", ""]
     for baseline, group in families(studies):
-        names = list(dict.fromkeys(n for r in group for n in r["losses"]))
+        names = variant_order(group)
         lines += [f"## Grids with baseline `{baseline}`", "",
                   "| variant | " + " | ".join(f"{r['study']}{grid_state(r)}" for r in group)
                   + " |", "|---|" + "---:|" * len(group)]
@@ -129,7 +136,7 @@ def summary_markdown(studies: list[dict]) -> str:
     lines += ["![difference in F1 to the baseline](summary_delta_f1.png)", ""]
     rows = []
     for baseline, group in families(studies):
-        names = list(dict.fromkeys(n for r in group for n in r["losses"]))
+        names = variant_order(group)
         for s in grid_sets(group, names):
             ranked = " · ".join(f"{n} {signed(d)}" for n, d in mean_deltas(group, s))
             rows.append(f"| {', '.join(s)} | {ranked} |")
@@ -152,7 +159,7 @@ def summary_markdown(studies: list[dict]) -> str:
 def summary_figure(studies: list[dict], directory: Path) -> list[Path]:
     """Difference in F1 to the baseline, a row per variant and a colour per study. PNG and SVG."""
     plt = pyplot()
-    names = [n for n in dict.fromkeys(n for r in studies for n in r["losses"])
+    names = [n for n in variant_order(studies)
              if any(r["losses"].get(n, {}).get("vs_baseline") for r in studies)]
     fig, ax = plt.subplots(figsize=(7, 0.5 + 0.55 * max(1, len(names))))
     delta_axes(ax, studies, names)
