@@ -518,8 +518,9 @@ def figures(results: dict, directory: Path) -> list[Path]:
     if compared:
         fig, ax = plt.subplots(figsize=(7, 0.6 + 0.45 * len(compared)))
         delta_axes(ax, [results], compared)
+        units = results["bootstrap"]["units"]
         ax.set_title(f"{results['study']}: Δ {scored} F1 to {results['baseline']}\n(point: mean "
-                     "over seeds; bar: bootstrap 95% interval over seeds and documents; dots: "
+                     f"over seeds; bar: bootstrap 95% interval over seeds and {units}; dots: "
                      "seeds)", fontsize=9)
         written += save_figure(plt, fig, directory / "delta_f1")
 

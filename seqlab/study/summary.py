@@ -120,7 +120,8 @@ def summary_markdown(studies: list[dict]) -> str:
              "grid's scored split (test for NER, dev for QA), in percent; for each variant the "
              "mean paired difference to the grid's baseline over seeds, in points, and in how "
              "many seeds it scored higher. **Bold**: better or worse, both the two-level "
-             "bootstrap's p (seeds and documents) and the paired t-test's over seeds below 0.05 "
+             "bootstrap's p (seeds and documents, or sentences where the data marks none) and "
+             "the paired t-test's over seeds below 0.05 "
              "after Holm's adjustment across the grid's variants; ≈: no detectable difference "
              "(equivalence within ±0.5 points, both tests' TOST, adjusted); plain: "
              "inconclusive. A grid still running says how many of its runs "
@@ -164,7 +165,7 @@ def summary_figure(studies: list[dict], directory: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 0.5 + 0.55 * max(1, len(names))))
     delta_axes(ax, studies, names)
     ax.set_title("Δ F1 to the baseline, paired by seed\n(point: mean over seeds; bar: bootstrap "
-                 "95% interval over seeds and documents; dots: seeds)", fontsize=9)
+                 "95% interval over seeds and documents or sentences; dots: seeds)", fontsize=9)
     ax.legend(fontsize=7, loc="best")
     return save_figure(plt, fig, directory / "summary_delta_f1")
 
