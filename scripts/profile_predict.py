@@ -29,6 +29,7 @@ from seqlab.data.alignment import (
     build_features,
     pad_batch,
     subwords_per_word,
+    wrap_ids,
 )
 from seqlab.data.registry import load_named
 from seqlab.models import load_token_classifier, load_tokenizer
@@ -41,7 +42,7 @@ def predict_padded(model, tok, sentences, max_length: int, overlap: int, batch_s
     padded to their longest row, with an attention mask."""
     feats = [f for w in subwords_per_word(tok, sentences)
              for f in build_features(w, None, max_length=max_length, overlap=overlap,
-                                     cls_id=tok.cls_token_id, sep_id=tok.sep_token_id)]
+                                     wrap=wrap_ids(tok))]
     feats.sort(key=lambda f: len(f["input_ids"]))
     for b in range(0, len(feats), batch_size):
         batch = pad_batch(feats[b: b + batch_size], tok.pad_token_id)
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
 
     ours = sum(len(f["input_ids"]) for w in subwords_per_word(tok, sents)
                for f in build_features(w, None, max_length=length, overlap=overlap,
-                                       cls_id=tok.cls_token_id, sep_id=tok.sep_token_id))
+                                       wrap=wrap_ids(tok)))
     lens = [len(ids) for ids in tok([" ".join(s) for s in sents], truncation=True,
                                     max_length=tok.model_max_length)["input_ids"]]
     theirs = sum(len(lens[i: i + 64]) * max(lens[i: i + 64]) for i in range(0, len(lens), 64))

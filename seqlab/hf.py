@@ -112,15 +112,19 @@ def features(model, tokenizer, tokens: Sequence[Sequence[str]], gold: Sequence, 
     heads). A sentence longer than ``max_length`` subwords is cut into windows, as
     ``seqlab train`` does. Train with ``TrainingArguments(remove_unused_columns=False)`` and
     :class:`DataCollator`."""
-    from .data.alignment import build_features, subwords_per_word
+    from .data.alignment import build_features, subwords_per_word, wrap_ids
 
+    from .models import position_limit
+
+    limit = position_limit(tokenizer, model.config)
+    max_length = min(max_length, limit) if limit else max_length
     head = head_of(model, max_length=max_length)
     index = {l: i for i, l in enumerate(head.labels)}
     rows = []
     for words, g in zip(subwords_per_word(tokenizer, tokens), gold):
         ids = [index[t] for t in g] if head.target == "tags" else [(index[t], s, e) for t, s, e in g]
         for f in build_features(words, None, max_length=max_length, overlap=max_length // 4,
-                                cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id):
+                                wrap=wrap_ids(tokenizer)):
             rows.append({"input_ids": f["input_ids"], **head.window_targets(f, ids, len(words))})
     return rows
 

@@ -11,6 +11,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one thread per worker (and per process it starts): two workers of two threads each on
+    # two cores oversubscribe them, and a tiny model's steps then take ten times as long
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DATA_DIR = Path(os.environ.get("SEQLAB_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -124,3 +131,30 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if _TRAINED & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def synthetic_ner(tmp_path_factory) -> Path:
+    """A learnable synthetic NER set (train 240, dev 60, test 60 sentences) as JSON lines."""
+    from families import synthetic_ner as make, write_jsonl
+
+    d = tmp_path_factory.mktemp("synthetic")
+    for split, n, seed in (("train", 240, 1), ("dev", 60, 2), ("test", 60, 3)):
+        write_jsonl(d / f"{split}.jsonl", make(n, seed))
+    return d
+
+
+@pytest.fixture(scope="session")
+def family_encoders(tmp_path_factory, synthetic_ner) -> dict[str, Path]:
+    """Every encoder family's stand-in (tests/families.py), built once per session on the
+    synthetic sentences and the fixture texts."""
+    import json as _json
+
+    from families import FAMILIES, build_family
+
+    texts = fixture_texts()
+    for split in ("train", "dev"):
+        for line in (synthetic_ner / f"{split}.jsonl").read_text().splitlines():
+            texts.append(" ".join(_json.loads(line)["tokens"]))
+    root = tmp_path_factory.mktemp("families")
+    return {f: build_family(f, root / f, texts) for f in FAMILIES}

@@ -140,8 +140,7 @@ def test_alignment_with_minilm_tokenizer(minilm_tokenizer):
     assert per_word[2] == [tok.unk_token_id]
     assert tok.convert_ids_to_tokens(per_word[0])[0] == "z"  # uncased: "zwingmann" -> z ##wing...
     labels = [1, 0, 0, 2, 0, 0]
-    feat = build_features(per_word, labels, max_length=64, overlap=8, cls_id=tok.cls_token_id,
-                          sep_id=tok.sep_token_id)[0]
+    feat = build_features(per_word, labels, max_length=64, overlap=8, wrap=(tok.cls_token_id, tok.sep_token_id))[0]
     assert feat["input_ids"][0] == tok.cls_token_id and feat["input_ids"][-1] == tok.sep_token_id
     first = [i for i, w in enumerate(feat["word_index"]) if w >= 0]
     assert [feat["labels"][i] for i in first] == labels
@@ -171,8 +170,7 @@ def test_long_sentence_is_windowed_and_merged(minilm_tokenizer):
     words = [f"word{i}" for i in range(200)]
     per_word = subwords_per_word(tok, [words])[0]
     labels = [i % 3 for i in range(200)]
-    feats = build_features(per_word, labels, max_length=32, overlap=8, cls_id=tok.cls_token_id,
-                           sep_id=tok.sep_token_id)
+    feats = build_features(per_word, labels, max_length=32, overlap=8, wrap=(tok.cls_token_id, tok.sep_token_id))
     assert len(feats) > 1
     assert all(len(f["input_ids"]) <= 32 for f in feats)
     # each window's labels are the words' labels; merging picks one value per word
@@ -258,8 +256,7 @@ def test_predict_words_equals_one_padded_forward(tiny_model_and_tokenizer):
              ["EU", "call"], ["German", "lamb"]]
     got = predict_words(model, tok, sents, max_length=64, overlap=8, batch_size=2, progress=False)
     per_word = subwords_per_word(tok, sents)
-    feats = [build_features(w, None, max_length=64, overlap=8, cls_id=tok.cls_token_id,
-                            sep_id=tok.sep_token_id)[0] for w in per_word]
+    feats = [build_features(w, None, max_length=64, overlap=8, wrap=(tok.cls_token_id, tok.sep_token_id))[0] for w in per_word]
     batch = pad_batch(feats, tok.pad_token_id)
     with torch.no_grad():
         probs = model(input_ids=batch["input_ids"],

@@ -29,7 +29,7 @@ def test_length_batches_equal_one_sentence_at_a_time(classifier):
     assert [len(s) for s in got] == [len(s) for s in sents]
     for words, pred in zip(sents, got):
         (feat,) = build_features(subwords_per_word(tok, [words])[0], None, max_length=64, overlap=2,
-                                 cls_id=tok.cls_token_id, sep_id=tok.sep_token_id)
+                                 wrap=(tok.cls_token_id, tok.sep_token_id))
         with torch.no_grad():
             logits = model(input_ids=torch.tensor([feat["input_ids"]])).logits[0]
         first = torch.tensor(feat["word_index"]) >= 0

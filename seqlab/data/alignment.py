@@ -7,6 +7,7 @@ the window in which it has the most context on both sides (:func:`merge_windows`
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import logging
@@ -147,28 +148,99 @@ def _no_length_warning():
         logger.setLevel(level)
 
 
-def subwords_per_word(tokenizer, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
-    """Subword ids of each word, from one batched fast-tokenizer call and its ``word_ids()``.
+def running_text(words: Sequence[str]) -> tuple[str, list[int]]:
+    """The words joined by single spaces, and each word's first character in that text."""
+    starts, pos = [], 0
+    for w in words:
+        starts.append(pos)
+        pos += len(w) + 1
+    return " ".join(words), starts
 
-    A word the tokenizer turns into nothing (a lone zero-width space, say) gets the unknown
-    token, so that every word has a first subword and receives a prediction.
+
+def _owner(starts: Sequence[int], ends: Sequence[int], text: str, a: int, b: int) -> int | None:
+    """The word a subword with character span ``[a, b)`` belongs to: the word holding its first
+    non-space character; a subword of whitespace only (a lone word-start marker such as
+    ``Ġ`` or ``▁``, often of zero width) belongs to the word that follows it."""
+    while a < b and text[a].isspace():
+        a += 1
+    k = bisect.bisect_right(starts, a) - 1
+    if k >= 0 and a < ends[k]:
+        return k
+    k = bisect.bisect_left(starts, a)  # whitespace only, between words: the next word
+    return k if k < len(starts) else None
+
+
+def special_ids(tokenizer) -> set[int]:
+    """The ids of the tokenizer's special tokens, the unknown token excepted."""
+    return set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
+
+
+def subwords_per_word(tokenizer, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+    """Subword ids of each word, as the tokenizer splits the sentence in running text.
+
+    The words are joined by single spaces and the text tokenised in one batched call, each
+    subword going to the word its character offsets fall in (:func:`_owner`). A word thus gets
+    the pieces the tokenizer gives it inside a sentence, whatever its family: a byte-level BPE
+    word after the first keeps its word-start marker (``Ġ``) even where the tokenizer was saved
+    with ``add_prefix_space=False``, which ``is_split_into_words=True`` would drop; SentencePiece
+    words keep their ``▁``; WordPiece words are split as before. Text that spells a special
+    token (``[SEP]``, ``</s>``, ``<mask>``) is encoded as text (``split_special_tokens``), and a
+    vocabulary that still turns it into a special piece gives the unknown token instead, so
+    input text never changes the model's input structure. A word the tokenizer turns into
+    nothing (a lone zero-width space, say) gets the unknown token, so that every word has a
+    first subword and receives a prediction.
     """
     if not getattr(tokenizer, "is_fast", False):
-        raise ValueError("a fast tokenizer is needed (word_ids() maps subwords to words)")
+        raise ValueError("a fast tokenizer is needed (its offsets map subwords to words)")
+    texts = [running_text(s) for s in sentences]
     with _no_length_warning():  # long sentences are cut into windows below
-        enc = tokenizer([list(s) for s in sentences], is_split_into_words=True,
-                        add_special_tokens=False, truncation=False)
+        enc = tokenizer([t for t, _ in texts], add_special_tokens=False, truncation=False,
+                        return_offsets_mapping=True, split_special_tokens=True)
     out = []
     unk = tokenizer.unk_token_id
+    special = special_ids(tokenizer)
     for i, words in enumerate(sentences):
+        text, starts = texts[i]
+        ends = [st + len(w) for st, w in zip(starts, words)]
         per_word: list[list[int]] = [[] for _ in words]
-        for tok_id, wid in zip(enc["input_ids"][i], enc.word_ids(i)):
-            if wid is not None:
-                per_word[wid].append(tok_id)
+        for tok_id, (a, b) in zip(enc["input_ids"][i], enc["offset_mapping"][i]):
+            w = _owner(starts, ends, text, a, b)
+            if w is not None:
+                per_word[w].append(unk if tok_id in special else tok_id)
         for sub in per_word:
             if not sub:
                 sub.append(unk)
         out.append(per_word)
+    return out
+
+
+def wrap_ids(tokenizer) -> tuple[int, int]:
+    """The ids that open and close a single-sequence model input: ``[CLS]``/``[SEP]`` (BERT,
+    DeBERTa, ModernBERT), ``<s>``/``</s>`` (RoBERTa, XLM-R), else the BOS/EOS tokens."""
+    first = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    last = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    if first is None or last is None:
+        raise ValueError("the tokenizer has neither CLS/SEP nor BOS/EOS tokens to wrap an input "
+                         "in")
+    return first, last
+
+
+def trim_offsets(text: str, offsets: Sequence[tuple[int, int] | None]) -> list[tuple[int, int] | None]:
+    """Character offsets without leading or trailing whitespace, whatever the tokenizer's
+    convention (DeBERTa-v2/v3 and some BPE tokenizers include the space before a word in its
+    first piece); a piece of whitespace only (a lone ``▁`` or ``Ġ``) gets None, as a position
+    no character span starts or ends at."""
+    out: list[tuple[int, int] | None] = []
+    for o in offsets:
+        if o is None:
+            out.append(None)
+            continue
+        a, b = o
+        while a < b and text[a].isspace():
+            a += 1
+        while b > a and text[b - 1].isspace():
+            b -= 1
+        out.append((a, b) if a < b else None)
     return out
 
 
@@ -205,14 +277,16 @@ def make_windows(lengths: Sequence[int], budget: int, overlap: int) -> list[tupl
 
 
 def build_features(per_word: Sequence[Sequence[int]], labels: Sequence[int] | None, *,
-                   max_length: int, overlap: int, cls_id: int, sep_id: int) -> list[dict]:
-    """Model inputs for one sentence: one feature per window.
+                   max_length: int, overlap: int, wrap: tuple[int, int]) -> list[dict]:
+    """Model inputs for one sentence: one feature per window, each wrapped in ``wrap`` (the
+    opening and closing ids, :func:`wrap_ids`).
 
     Each feature has ``input_ids``, ``labels`` (the word's label on its first subword, -100 on the
     others and on special tokens), ``word_index`` (the word's index in the sentence on its first
     subword, -1 elsewhere) and ``window`` (its word range).
     """
     budget = max_length - 2
+    cls_id, sep_id = wrap
     feats = []
     for start, end in make_windows([len(w) for w in per_word], budget, overlap):
         ids, labs, widx = [cls_id], [IGNORE], [-1]

@@ -40,8 +40,7 @@ def best_tagged_span(start_scores, end_scores, offsets, *, max_answer_length: in
     :func:`tagging_scores`), so an n-best list of each alone can miss the best span."""
     best, window = None, deque()  # context positions, their start scores decreasing
     for e, off in enumerate(offsets):
-        if off is None:
-            window.clear()
+        if off is None:  # outside the context, or a piece of whitespace inside it
             continue
         while window and start_scores[window[-1]] <= start_scores[e]:
             window.pop()

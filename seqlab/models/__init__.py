@@ -41,13 +41,57 @@ def _load(kind: str, name: str, loader, **kwargs):
         raise SeqlabError(f"cannot load {kind} from {name!r}{hint}: {str(exc).splitlines()[0]}") from None
 
 
-def load_tokenizer(name: str):
+def load_tokenizer(name: str, *, max_length: int | None = None):
+    """The encoder's fast tokenizer; with ``max_length`` (``model.max_length``), checked
+    against what the encoder takes (:func:`check_max_length`)."""
     from transformers import AutoTokenizer
 
     tok = _load("tokenizer", name, AutoTokenizer.from_pretrained)
     if not tok.is_fast:
-        raise SeqlabError(f"encoder {name!r} has no fast tokenizer; seqlab needs one (word_ids())")
+        raise SeqlabError(f"encoder {name!r} has no fast tokenizer; seqlab needs one (its "
+                          "character offsets map subwords to words)")
+    if max_length is not None:
+        check_max_length(max_length, name, tok)
     return tok
+
+
+# encoders whose learnt position ids start after the padding index (fairseq's convention):
+# max_position_embeddings counts padding_idx + 1 positions no input uses
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text",
+                     "longformer", "mpnet", "ibert", "markuplm"}
+TOKENIZER_NO_LIMIT = 1e29  # transformers' sentinel for an unset model_max_length is 1e30
+
+
+def position_limit(tokenizer, model_config) -> int | None:
+    """The most subwords, special tokens included, that one input of the encoder takes: the
+    smaller of the tokenizer's ``model_max_length`` (unless unset, transformers' 1e30
+    sentinel) and the encoder's learnt positions (``max_position_embeddings``, less the
+    offset of RoBERTa-style position ids); None where neither bounds it (relative positions
+    only)."""
+    limits = []
+    n = getattr(tokenizer, "model_max_length", None)
+    if isinstance(n, int) and 0 < n < TOKENIZER_NO_LIMIT:
+        limits.append(n)
+    positions = getattr(model_config, "max_position_embeddings", None)
+    absolute = getattr(model_config, "position_biased_input", True)  # DeBERTa-v2/v3: relative
+    if isinstance(positions, int) and positions > 0 and absolute:
+        if getattr(model_config, "model_type", "") in _OFFSET_POSITIONS:
+            positions -= (getattr(model_config, "pad_token_id", None) or 0) + 1
+        limits.append(positions)
+    return min(limits) if limits else None
+
+
+def check_max_length(max_length: int, encoder: str, tokenizer) -> None:
+    """Raises ConfigError when ``model.max_length`` exceeds what the encoder takes."""
+    from transformers import AutoConfig
+
+    from ..errors import ConfigError
+
+    limit = position_limit(tokenizer, _load("config", encoder, AutoConfig.from_pretrained))
+    if limit is not None and max_length > limit:
+        raise ConfigError(f"model.max_length: {max_length} subwords per input, but the encoder "
+                          f"{encoder!r} takes at most {limit}; set model.max_length={limit} or "
+                          "less (longer sentences are cut into windows, never truncated)")
 
 
 def load_token_classifier(name: str, labels: list[str] | None = None):

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config
-from ..data.alignment import build_features, subwords_per_word
+from ..data.alignment import build_features, subwords_per_word, wrap_ids
 from ..data.conll import Sentence, write_conll
 from ..data.registry import load_files, load_named, resolve_scheme, unknown_dataset
 from ..data.schemes import label_set, spans_to_tags, tags_to_spans
@@ -162,7 +162,7 @@ class NerTask(Task):
         from ..models import load_tokenizer
 
         corpus = load_corpus(cfg)
-        return cls(cfg, load_tokenizer(cfg.model.encoder), corpus)
+        return cls(cfg, load_tokenizer(cfg.model.encoder, max_length=cfg.model.max_length), corpus)
 
     def __init__(self, cfg: Config, tokenizer, corpus: NerCorpus):
         self.cfg = cfg
@@ -248,7 +248,7 @@ class NerTask(Task):
         for sent, words in zip(sents, subwords_per_word(tok, [s.tokens for s in sents])):
             gold = self._gold(sent)
             for f in build_features(words, None, max_length=m.max_length, overlap=m.window_overlap,
-                                    cls_id=tok.cls_token_id, sep_id=tok.sep_token_id):
+                                    wrap=wrap_ids(tok)):
                 row = {"input_ids": f["input_ids"], "length": len(f["input_ids"]),
                        **self.head.window_targets(f, gold, len(words))}
                 for k, v in row.items():
@@ -558,7 +558,7 @@ def predict_sentences(model, tokenizer, head, sentences: Sequence[Sequence[str]]
     windows: list[list[tuple[int, int]]] = []
     for si, words in enumerate(per_word):
         fs = build_features(words, None, max_length=max_length, overlap=overlap,
-                            cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id)
+                            wrap=wrap_ids(tokenizer))
         windows.append([tuple(f["window"]) for f in fs])
         feats.extend((si, wi, f) for wi, f in enumerate(fs))
     batches = length_batches([len(f["input_ids"]) for _, _, f in feats], batch_size)
@@ -744,16 +744,27 @@ class NerPredictor(Predictor):
     def size(self, item: str) -> int:
         return len(item)
 
-    def predict(self, texts: list[str]) -> list[dict]:
-        from ..data.alignment import split_words
+    def predict(self, texts: list[str | list[str]]) -> list[dict]:
+        """Texts (split into words as ``seqlab predict`` splits them) or word lists (joined by
+        spaces: the offsets refer to that text)."""
+        from ..data.alignment import running_text, split_words
 
-        split = [split_words(t) for t in texts]
+        split, joined = [], []
+        for t in texts:
+            if isinstance(t, str):
+                split.append(split_words(t))
+                joined.append(t)
+            else:
+                words = [str(w) for w in t]
+                text, starts = running_text(words)
+                split.append((words, [(a, a + len(w)) for a, w in zip(starts, words)]))
+                joined.append(text)
         preds = predict_sentences(self.model, self.tokenizer, self.head, [w for w, _ in split],
                                   max_length=self.meta["max_length"],
                                   overlap=self.meta["window_overlap"],
                                   batch_size=self.batch_size, progress=False, dtype=self.dtype)
         return [{"text": t, "entities": entity_records(p.entities, offsets, t)}
-                for t, (_, offsets), p in zip(texts, split, next(iter(preds.values())))]
+                for t, (_, offsets), p in zip(joined, split, next(iter(preds.values())))]
 
     def respond(self, results: list[dict]) -> dict:
         return {"results": results}

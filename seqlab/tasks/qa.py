@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config
-from ..data.alignment import IGNORE, pad_batch
+from ..data.alignment import IGNORE, pad_batch, special_ids, trim_offsets
 from ..data.qa import QAExample, load_qa, read_squad, trainable
 from ..data.registry import unknown_dataset
 from ..errors import ConfigError, DataError, SeqlabError, first_process
@@ -50,13 +50,19 @@ def encode(tokenizer, examples: list[QAExample], cfg: Config, *, with_labels: bo
     questions = truncate_questions(tokenizer, [ex.question for ex in examples], q.max_query_length)
     enc = tokenizer(questions, [ex.context for ex in examples], truncation="only_second",
                     max_length=cfg.model.max_length, stride=q.doc_stride,
-                    return_overflowing_tokens=True, return_offsets_mapping=True, padding=False)
+                    return_overflowing_tokens=True, return_offsets_mapping=True, padding=False,
+                    split_special_tokens=True)
+    special = special_ids(tokenizer)
     feats = []
     for i, ids in enumerate(enc["input_ids"]):
         ex_idx = enc["overflow_to_sample_mapping"][i]
         seq_ids = enc.sequence_ids(i)
+        # text that a vocabulary still turns into a special piece is not the model's structure
+        ids = [tokenizer.unk_token_id if s is not None and t in special else t
+               for t, s in zip(ids, seq_ids)]
         offsets = enc["offset_mapping"][i]
-        ctx_offsets = [tuple(o) if s == 1 else None for o, s in zip(offsets, seq_ids)]
+        ctx_offsets = trim_offsets(examples[ex_idx].context,
+                                   [tuple(o) if s == 1 else None for o, s in zip(offsets, seq_ids)])
         f = {"input_ids": ids, "example": ex_idx, "offsets": ctx_offsets, "length": len(ids)}
         if "token_type_ids" in enc:
             f["token_type_ids"] = enc["token_type_ids"][i]
@@ -75,7 +81,8 @@ def encode(tokenizer, examples: list[QAExample], cfg: Config, *, with_labels: bo
             if start_tok > 0:
                 tags[start_tok] = 1
                 for k in range(start_tok + 1, end_tok + 1):
-                    tags[k] = 2
+                    if ctx_offsets[k] is not None:
+                        tags[k] = 2
             f["labels"] = tags
         feats.append(f)
     return feats
@@ -84,11 +91,12 @@ def encode(tokenizer, examples: list[QAExample], cfg: Config, *, with_labels: bo
 def truncate_questions(tokenizer, questions: list[str], max_query_length: int) -> list[str]:
     """Each question cut to its first ``max_query_length`` subwords (at a character offset, so
     the text stays text); says once how many were cut."""
-    enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
+    enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True,
+                    split_special_tokens=True)
     out, cut = [], 0
     for question, offsets in zip(questions, enc["offset_mapping"]):
         if len(offsets) > max_query_length:
-            question = question[: offsets[max_query_length - 1][1]]
+            question = question[: offsets[max_query_length - 1][1]].rstrip()
             cut += 1
         out.append(question)
     if cut and first_process():
@@ -177,7 +185,7 @@ class QATask(Task):
             splits["train"] = splits["train"][: d.limit]
         if d.eval_limit and "dev" in splits:
             splits["dev"] = splits["dev"][: d.eval_limit]
-        return cls(cfg, load_tokenizer(cfg.model.encoder), splits, language)
+        return cls(cfg, load_tokenizer(cfg.model.encoder, max_length=cfg.model.max_length), splits, language)
 
     def has_split(self, split: str) -> bool:
         return bool(self.splits.get(split))
