@@ -22,9 +22,18 @@ from .errors import ConfigError
 class DataConfig:
     dataset: str | None = None        # a named dataset (see `seqlab datasets`)
     data_dir: str | None = None       # else $SEQLAB_DATA
-    train_file: str | None = None     # or explicit files (CoNLL columns or .jsonl)
-    dev_file: str | None = None
+    train_file: str | None = None     # or explicit files (CoNLL columns, .jsonl, .parquet,
+    dev_file: str | None = None       # .arrow, .csv, a save_to_disk directory)
     test_file: str | None = None
+    path: str | None = None           # or a datasets source with its splits: a save_to_disk
+                                      # directory or a hub id
+    subset: str | None = None         # the hub dataset's config name
+    splits: dict[str, str] | None = None  # seqlab split -> the source's (default: train,
+                                          # validation or dev, test)
+    format: str = "auto"              # the reader (`seqlab datasets` lists them); auto: by suffix
+    tokens_column: str = "tokens"     # datasets sources: the words
+    tags_column: str = "ner_tags"     # their tags (a ClassLabel sequence, or strings)
+    spans_column: str | None = None   # or entity spans {start, end, type} (nested data)
     tag_column: int = -1              # tag column of CoNLL files (negative: from the end)
     scheme: str = "auto"              # scheme of the files: auto, iob1, iob2, bioes, bmes
     train_scheme: str = "iob2"        # scheme the model learns: iob2 or bioes
@@ -39,6 +48,8 @@ class ModelConfig:
     encoder: str = "minilm-l6"        # minilm-l6, a local transformers directory, or a hub id
     max_length: int = 128             # subwords per model input, special tokens included
     window_overlap: int = 32          # NER: subwords shared by consecutive windows
+    label_subwords: str = "first"     # NER, softmax head: train each word's first subword
+                                      # (first) or every subword (all: the later ones as I-X)
     head: str | None = None           # the head on the encoder (`seqlab heads`); None: the task's
     # the head's own options (model.<key> in YAML), validated by the head
     options: dict[str, Any] = field(default_factory=dict)
@@ -91,7 +102,9 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     decode: str | None = None         # tagging heads: argmax or viterbi (None: the head's default)
-    allow_nested: bool = False        # span heads: keep overlapping predicted spans
+    allow_nested: str = "auto"        # span heads: keep overlapping predicted spans (true),
+                                      # make them flat (false), or keep them where the training
+                                      # data nests (auto; the run records which)
 
 
 @dataclass
@@ -132,6 +145,8 @@ _CHOICES = {
     "train.on_nonfinite": ("stop", "skip"),
     "train.eval_precision": ("same", "fp32"),
     "eval.decode": ("argmax", "viterbi"),
+    "eval.allow_nested": ("auto", "true", "false"),
+    "model.label_subwords": ("first", "all"),
 }
 
 # keys that may change between a checkpoint and its resumption: how long the run is, how it
@@ -214,6 +229,8 @@ def build_section(cls: type, raw: Any, prefix: str, choices: dict | None = None)
             continue
         if key in choices and isinstance(value, bool) and "yes" in choices[key]:
             value = "yes" if value else "no"  # YAML reads yes/no as booleans
+        elif key in choices and isinstance(value, bool) and "true" in choices[key]:
+            value = "true" if value else "false"
         kwargs[name] = coerce(key, value, tp)
         if key in choices and kwargs[name] is not None and kwargs[name] not in choices[key]:
             raise ConfigError(f"{key}: expected one of {', '.join(choices[key])}, "
@@ -344,7 +361,29 @@ def config_from_dict(raw: dict) -> Config:
     return cfg
 
 
+def _check_data(d: DataConfig) -> None:
+    from .readers import READERS
+
+    sources = [k for k, v in (("data.dataset", d.dataset), ("data.path", d.path),
+                              ("data.train_file", d.train_file or d.dev_file or d.test_file)) if v]
+    if len(sources) > 1:
+        raise ConfigError(f"give one data source: {' and '.join(sources)} are both set")
+    if d.format != "auto" and d.format not in READERS.names():
+        raise ConfigError(f"data.format: expected auto or one of {', '.join(READERS.names())}, "
+                          f"got {d.format!r}")
+    if d.splits is not None:
+        if not isinstance(d.splits, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in d.splits.items()):
+            raise ConfigError(f"data.splits: expected a mapping like {{train: train, dev: "
+                              f"validation}}, got {d.splits!r}")
+        unknown = [k for k in d.splits if k not in ("train", "dev", "test")]
+        if unknown:
+            raise ConfigError(f"data.splits: unknown split {unknown[0]!r}; expected train, dev, "
+                              "test")
+
+
 def _check_values(cfg: Config) -> None:
+    _check_data(cfg.data)
     positive = {"model.max_length": cfg.model.max_length, "train.batch_size": cfg.train.batch_size,
                 "train.eval_batch_size": cfg.train.eval_batch_size,
                 "train.gradient_accumulation_steps": cfg.train.gradient_accumulation_steps,
@@ -395,6 +434,53 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+def loss_for_overrides(raw: dict, overrides: list[str]) -> dict:
+    """The config's loss section as the command line changes it, before the overrides apply.
+
+    ``loss.name=X`` replaces the loss: the file's options of another loss are dropped (those
+    given on the command line stay), so ``seqlab train focal.yaml loss.name=ce`` is
+    cross-entropy. ``model.head=X`` where the file's loss is unset or ``ce`` (the baseline of
+    the default head) gives head X its own default loss, with a one-line notice when the file
+    named ``ce`` (the CRF's likelihood, GlobalPointer's multilabel cross-entropy); any other
+    loss the file or the command line names is kept, and is an error where the head does not
+    take it.
+    """
+    import sys
+
+    keys = {".".join(parse_override(o)[0]) for o in overrides}
+    loss = raw.get("loss")
+    loss = dict(loss) if isinstance(loss, dict) else {}
+    file_name = loss.get("name")
+    kept = {k: v for k, v in loss.items() if k == "class_weight"}
+    if "loss.name" in keys:
+        new = next(parse_override(o)[1] for o in reversed(overrides)
+                   if ".".join(parse_override(o)[0]) == "loss.name")
+        if new != file_name and loss:
+            return {**raw, "loss": kept}
+        return raw
+    if "model.head" not in keys or file_name not in (None, "ce"):
+        return raw
+    from .heads import HEADS
+
+    head_name = next(parse_override(o)[1] for o in reversed(overrides)
+                     if ".".join(parse_override(o)[0]) == "model.head")
+    if not isinstance(head_name, str) or head_name not in HEADS.names():
+        return raw  # config_from_dict says what is wrong
+    head = HEADS.get(head_name)
+    if head.default_loss == (file_name or "ce"):
+        return raw
+    if file_name is not None:
+        from .errors import first_process
+
+        if first_process():
+            why = ("does not apply to" if file_name not in head.allowed_losses() else
+                   "is not the default of")
+            print(f"seqlab: loss.name {file_name!r} {why} the {head_name} head; training with "
+                  f"its default loss, {head.default_loss!r} (name a loss on the command line to "
+                  "choose another)", file=sys.stderr)
+    return {**raw, "loss": {k: v for k, v in kept.items() if head.class_weights}}
+
+
 def read_yaml(path: str | Path, what: str = "config") -> dict:
     """A YAML file holding a mapping.
 
@@ -424,11 +510,32 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         ConfigError: a missing or unreadable file, invalid YAML, an unknown key, a wrong type.
     """
     raw = read_yaml(path) if path is not None else {}
-    raw = apply_overrides(raw, overrides or [])
     try:
+        raw = loss_for_overrides(raw, overrides or [])
+        raw = apply_overrides(raw, overrides or [])
         return config_from_dict(raw)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+
+
+def saved_config(raw: dict) -> dict:
+    """A ``config.yaml`` written by this or an earlier version, as this version writes it: keys
+    added since take their defaults, and the boolean ``eval.allow_nested`` of before ``auto``
+    existed reads as what it did (``false``, the old default, is ``auto``: such a run's
+    ``seqlab.json`` records no nesting, so it predicts flat as before). Left as it is where it
+    does not validate."""
+    import copy
+
+    from .errors import SeqlabError
+
+    raw = copy.deepcopy(raw) if isinstance(raw, dict) else {}
+    ev = raw.get("eval")
+    if isinstance(ev, dict) and isinstance(ev.get("allow_nested"), bool):
+        ev["allow_nested"] = "true" if ev["allow_nested"] else "auto"
+    try:
+        return config_from_dict(raw).to_dict()
+    except SeqlabError:
+        return raw
 
 
 def changed_keys(a: dict, b: dict, prefix: str = "") -> list[str]:

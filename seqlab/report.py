@@ -440,17 +440,31 @@ def model_card(directory: Path, cfg, meta: dict, metrics: dict) -> str:
             "dataset": {"name": dataset, "type": dataset, "split": split},
             "metrics": [{"type": t, "value": round(v, 2), "name": n} for t, v, n in vals]})
     plain = pipeline is not None and head is not None and get_head(head).in_transformers
+    # a pipeline tag only where transformers.pipeline loads the head: elsewhere it would build
+    # the encoder's plain token classifier with a new random layer and answer without an error
     front = {"library_name": "transformers" if plain else "seqlab",
-             "pipeline_tag": pipeline,
+             "pipeline_tag": pipeline if plain else None,
              "tags": ["seqlab", task, f"head-{head}", f"loss-{cfg.loss.name}"],
              "datasets": [dataset], "language": [spec.language] if spec else None,
              "base_model": _BASE.get(cfg.model.encoder, cfg.model.encoder),
              "model-index": [{"name": directory.name, "results": results}]}
     front = {k: v for k, v in front.items() if v is not None}
-    load = (f"```python\nfrom transformers import pipeline\n\nnlp = pipeline(\"{pipeline}\", "
-            f"model=\"{directory.name}\")\n```\n" if front["library_name"] == "transformers" else
-            f"```python\nimport seqlab.hf\n\nmodel = seqlab.hf.load_model(\"{directory.name}\")  "
-            f"# a PreTrainedModel\n```\n")
+    api = (f"```python\nimport seqlab\n\nlabeller = seqlab.load(\"{directory.name}\")  # the "
+           "entities of `seqlab predict`\nlabeller.predict([\"Peter Blackburn flew to Brussels.\"])"
+           "\n```\n")
+    load = api + (
+        f"\nIt also loads in `transformers.pipeline(\"{pipeline}\", model=\"{directory.name}\")`; "
+        "see seqlab's README for how the pipeline's entities relate to these.\n"
+        if front["library_name"] == "transformers" else
+        f"\nThe model itself: `seqlab.hf.load_model(\"{directory.name}\")` (a PreTrainedModel); "
+        f"`transformers.pipeline` cannot load the {head} head.\n")
+    nested = ""
+    if "allow_nested" in meta:
+        nested = (f"Nested entities: the run keeps nested entities (`eval.allow_nested: "
+                  f"{cfg.eval.allow_nested}`)." if meta["allow_nested"] else
+                  f"Nested entities: predictions are made flat (`eval.allow_nested: "
+                  f"{cfg.eval.allow_nested}`).")
+        nested = f"\n\n{nested}"
     rows = "\n".join(f"| {r['dataset']['split']} | " + " | ".join(f"{m['value']:.2f}" for m in r["metrics"])
                      + " |" for r in results)
     names = " | ".join(m["name"] for m in results[0]["metrics"]) if results else ""
@@ -460,10 +474,11 @@ def model_card(directory: Path, cfg, meta: dict, metrics: dict) -> str:
             f"# {directory.name}\n\n"
             f"A {task.upper()} model trained with [seqlab](https://pypi.org/project/seqlab/): the "
             f"`{head}` head on `{cfg.model.encoder}`, loss `{cfg.loss.name}`"
-            f"{f' ({opts})' if opts else ''}, on `{dataset}`.\n\n"
+            f"{f' ({opts})' if opts else ''}, on `{dataset}`.{nested}\n\n"
             f"## Scores\n\n| split | {names} |\n|---|" + "---:|" * (len(results[0]['metrics']) if results else 0)
             + f"\n{rows}\n\n"
-            f"## Training\n\n{t.epochs:g} epochs (best: epoch {metrics.get('best_epoch')}), batch "
+            f"## Training\n\n{t.epochs:g} epoch{'' if t.epochs == 1 else 's'} (best: epoch "
+            f"{metrics.get('best_epoch')}), batch "
             f"{t.batch_size} x {t.gradient_accumulation_steps} accumulation, learning rate "
             f"{t.learning_rate:g} (warm-up {t.warmup_ratio:g}), max_length {cfg.model.max_length}, "
             f"seed {t.seed}; {metrics.get('train_time_s')} s of training at "

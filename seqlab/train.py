@@ -34,7 +34,8 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from . import __version__
-from .config import RECOVERY_CHANGES, RESUMABLE_CHANGES, Config, changed_keys, save_config
+from .config import (RECOVERY_CHANGES, RESUMABLE_CHANGES, Config, changed_keys, save_config,
+                     saved_config)
 from .errors import ConfigError, SeqlabError
 from .files import dumps_line, write_json, write_text
 
@@ -602,7 +603,7 @@ def _check_resumable(cfg: Config, staging: Path, recovering: bool) -> None:
     saved_path = staging / "config.yaml"
     if not saved_path.is_file():
         raise ConfigError(f"{staging}: no config.yaml beside the checkpoints; cannot resume")
-    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+    saved = saved_config(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
     allowed = RESUMABLE_CHANGES + (RECOVERY_CHANGES if recovering else ())
     differ = [k for k in changed_keys(saved, cfg.to_dict()) if k not in allowed]
     if differ:
@@ -676,7 +677,8 @@ class Checkpoints:
         for key, value in stored.items():
             if hasattr(self.state, key):
                 setattr(self.state, key, value)
-        saved = yaml.safe_load((self.run.staging / "config.yaml").read_text(encoding="utf-8"))
+        saved = saved_config(yaml.safe_load((self.run.staging / "config.yaml").read_text(
+            encoding="utf-8")))
         changes = {k: [_dotted(saved, k), _dotted(cfg.to_dict(), k)]
                    for k in changed_keys(saved, cfg.to_dict()) if k in RECOVERY_CHANGES}
         if "train.learning_rate" in changes:

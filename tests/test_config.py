@@ -71,3 +71,58 @@ def test_bad_config(tmp_path, text, overrides, match):
     p.write_text(text)
     with pytest.raises(ConfigError, match=match):
         load_config(p, overrides)
+
+
+CONLL = Path(__file__).parents[1] / "configs" / "conll2003.yaml"
+FOCAL = Path(__file__).parents[1] / "configs" / "conll2003-focal.yaml"
+
+
+def test_switching_the_head_brings_its_loss(capsys):
+    cfg = load_config(CONLL, ["model.head=crf"])  # the README's CoNLL config names loss ce
+    assert cfg.model.head == "crf" and cfg.loss.name == "crf"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'ce' does not apply to the crf head" in err[0] and "'crf'" in err[0]
+    cfg = load_config(CONLL, ["model.head=global_pointer"])
+    assert cfg.loss.name == "multilabel_ce"
+    assert "'ce' is not the default of the global_pointer head" in capsys.readouterr().err
+    # binary ce on the span head is still there for who names it
+    assert load_config(CONLL, ["model.head=global_pointer", "loss.name=ce"]).loss.name == "ce"
+    # a loss named on the same command line that the head does not take stays an error
+    with pytest.raises(ConfigError, match=r"loss.name: 'focal' does not apply to the crf head"):
+        load_config(CONLL, ["model.head=crf", "loss.name=focal"])
+    # a loss the file names that is not the default one is the user's choice: an error too
+    with pytest.raises(ConfigError, match=r"'focal' does not apply to the crf head"):
+        load_config(FOCAL, ["model.head=crf"])
+    # a head that takes the file's loss keeps it, silently
+    assert load_config(FOCAL, ["model.head=global_pointer"]).loss.name == "focal"
+    assert capsys.readouterr().err == ""
+
+
+def test_overriding_the_loss_name_replaces_the_losss_options():
+    cfg = load_config(FOCAL, ["loss.name=ce"])
+    assert cfg.loss.name == "ce" and cfg.loss.options == {}
+    cfg = load_config(FOCAL, ["loss.name=soft_truncation", "loss.k=2"])
+    assert cfg.loss.options == {"k": 2.0}
+    assert load_config(FOCAL, ["loss.name=focal"]).loss.options["gamma"] == \
+        load_config(FOCAL).loss.options["gamma"]  # the same name keeps the file's options
+
+
+def test_allow_nested_is_auto_by_default_and_old_booleans_read_as_they_did():
+    from seqlab.config import saved_config
+
+    assert load_config(CONLL).eval.allow_nested == "auto"
+    for value, want in (("true", "true"), ("false", "false"), ("auto", "auto")):
+        assert load_config(CONLL, [f"eval.allow_nested={value}"]).eval.allow_nested == want
+    with pytest.raises(ConfigError, match="eval.allow_nested: expected one of auto, true, false"):
+        load_config(CONLL, ["eval.allow_nested=maybe"])
+    old = {"task": "ner", "data": {"dataset": "conll2003"}, "eval": {"allow_nested": False}}
+    assert saved_config(old)["eval"]["allow_nested"] == "auto"  # false was the old default
+    assert saved_config(old)["data"]["tokens_column"] == "tokens"  # keys added since: defaults
+
+
+def test_label_subwords_applies_to_the_softmax_head_in_iob2():
+    assert load_config(CONLL, ["model.label_subwords=all"]).model.label_subwords == "all"
+    with pytest.raises(ConfigError, match="the crf head labels each word's first subword only"):
+        load_config(CONLL, ["model.head=crf", "model.label_subwords=all"])
+    with pytest.raises(ConfigError, match="needs data.train_scheme: iob2"):
+        load_config(CONLL, ["model.label_subwords=all", "data.train_scheme=bioes"])

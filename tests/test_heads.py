@@ -268,11 +268,14 @@ def test_nested_entities_round_trip_through_the_span_head(tmp_path, fixtures, ti
     assert main(["train", str(ROOT / "configs" / "conll2003.yaml"), "data.dataset=null",
                  f"data.train_file={train}", f"data.dev_file={dev}", f"data.test_file={dev}",
                  "data.scheme=auto", f"model.encoder={tiny_encoder}", "model.max_length=24",
-                 "model.head=global_pointer", "loss.name=multilabel_ce", "eval.allow_nested=true",
-                 "train.epochs=12", "train.batch_size=4", "train.learning_rate=5e-3",
+                 "model.head=global_pointer", "train.epochs=12", "train.batch_size=4", "train.learning_rate=5e-3",
                  "train.warmup_ratio=0", f"train.output_dir={out}", "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["loss_history"][-1] < 0.5 * metrics["loss_history"][0]
+    # with the defaults (eval.allow_nested: auto, the head's own loss) nested data predicts
+    # nested entities, and the run records it for evaluate, predict, serve and export
+    assert json.loads((out / "seqlab.json").read_text())["allow_nested"] is True
+    assert "keeps nested entities" in (out / "README.md").read_text()
     # the scores are recomputed from the predictions file alone
     from seqlab.metrics import span_scores
 
@@ -380,6 +383,15 @@ def test_every_head_trains_evaluates_and_predicts(head_runs, fixtures, tmp_path)
     viterbi_run = head_runs[("softmax", "ce", ("eval.decode=viterbi",))]
     assert json.loads((viterbi_run / "metrics.json").read_text())["test"]["decode"] == "viterbi"
     assert (viterbi_run / "predictions_test.argmax.conll").is_file()
+    # flat training data: the span head's predictions are made flat by default, and say so
+    for (head, _loss, _extra), run in head_runs.items():
+        if head != "global_pointer":
+            continue
+        assert json.loads((run / "seqlab.json").read_text())["allow_nested"] is False
+        assert "predictions are made flat" in (run / "README.md").read_text()
+        for line in (run / "predictions_test.jsonl").read_text().splitlines():
+            spans = sorted((e["start"], e["end"]) for e in json.loads(line)["pred"])
+            assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
 
 
 @pytest.mark.slow

@@ -223,13 +223,6 @@ def _read_entities(entities: list, n: int, name: str, lineno: int) -> list[tuple
     return spans
 
 
-def read_sentences(path: str | os.PathLike, *, tag_column: int = -1) -> list[Sentence]:
-    """Read ``.jsonl``/``.json`` as JSON lines, anything else as CoNLL columns."""
-    if str(path).endswith((".jsonl", ".json")):
-        return read_jsonl(path)
-    return read_conll(path, tag_column=tag_column)
-
-
 def write_conll(path: str | os.PathLike, sentences: Iterable[Sequence[Sequence[str]]]) -> None:
     """Write sentences given as rows of columns (``token gold pred``), a blank line after each."""
     with open(path, "w", encoding="utf-8") as fh:

@@ -159,8 +159,8 @@ def split_by_title(examples: list[QAExample], eval_share: float = 0.2) -> tuple[
 
 def load_qa(name: str | None, data_dir: str | None, *, train_split: str = "train",
             eval_split: str = "dev", train_file: str | None = None,
-            eval_file: str | None = None, roles: tuple[str, ...] = ("train", "dev")
-            ) -> tuple[dict[str, list[QAExample]], str]:
+            eval_file: str | None = None, roles: tuple[str, ...] = ("train", "dev"),
+            options=None) -> tuple[dict[str, list[QAExample]], str]:
     """Return ``({"train": [...], "dev": [...]}, language)``, only the ``roles`` asked for
     (evaluation needs no training file).
 
@@ -169,15 +169,23 @@ def load_qa(name: str | None, data_dir: str | None, *, train_split: str = "train
     """
     from .registry import DATASETS, resolve_data_dir, unknown_dataset
 
+    if name is None and options is not None and options.path:
+        from .registry import load_source
+
+        splits = load_source(options, qa=True)
+        return {role: splits[role] for role in roles if role in splits}, "en"
     if name is None:
+        from ..readers import reader_for
+
+        fmt = options.format if options is not None else "auto"
         splits = {}
-        if train_file:
-            splits["train"] = read_squad(train_file)[0]
-        if eval_file:
-            splits["dev"] = read_squad(eval_file)[0]
+        for role, path in (("train", train_file), ("dev", eval_file)):
+            if path:
+                splits[role] = reader_for(path, fmt)(options).read_qa(str(path), role)
         if not splits:
             raise DataError("no data: set data.dataset (squad-v1.1-dev-split, cmrc2018, "
-                            "squad-v1.1) or data.train_file/dev_file")
+                            "squad-v1.1), data.path (a datasets directory or hub id) or "
+                            "data.train_file/dev_file")
         return splits, "en"
     if problem := unknown_dataset(name, "qa"):
         raise DataError(problem)

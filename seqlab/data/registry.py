@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
-from .conll import Sentence, read_conll, read_sentences
+from .conll import Sentence, read_conll
 from .schemes import check_tags, detect_scheme
 
 
@@ -203,13 +203,31 @@ def _load_from_hub(spec: NamedDataset) -> dict[str, list[Sentence]]:
 
 
 def load_files(train_file: str | None, dev_file: str | None, test_file: str | None, *,
-               tag_column: int = -1) -> dict[str, list[Sentence]]:
-    """Read splits from explicit files (CoNLL columns, or JSON lines for .jsonl/.json)."""
+               tag_column: int = -1, options=None) -> dict[str, list[Sentence]]:
+    """Read splits from explicit files, each by its reader (:mod:`seqlab.readers`: by
+    ``options.format``, else by suffix)."""
+    from ..config import DataConfig
+    from ..readers import reader_for
+
+    if options is None:
+        options = DataConfig(tag_column=tag_column)
     splits = {}
     for split, path in (("train", train_file), ("dev", dev_file), ("test", test_file)):
         if path:
-            splits[split] = read_sentences(path, tag_column=tag_column)
+            splits[split] = reader_for(path, options.format)(options).read_ner(str(path), split)
     return splits
+
+
+def load_source(options, *, qa: bool = False) -> dict[str, list]:
+    """Every split of ``data.path`` (a ``datasets`` directory or hub id, or a file of one
+    split) through its reader."""
+    from ..readers import reader_for
+
+    reader = reader_for(options.path, "datasets" if options.format == "auto" else options.format)
+    if not hasattr(reader, "read_all"):
+        raise DataError(f"data.path: the {reader.name} reader reads one split a file; give "
+                        "data.train_file/dev_file/test_file instead")
+    return reader(options).read_all(options.path, qa=qa)
 
 
 def resolve_scheme(splits: dict[str, list[Sentence]], declared: str) -> str:

@@ -60,6 +60,9 @@ class Head:
     output_names: ClassVar[tuple[str, ...]] = ("logits",)  # what its model returns, in order
     in_transformers: ClassVar[bool] = False   # its model is a transformers class (loads in
                                               # transformers.pipeline without seqlab)
+    subword_labels: ClassVar[bool] = False    # model.label_subwords: all applies
+    data_nested: bool = False                 # its training data has nested or overlapping
+                                              # entities (set by the task, or from the run)
 
     def __init__(self, cfg, labels: list[str] | None = None):
         self.cfg = cfg
@@ -96,6 +99,12 @@ class Head:
     @classmethod
     def check_config(cls, cfg) -> None:
         """Checks of the other sections this head cares about (``eval.decode``)."""
+        if getattr(cfg.model, "label_subwords", "first") != "first" and not cls.subword_labels:
+            raise ConfigError(f"model.label_subwords: the {cls.name} head labels each word's "
+                              "first subword only; drop the key or use model.head: softmax")
+        if getattr(cfg.model, "label_subwords", "first") == "all" and cfg.data.train_scheme != "iob2":
+            raise ConfigError("model.label_subwords: all gives a word's later subwords I-X, which "
+                              "needs data.train_scheme: iob2")
         if cfg.eval.decode is not None and cfg.eval.decode not in cls.decodes:
             raise ConfigError(f"eval.decode: the {cls.name} head decodes "
                               f"{' or '.join(cls.decodes) or 'in one way only'}; "

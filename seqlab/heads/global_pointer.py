@@ -28,8 +28,10 @@ only in windows that hold all of its words, and decided by the one where it sits
 an edge (as a word's label is); a span longer than a window's overlap that crosses a window
 boundary lies in no window and cannot be predicted.
 
-On flat data the predictions are made flat (``eval.allow_nested: false``, the default): the
-highest-scoring spans that do not overlap a higher-scoring one are kept.
+Nested predictions are kept where the training data nests (``eval.allow_nested: auto``, the
+default; the run records the choice in ``seqlab.json``, so evaluation, prediction, serving and
+the export follow the run); on flat data they are made flat: the highest-scoring spans that do
+not overlap a higher-scoring one are kept. ``true`` and ``false`` force either.
 """
 
 from __future__ import annotations
@@ -155,6 +157,15 @@ class GlobalPointerHead(Head):
                  and (self.max_span is None or e - s <= self.max_span)]
         return {"word_first": first, "word_last": last, "spans": spans}
 
+    @property
+    def keep_nested(self) -> bool:
+        """Whether overlapping predicted spans are kept (``eval.allow_nested``)."""
+        choice = str(self.cfg.eval.allow_nested).lower()
+        return choice == "true" or (choice == "auto" and self.data_nested)
+
+    def meta(self) -> dict:
+        return {**super().meta(), "allow_nested": self.keep_nested}
+
     def candidates(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Word pairs ``(i, j)``, ``i <= j``, of the candidate spans among ``n`` words."""
         i, j = torch.triu_indices(n, n)
@@ -226,7 +237,7 @@ class GlobalPointerHead(Head):
                     if _most_centred(wins, s, e) == wi:
                         kept.append((self.labels[t], s, e, score))
             kept.sort(key=lambda x: (-x[3], x[1], x[2], x[0]))
-            if not self.cfg.eval.allow_nested:
+            if not self.keep_nested:
                 kept = flatten_spans(kept)
             kept.sort(key=lambda x: (x[1], x[2], x[0]))
             preds.append(SentencePrediction([(t, s, e, _sigmoid(score)) for t, s, e, score in kept]))

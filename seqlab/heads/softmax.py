@@ -25,6 +25,7 @@ class SoftmaxHead(TokenHead):
 
     class_weights = True
     in_transformers = True
+    subword_labels = True
     decodes = ("argmax", "viterbi")
     default_decode = "viterbi"  # +0.9 test F1 over argmax on CoNLL-2003 (docs/benchmarks.md)
 

@@ -25,8 +25,32 @@ class TokenHead(Head):
 
     def window_targets(self, feature: dict, gold: Sequence[int], n_words: int) -> dict:
         """The training labels of one window: the gold label id of each word on its first
-        subword, :data:`IGNORE` elsewhere."""
-        return {"labels": [gold[w] if w >= 0 else IGNORE for w in feature["word_index"]]}
+        subword, :data:`IGNORE` elsewhere; with ``model.label_subwords: all`` a word's later
+        subwords carry its label too, ``B-X`` as ``I-X`` (as ``transformers.pipeline`` reads
+        subwords), the special tokens :data:`IGNORE`."""
+        index = feature["word_index"]
+        if self.cfg.model.label_subwords != "all":
+            return {"labels": [gold[w] if w >= 0 else IGNORE for w in index]}
+        inside = self._continuation()
+        labels, word = [IGNORE] * len(index), None
+        for k in range(1, len(index) - 1):  # the first and last positions are special tokens
+            if index[k] >= 0:
+                word = index[k]
+                labels[k] = gold[word]
+            elif word is not None:
+                labels[k] = inside[gold[word]]
+        return {"labels": labels}
+
+    def _continuation(self) -> list[int]:
+        """Per label id, the id of the label a word's later subword takes (``B-X`` -> ``I-X``)."""
+        from ..data.schemes import split_tag
+
+        index = {l: i for i, l in enumerate(self.labels)}
+        out = []
+        for i, label in enumerate(self.labels):
+            prefix, typ = split_tag(label)
+            out.append(index.get(f"I-{typ}", i) if prefix == "B" else i)
+        return out
 
     def collate(self, rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         return pad_batch(rows, pad_id)

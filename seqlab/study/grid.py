@@ -51,7 +51,8 @@ from pathlib import Path
 
 import yaml
 
-from ..config import RESUMABLE_CHANGES, apply_overrides, changed_keys, config_from_dict, read_yaml
+from ..config import (RESUMABLE_CHANGES, apply_overrides, changed_keys, config_from_dict,
+                      read_yaml, saved_config)
 from ..errors import ConfigError, SeqlabError
 
 
@@ -287,7 +288,7 @@ def check_finished_runs(study: Study) -> None:
         saved_path = run.directory / "config.yaml"
         if not run.finished() or not saved_path.is_file():
             continue
-        saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+        saved = saved_config(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
         wanted = config_from_dict(run.config).to_dict()
         differ = [(k, a, b) for k, a, b in _differences(saved, wanted) if k not in _RUN_LOCAL_KEYS]
         if differ:
@@ -367,7 +368,8 @@ def _resumable(run: Run) -> bool:
     if not staging.is_dir() or left.is_diverged() or not (left.finished() or left.checkpoints()):
         return False
     try:
-        saved = yaml.safe_load((staging / "config.yaml").read_text(encoding="utf-8")) or {}
+        saved = saved_config(yaml.safe_load((staging / "config.yaml").read_text(encoding="utf-8"))
+                             or {})
     except (OSError, yaml.YAMLError):
         saved = None
     wanted = config_from_dict(run.config).to_dict()

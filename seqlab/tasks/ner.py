@@ -8,6 +8,7 @@ scores on JSON lines, which equal seqeval's default mode on flat data.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -20,9 +21,9 @@ from tqdm.auto import tqdm
 from ..config import Config
 from ..data.alignment import build_features, subwords_per_word, wrap_ids
 from ..data.conll import Sentence, write_conll
-from ..data.registry import load_files, load_named, resolve_scheme, unknown_dataset
+from ..data.registry import load_files, load_named, load_source, resolve_scheme, unknown_dataset
 from ..data.schemes import label_set, spans_to_tags, tags_to_spans
-from ..errors import ConfigError, DataError, SeqlabError
+from ..errors import ConfigError, DataError, SeqlabError, first_process
 from ..files import (AtomicOutput, blocks, check_input_files, check_output_file, dumps_line,
                      evaluate_output, iter_lines, write_json)
 from ..heads import SentencePrediction, get_head
@@ -91,11 +92,15 @@ def load_corpus(cfg: Config, labels: list[str] | None = None) -> NerCorpus:
         splits, spec = load_named(d.dataset, d.data_dir)
         declared = spec.scheme if d.scheme == "auto" else d.scheme
         name = d.dataset
+    elif d.path:
+        splits = load_source(d)
+        declared, name = d.scheme, Path(d.path).name
     elif d.train_file or d.dev_file or d.test_file:
-        splits = load_files(d.train_file, d.dev_file, d.test_file, tag_column=d.tag_column)
+        splits = load_files(d.train_file, d.dev_file, d.test_file, options=d)
         declared, name = d.scheme, Path(d.train_file or d.dev_file or d.test_file).name
     else:
-        raise DataError("no data: set data.dataset (e.g. conll2003) or data.train_file")
+        raise DataError("no data: set data.dataset (e.g. conll2003), data.path (a datasets "
+                        "directory or hub id) or data.train_file")
     if head.target == "tags":
         refuse_nested(splits, head.name)
     if d.limit and "train" in splits:
@@ -162,13 +167,21 @@ class NerTask(Task):
         from ..models import load_tokenizer
 
         corpus = load_corpus(cfg)
-        return cls(cfg, load_tokenizer(cfg.model.encoder, max_length=cfg.model.max_length), corpus)
+        task = cls(cfg, load_tokenizer(cfg.model.encoder, max_length=cfg.model.max_length), corpus)
+        if task.head.target == "spans" and first_process():
+            nested = sum(1 for s in corpus.splits.get("train", []) if s.overlap())
+            print(f"seqlab: eval.allow_nested {cfg.eval.allow_nested}: predictions "
+                  f"{'keep nested entities' if task.head.keep_nested else 'are made flat'} "
+                  f"({nested} training sentences hold nested or overlapping entities)",
+                  file=sys.stderr)
+        return task
 
     def __init__(self, cfg: Config, tokenizer, corpus: NerCorpus):
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.corpus = corpus
         self.head = get_head(cfg.model.head)(cfg, corpus.labels)
+        self.head.data_nested = any(s.overlap() for s in corpus.splits.get("train", []))
         self.label2id = {l: i for i, l in enumerate(corpus.labels)}
         self.prediction_ext = "conll" if self.head.target == "tags" else "jsonl"
         opts = dict(cfg.loss.options)
@@ -615,7 +628,11 @@ def _head_for_run(run: Run, labels: list[str]):
     """The head of a trained run, configured as the run was (decoding, options)."""
     meta, cfg = run.meta, run.config
     cfg.data.train_scheme = meta["train_scheme"]
-    return get_head(meta.get("head", "softmax"))(cfg, labels)
+    if "allow_nested" in meta:  # what the run decided (eval.allow_nested: auto), not the config
+        cfg.eval.allow_nested = "true" if meta["allow_nested"] else "false"
+    head = get_head(meta.get("head", "softmax"))(cfg, labels)
+    head.data_nested = bool(meta.get("allow_nested", False))
+    return head
 
 
 def _evaluate_cli(opts: EvaluateOptions, run: Run) -> int:
@@ -638,7 +655,8 @@ def _evaluate_cli(opts: EvaluateOptions, run: Run) -> int:
     else:
         name = Path(opts.file).stem
         out = evaluate_output(opts.output, run.directory, name, ext)
-        sents = load_files(None, None, opts.file, tag_column=cfg.data.tag_column)["test"]
+        sents = load_files(None, None, opts.file,
+                           options=dataclasses.replace(cfg.data, format="auto"))["test"]
         scheme = resolve_scheme({"test": sents}, "auto")
     head = _head_for_run(run, meta["labels"])
     if head.target == "tags":

@@ -177,7 +177,7 @@ class QATask(Task):
         d = cfg.data
         splits, language = load_qa(d.dataset, d.data_dir, train_split=d.train_split,
                                    eval_split=d.eval_split, train_file=d.train_file,
-                                   eval_file=d.dev_file)
+                                   eval_file=d.dev_file, options=d)
         if "train" not in splits:
             raise DataError("no training questions: set data.dataset or data.train_file")
         splits["train"] = trainable(splits["train"])
