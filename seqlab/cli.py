@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     _backend_options(r)
     _task_options(r, "predict")
     _progress_option(r)
+    r.add_argument("--progress", action="store_true",
+                   help="a bar of lines done on stderr even when it is not a terminal (it is "
+                        "shown on a terminal anyway)")
 
     x = sub.add_parser("export", help="a trained run to ONNX (checked against torch), for "
                        "`predict --backend onnxruntime` and deployment")
@@ -99,16 +102,19 @@ def _parser() -> argparse.ArgumentParser:
     _progress_option(rp)
 
     sv = sub.add_parser("serve", help="an HTTP API and a page for a trained run, with dynamic "
-                        "batching and limits")
-    sv.add_argument("model_dir")
-    sv.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
+                        "batching and limits",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sv.add_argument("model_dir", help="a trained run or its ONNX export")
+    sv.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                    help="run the model with torch or ONNX Runtime")
     sv.add_argument("--threads", type=int, help="onnxruntime: intra-op threads")
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="the address to listen on (0.0.0.0: every interface)")
+    sv.add_argument("--port", type=int, default=8000, help="the TCP port to listen on")
     sv.add_argument("--max-batch", type=int, default=64,
-                    help="texts predicted together at most (default 64)")
+                    help="texts predicted together at most")
     sv.add_argument("--batch-window-ms", type=float, default=5.0,
-                    help="how long a batch waits for more requests (default 5 ms)")
+                    help="how long a batch waits for more requests (ms)")
     sv.add_argument("--max-texts", type=int, default=64, help="texts per request at most")
     sv.add_argument("--max-chars", type=int, default=10_000, help="characters per text at most")
     sv.add_argument("--max-body-bytes", type=int, default=1_000_000,
@@ -118,7 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("datasets", help="list the named datasets of every task, and whether "
                        "their files are found")
     d.add_argument("--data-dir", help="data directory (default: $SEQLAB_DATA)")
-    sub.add_parser("heads", help="list the heads of every task, with their losses and options")
+    _progress_option(d)
+    h = sub.add_parser("heads", help="list the heads of every task, with their losses and options")
+    _progress_option(h)
     return p
 
 
@@ -194,15 +202,23 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "no_progress", False):
         quiet_libraries()
     try:
-        return {"train": _train, "evaluate": _evaluate, "predict": _predict, "study": _study,
-                "study-summary": _study_summary, "export": _export, "datasets": _datasets,
-                "heads": _heads, "report": _report, "serve": _serve}[args.command](args)
+        status = {"train": _train, "evaluate": _evaluate, "predict": _predict, "study": _study,
+                  "study-summary": _study_summary, "export": _export, "datasets": _datasets,
+                  "heads": _heads, "report": _report, "serve": _serve}[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not as an error at the interpreter's exit
+        return status
     except SeqlabError as exc:
         print(f"seqlab {args.command}: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_status", 2)
     except KeyboardInterrupt:
         print("seqlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `seqlab datasets | head -5`: the reader has gone, stop quietly
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 141  # 128 + SIGPIPE, as the shell's own commands
 
 
 def quiet_libraries() -> None:
@@ -224,6 +240,11 @@ def _datasets(args) -> int:
         found = "yes" if dataset_found(spec, root) else "no"
         files = ", ".join(f"{k}={v}" for k, v in spec.files.items())
         print(f"{name:<22}{spec.task:<6}{spec.scheme:<8}{spec.language:<6}{found:<7}{files}")
+    from .readers import READERS
+
+    print("readers (data.format; auto picks by suffix): " + ", ".join(
+        f"{name} ({' '.join(r.suffixes + (('directories',) if r.directories else ())) or '-'})"
+        for name, r in READERS.items()))
     return 0
 
 
@@ -347,7 +368,8 @@ def _predict(args) -> int:
     task, run = _load_run(args.model_dir)
     # a bar of lines done, on a terminal's stderr only (stdout carries the JSON)
     opts = PredictOptions(files=list(args.files), output=args.output, batch_size=args.batch_size,
-                          bf16=args.bf16, progress=not args.no_progress and sys.stderr.isatty(),
+                          bf16=args.bf16, progress=not args.no_progress and (
+                              args.progress or sys.stderr.isatty()),
                           backend=args.backend,
                           threads=args.threads, extra=_extra(args, "predict", task))
     return task.cli_predict(opts, run)

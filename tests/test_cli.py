@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -478,3 +479,42 @@ def test_no_progress_means_no_bars_and_no_length_warning(tmp_path, fixtures, tin
     for noise in ("Loading weights", "tokenising", "Writing model", "Token indices sequence length",
                   "it/s]"):
         assert noise not in err, noise
+
+
+@pytest.mark.parametrize("command", ["datasets", "heads"])
+def test_every_command_takes_no_progress(command, capsys):
+    assert main([command, "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip()
+
+
+def test_a_closed_pipe_is_no_traceback():
+    import subprocess
+    import sys
+
+    for reader in ("head -1", "true"):  # `true` reads nothing: every write meets a closed pipe
+        cmd = f"{sys.executable} -m seqlab.cli datasets | {reader}"
+        proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "SEQLAB_DATA": "/nonexistent"})
+        assert proc.stdout.startswith("data directory") or reader == "true"
+        assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_serve_help_names_every_option_and_its_default(capsys):
+    assert main(["serve", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--host", "--port", "--max-batch", "--max-body-bytes"):
+        line = next(l for l in out.splitlines() if l.strip().startswith(option))
+        assert len(line.split()) > 2 or "default" in out  # help text beside the option
+    assert "(default: 127.0.0.1)" in out and "(default: 8000)" in out
+    assert "(default: 1000000)" in out
+
+
+@pytest.mark.slow
+def test_predict_shows_progress_on_stderr_when_asked(ner_run, tmp_path, capsys):
+    src = tmp_path / "in.txt"
+    src.write_text("Peter Blackburn visited Germany .\n" * 5)
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", str(ner_run), str(src), "--output", str(out)]) == 0
+    assert "predicting" not in capsys.readouterr().err  # stderr is no terminal here
+    assert main(["predict", str(ner_run), str(src), "--output", str(out), "--progress"]) == 0
+    assert "predicting" in capsys.readouterr().err and len(out.read_text().splitlines()) == 5

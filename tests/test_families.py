@@ -222,3 +222,49 @@ def test_the_trainer_plug_in_trains_every_family(family_encoders, family, tmp_pa
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 2 and all(l > 0 for l in losses)
+
+
+def _squad_file(path: Path, n: int, seed: int) -> Path:
+    """SQuAD-format questions over synthetic sentences: "Who ...?" with the person as the
+    answer, some contexts with double spaces."""
+    paragraphs = []
+    for k, (words, tags) in enumerate(synthetic_ner(n, seed)):
+        start = tags.index("B-PER") if "B-PER" in tags else None
+        if start is None:
+            continue
+        sep = "  " if k % 4 == 0 else " "
+        context = sep.join(words)
+        answer = " ".join(words[start:start + 2])  # first and last name
+        at = context.index(answer) if answer in context else None
+        if at is None:
+            continue
+        paragraphs.append({"context": context, "qas": [{"id": f"q{seed}-{k}",
+                                                        "question": "Who is named?",
+                                                        "answers": [{"text": answer,
+                                                                     "answer_start": at}]}]})
+    path.write_text(json.dumps({"data": [{"title": f"t{seed}", "paragraphs": paragraphs}]}))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["deberta-v2", "modernbert"])
+def test_qa_answers_equal_the_reference_strings_exactly(family, family_encoders, tmp_path):
+    from seqlab.cli import main
+
+    train = _squad_file(tmp_path / "train.json", 240, 11)
+    dev = _squad_file(tmp_path / "dev.json", 60, 12)
+    out = tmp_path / "qa"
+    assert main(["train", str(Path(__file__).parents[1] / "configs" / "squad-dev-split.yaml"),
+                 "data.dataset=null", f"data.train_file={train}", f"data.dev_file={dev}",
+                 f"model.encoder={family_encoders[family]}", "model.max_length=64",
+                 "qa.doc_stride=16", "qa.max_query_length=8", "train.epochs=10",
+                 "train.batch_size=8", "train.learning_rate=3e-3", "train.warmup_ratio=0",
+                 f"train.output_dir={out}", "--no-progress"]) == 0
+    rows = [json.loads(l) for l in (out / "predictions_dev.jsonl").read_text().splitlines()]
+    right = [r for r in rows if r["exact_match"] == 1.0]
+    assert len(right) >= 0.5 * len(rows), (family, len(right), len(rows))
+    for r in rows:
+        pred = r["prediction"]
+        assert pred == pred.strip() and r["context"][r["start"]:r["end"]] == pred
+    for r in right:  # exactly the reference string, not only after SQuAD's normalisation
+        assert r["prediction"] in r["answers"], r

@@ -287,7 +287,8 @@ class NerTask(Task):
                                   max_length=self.cfg.model.max_length,
                                   overlap=self.cfg.model.window_overlap,
                                   batch_size=self.cfg.train.eval_batch_size, device=device,
-                                  desc=f"evaluating {split}", progress=progress, dtype=dtype,
+                                  desc="evaluating" if split == "eval" else f"evaluating {split}",
+                                  progress=progress, dtype=dtype,
                                   all_decodings=True)
         names = list(preds)
         per_sentence = [{n: preds[n][k] for n in names} for k in range(len(mine))]
