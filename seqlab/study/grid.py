@@ -82,6 +82,11 @@ class Study:
     base: dict
     keep_weights: bool = False
     derived: dict[str, dict] = field(default_factory=dict)  # name -> {from, decoding}
+    # the Ray backend: what one cell takes ({cpu: 1, gpu: 0}), cells at once (None: as many as
+    # the resources allow), retries of a failed cell
+    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
+    max_concurrent: int | None = None
+    max_failures: int = 2
     variant_seeds: dict[str, list[int]] = field(default_factory=dict)  # a variant's own seeds
 
     def seeds_of(self, variant: str) -> list[int]:
@@ -116,7 +121,8 @@ class Study:
 
 
 _VARIANT_KEYS = ("loss", "model", "train", "eval", "data", "qa")
-_STUDY_KEYS = ("output_dir", "seeds", "baseline", "keep_weights", "name")
+_STUDY_KEYS = ("output_dir", "seeds", "baseline", "keep_weights", "name", "resources",
+               "max_concurrent", "max_failures")
 
 
 def variant_config(section: dict) -> dict:
@@ -185,11 +191,27 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     if baseline not in raw["losses"]:
         raise ConfigError(f"{path}: study.baseline {baseline!r} is not one of the losses: "
                           f"{', '.join(raw['losses'])}")
+    resources = s.get("resources") or {}
+    if not isinstance(resources, dict) or set(resources) - {"cpu", "gpu"} or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+            for v in resources.values()):
+        raise ConfigError(f"{path}: study.resources: expected {{cpu: N, gpu: N}} (numbers >= 0), "
+                          f"got {resources!r}")
+    for key in ("max_concurrent", "max_failures"):
+        value = s.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < (1 if key == "max_concurrent" else 0)):
+            raise ConfigError(f"{path}: study.{key}: expected a whole number "
+                              f"{'>= 1' if key == 'max_concurrent' else '>= 0'}, got {value!r}")
     study = Study(name=str(s.get("name", path.stem.removeprefix("study-"))), path=path,
                   output_dir=Path(s["output_dir"]), seeds=list(seeds), losses=trained,
                   baseline=baseline, base=dict(raw["base"]),
                   keep_weights=bool(s.get("keep_weights")), derived=derived,
-                  variant_seeds=variant_seeds)
+                  variant_seeds=variant_seeds,
+                  resources={"cpu": float(resources.get("cpu", 1)),
+                             "gpu": float(resources.get("gpu", 0))},
+                  max_concurrent=s.get("max_concurrent"),
+                  max_failures=int(s.get("max_failures", 2)))
     first = {}
     for run in study.runs():  # the seeds' configs differ in the seed only: one run a variant
         first.setdefault(run.loss, run)
@@ -340,20 +362,26 @@ def run_grid(study: Study, *, shard_spec: str | None = None, progress: bool = Tr
                 if run.finished():  # finished between the look above and the claim
                     continue
                 bar.set_postfix_str(run.name)
-                if _resumable(run):
-                    runner(Run(run.loss, run.seed, run.directory,
-                               apply_overrides(run.config, ["train.resume=auto"])))
-                else:
-                    staging = run.directory.with_name(run.directory.name + ".incomplete")
-                    if staging.exists():
-                        shutil.rmtree(staging)
-                    if run.directory.exists():  # without metrics.json: not a finished run
-                        shutil.rmtree(run.directory)
-                    runner(run)
+                train_cell(run, runner)
                 done.append(run)
             finally:
                 claim.unlink(missing_ok=True)
     return done
+
+
+def train_cell(run: Run, runner=run_one) -> dict:
+    """Train one cell of the grid (the caller holds its claim): continued from its checkpoint
+    when it was interrupted under the same config (`_resumable`), else from scratch with any
+    leftover cleared. The serial runner and the Ray backend both train a cell so."""
+    if _resumable(run):
+        return runner(Run(run.loss, run.seed, run.directory,
+                          apply_overrides(run.config, ["train.resume=auto"])))
+    staging = run.directory.with_name(run.directory.name + ".incomplete")
+    if staging.exists():
+        shutil.rmtree(staging)
+    if run.directory.exists():  # without metrics.json: not a finished run
+        shutil.rmtree(run.directory)
+    return runner(run)
 
 
 def _resumable(run: Run) -> bool:
