@@ -12,7 +12,7 @@ export SEQLAB_DATA
 STAMP := $(VENV)/.seqlab-installed
 
 .PHONY: install train test test-fast bench-losses bench-ner bench-onnx bench-qa bench-heads \
-	bench-serve check-gpu clean
+	bench-serve bench-scale check-gpu clean
 
 install: $(STAMP)
 
@@ -71,6 +71,10 @@ bench-heads: $(STAMP)
 # seqlab serve under load and malformed requests, on loopback, against the make train model.
 bench-serve: $(STAMP)
 	$(BIN)/python scripts/bench_serve.py runs/conll2003-ce $(ARGS)
+
+# The study's grid and bulk prediction, serial against Ray (docs/benchmarks.md), after make train.
+bench-scale: $(STAMP)
+	$(BIN)/python scripts/bench_scale.py runs/conll2003-ce $(ARGS)
 
 # Everything only a GPU can show, in one run (under 8 minutes on one GPU): writes
 # benchmarks/gpu/check.md. Run it whenever a GPU machine is at hand.

@@ -126,11 +126,51 @@ async def _read_body(request, limit: int) -> bytes:
     return bytes(body)
 
 
+def _no_constant(name: str):
+    raise RequestError(400, f"the body is not JSON: {name} is not a JSON number")
+
+
+def _surrogate(value, where: str = "the body") -> str | None:
+    """Where a string of ``value`` holds an unpaired surrogate (``"\\ud800"``, which JSON can
+    escape but no text encodes), or None."""
+    stack = [(value, where)]
+    while stack:
+        v, at = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return f"{at} holds an unpaired surrogate (U+{ord(v[exc.start]):04X} at " \
+                       f"character {exc.start})"
+        elif isinstance(v, dict):
+            stack += [(x, f"{at}.{k}") for k, x in v.items()]
+        elif isinstance(v, list):
+            stack += [(x, f"{at}[{i}]") for i, x in enumerate(v)]
+    return None
+
+
+def parse_json(text: str):
+    """A request body as JSON, or a :class:`RequestError` (400) naming what is wrong: not JSON,
+    ``NaN``/``Infinity`` literals, nesting too deep for the parser, an unpaired surrogate."""
+    try:
+        payload = json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise RequestError(400, f"the body is not JSON: {exc.msg} at line {exc.lineno} "
+                                f"column {exc.colno}") from None
+    except RecursionError:
+        raise RequestError(400, "the body is nested too deeply to parse") from None
+    problem = _surrogate(payload, "body")
+    if problem:
+        raise RequestError(400, f"the body is not text: {problem}")
+    return payload
+
+
 def create_app(predictor, *, meta: dict, name: str, backend: str, opts: ServeOptions):
     """The ASGI app around a loaded predictor (see the module docstring)."""
     from contextlib import asynccontextmanager
 
     from starlette.applications import Starlette
+    from starlette.requests import ClientDisconnect
     from starlette.responses import HTMLResponse, JSONResponse
     from starlette.routing import Route
 
@@ -153,14 +193,14 @@ def create_app(predictor, *, meta: dict, name: str, backend: str, opts: ServeOpt
             except UnicodeDecodeError as exc:
                 raise RequestError(400, f"the body is not UTF-8 (byte 0x{body[exc.start]:02x} "
                                         f"at offset {exc.start})") from None
-            try:
-                payload = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise RequestError(400, f"the body is not JSON: {exc.msg} at line {exc.lineno} "
-                                        f"column {exc.colno}") from None
+            payload = parse_json(text)
             items = predictor.parse(payload, limits)
         except RequestError as exc:
             return _error(exc.status, str(exc))
+        except ClientDisconnect:  # the client left mid-body: nobody to answer, one line said
+            print(f"seqlab serve: a client disconnected before its body was read "
+                  f"({request.client.host if request.client else '?'})", file=sys.stderr)
+            return _error(400, "the client disconnected")
         try:
             results = await state["batcher"].submit(items)
         except Exception as exc:  # noqa: BLE001 - a model failure: said, and the server lives

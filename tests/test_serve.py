@@ -74,6 +74,22 @@ def test_limits_are_clear_4xx_answers():
         assert "<form" in c.get("/").text
 
 
+def test_pathological_json_is_a_4xx_json_error():
+    from starlette.testclient import TestClient
+
+    with TestClient(_app(EchoPredictor())) as c:
+        cases = [(b'{"texts": ["Peter \\ud800 Paris"]}', "unpaired surrogate (U+D800"),
+                 (b'{"texts": NaN}', "NaN is not a JSON number"),
+                 (b'{"texts": [Infinity]}', "Infinity is not a JSON number"),
+                 (b"[" * 100_000 + b"]" * 100_000, "nested too deeply")]
+        for body, message in cases:
+            r = c.post("/predict", content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 400 and message in r.json()["error"], (body[:40], r.text[:200])
+        # a paired surrogate escape is a real character and fine
+        ok = c.post("/predict", content=b'{"texts": ["smile \\ud83d\\ude00"]}')
+        assert ok.status_code == 200 and ok.json()["results"][0]["text"] == "smile \U0001F600"
+
+
 def test_a_model_failure_is_a_500_and_the_server_goes_on():
     from starlette.testclient import TestClient
 
@@ -162,3 +178,25 @@ def test_the_server_gives_predicts_entities_and_finishes_on_sigterm(served_run, 
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_client_that_disconnects_mid_body_is_one_log_line(capsys):
+    app = _app(EchoPredictor())
+    sent = []
+    messages = iter([{"type": "http.request", "body": b'{"texts": ["ab', "more_body": True},
+                     {"type": "http.disconnect"}])
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
+             "root_path": "", "headers": [(b"content-type", b"application/json")],
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000), "app": app}
+    asyncio.run(app(scope, receive, send))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "disconnected before its body was read" in err
+    assert "Traceback" not in err

@@ -282,10 +282,43 @@ def test_gradient_accumulation_takes_the_full_batch_step(tmp_path, fixtures, tin
     assert any(not torch.equal(start[k], states[1][k]) for k in start)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(args: list[str], *, nodes: int) -> list[subprocess.CompletedProcess]:
+    """``seqlab train`` under torchrun: two processes on one node, or one process on each of
+    ``nodes`` nodes (``--nnodes N --node_rank r`` with the rendezvous on 127.0.0.1, as on a
+    cluster with one host name), on a free port."""
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    port = str(_free_port())
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if nodes == 1:
+        cmds = [[torchrun, "--nproc_per_node", "2", "--master_port", port]]
+    else:
+        cmds = [[torchrun, "--nnodes", str(nodes), "--nproc_per_node", "1", "--node_rank",
+                 str(rank), "--master_addr", "127.0.0.1", "--master_port", port]
+                for rank in range(nodes)]
+    procs = [subprocess.Popen([*c, "-m", "seqlab.cli", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+             for c in cmds]
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=300)
+        out.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    return out
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun") is None and
                     not (Path(sys.executable).parent / "torchrun").exists(),
                     reason="torchrun not installed")
-def test_two_processes_equal_one_with_twice_the_batch(tmp_path, fixtures, tiny_encoder):
+@pytest.mark.parametrize("nodes", [1, 2], ids=["two-processes", "two-nodes"])
+def test_two_processes_equal_one_with_twice_the_batch(tmp_path, fixtures, tiny_encoder, nodes):
     # without dropout, so that splitting a batch over processes changes no random mask
     encoder = tmp_path / "encoder"
     shutil.copytree(tiny_encoder, encoder)
@@ -304,11 +337,9 @@ def test_two_processes_equal_one_with_twice_the_batch(tmp_path, fixtures, tiny_e
     assert _subprocess(args_one).returncode == 0
     two = tmp_path / "two"
     args_two = _args(fixtures, tiny_encoder, two, "train.batch_size=4", *common)
-    torchrun = str(Path(sys.executable).parent / "torchrun")
-    run = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m",
-                          "seqlab.cli", *args_two], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    runs = _torchrun(args_two, nodes=nodes)
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-3000:]
     log = [json.loads(l) for l in (one / "metrics.jsonl").read_text().splitlines()]
     log2 = [json.loads(l) for l in (two / "metrics.jsonl").read_text().splitlines()]
     train1 = [r for r in log if r["event"] == "train"]
@@ -322,8 +353,9 @@ def test_two_processes_equal_one_with_twice_the_batch(tmp_path, fixtures, tiny_e
     assert m1["processes"] == 1 and m2["processes"] == 2  # evaluation sharded, then gathered
     assert m2["dev"]["sentences"] == m1["dev"]["sentences"]
     assert m2["dev"]["default"]["f1"] == pytest.approx(m1["dev"]["default"]["f1"])
-    # messages once, from the main process
-    assert run.stdout.count("model and metrics in") == 1
+    # messages once, from the main process (of the first node)
+    assert sum(run.stdout.count("model and metrics in") for run in runs) == 1
+    assert runs[0].stdout.count("model and metrics in") == 1
 
 
 def test_bf16_training_evaluates_in_bf16_unless_asked(tmp_path, fixtures, tiny_encoder, monkeypatch):
