@@ -137,6 +137,22 @@ def _parser() -> argparse.ArgumentParser:
                     help="request body size at most (bytes)")
     _progress_option(sv)
 
+    co = sub.add_parser("corrupt", help="remove each entity with probability P under a seed: "
+                        "synthetic missing annotation (partial, or complete but wrong)")
+    co_src = co.add_mutually_exclusive_group(required=True)
+    co_src.add_argument("--dataset", help="a named NER dataset")
+    co_src.add_argument("--file", help="a data file (any reader: CoNLL, JSON lines, Parquet...)")
+    co.add_argument("--split", default="train", help="split of the named dataset (default: train)")
+    co.add_argument("--data-dir", help="data directory (default: $SEQLAB_DATA)")
+    co.add_argument("--p", type=float, required=True, help="the probability an entity is removed")
+    co.add_argument("--seed", type=int, default=1, help="the draw's seed (default 1)")
+    co.add_argument("--mode", choices=["partial", "wrong"], default="partial",
+                    help="partial: unannotated words unknown; wrong: written as complete "
+                         "(removed entities become O)")
+    co.add_argument("--output", required=True, help="the JSON lines to write (and OUTPUT.json, "
+                    "how it was made)")
+    _progress_option(co)
+
     d = sub.add_parser("datasets", help="list the named datasets of every task, and whether "
                        "their files are found")
     d.add_argument("--data-dir", help="data directory (default: $SEQLAB_DATA)")
@@ -223,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = {"train": _train, "evaluate": _evaluate, "predict": _predict, "study": _study,
                   "study-summary": _study_summary, "export": _export, "datasets": _datasets,
-                  "heads": _heads, "report": _report, "serve": _serve}[args.command](args)
+                  "heads": _heads, "report": _report, "serve": _serve,
+                  "corrupt": _corrupt}[args.command](args)
         sys.stdout.flush()  # a closed pipe shows here, not as an error at the interpreter's exit
         return status
     except SeqlabError as exc:
@@ -264,6 +281,35 @@ def _datasets(args) -> int:
     print("readers (data.format; auto picks by suffix): " + ", ".join(
         f"{name} ({' '.join(r.suffixes + (('directories',) if r.directories else ())) or '-'})"
         for name, r in READERS.items()))
+    return 0
+
+
+def _corrupt(args) -> int:
+    from .config import DataConfig
+    from .data.corrupt import corrupt, write_corrupted
+    from .data.registry import load_files, load_named, resolve_scheme
+    from .files import check_output_file
+
+    out = check_output_file(args.output)  # before any work
+    if args.dataset:
+        splits, spec = load_named(args.dataset, args.data_dir)
+        if args.split not in splits:
+            raise SeqlabError(f"dataset {args.dataset!r} has no split {args.split!r}; it has "
+                              f"{', '.join(splits)}")
+        sents, scheme = splits[args.split], resolve_scheme({args.split: splits[args.split]},
+                                                           spec.scheme)
+        source = f"{args.dataset} {args.split}"
+    else:
+        sents = load_files(args.file, None, None, options=DataConfig())["train"]
+        scheme, source = resolve_scheme({"train": sents}, "auto"), args.file
+    try:
+        rows, stats = corrupt(sents, scheme, p=args.p, seed=args.seed, mode=args.mode)
+    except ValueError as exc:
+        raise SeqlabError(str(exc)) from None
+    write_corrupted(rows, stats, out, {"source": source, "scheme": scheme, "p": args.p,
+                                       "seed": args.seed, "mode": args.mode})
+    print(f"{stats['removed']} of {stats['entities']} entities removed "
+          f"({len(rows)} sentences, {args.mode}) -> {out}")
     return 0
 
 

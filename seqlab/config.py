@@ -34,6 +34,8 @@ class DataConfig:
     tokens_column: str = "tokens"     # datasets sources: the words
     tags_column: str = "ner_tags"     # their tags (a ClassLabel sequence, or strings)
     spans_column: str | None = None   # or entity spans {start, end, type} (nested data)
+    annotation: str = "complete"      # training data: complete, or partial (a word outside
+                                      # every annotated entity is unknown, not O)
     tag_column: int = -1              # tag column of CoNLL files (negative: from the end)
     scheme: str = "auto"              # scheme of the files: auto, iob1, iob2, bioes, bmes
     train_scheme: str = "iob2"        # scheme the model learns: iob2 or bioes
@@ -147,6 +149,7 @@ _CHOICES = {
     "eval.decode": ("argmax", "viterbi"),
     "eval.allow_nested": ("auto", "true", "false"),
     "model.label_subwords": ("first", "all"),
+    "data.annotation": ("complete", "partial"),
 }
 
 # keys that may change between a checkpoint and its resumption: how long the run is, how it

@@ -106,12 +106,15 @@ def head_of(model, *, max_length: int = 512):
 
 
 def features(model, tokenizer, tokens: Sequence[Sequence[str]], gold: Sequence, *,
-             max_length: int = 512) -> list[dict]:
+             max_length: int = 512, known: Sequence[Sequence[bool]] | None = None) -> list[dict]:
     """Training features for ``model``'s head from words and their gold annotation: per
     sentence a list of tags (heads that label words) or of ``(type, start, end)`` spans (span
     heads). A sentence longer than ``max_length`` subwords is cut into windows, as
     ``seqlab train`` does. Train with ``TrainingArguments(remove_unused_columns=False)`` and
-    :class:`DataCollator`."""
+    :class:`DataCollator`. ``known``: partial annotation, per sentence whether each word is
+    annotated (an unknown word is no ``O``: out of the softmax head's loss, a free tag in the
+    CRF's, no negative span for the span head); train the CRF then with
+    ``loss_function(head="crf", partial=True)``."""
     from .data.alignment import build_features, subwords_per_word, wrap_ids
 
     from .models import position_limit
@@ -121,11 +124,14 @@ def features(model, tokenizer, tokens: Sequence[Sequence[str]], gold: Sequence, 
     head = head_of(model, max_length=max_length)
     index = {l: i for i, l in enumerate(head.labels)}
     rows = []
-    for words, g in zip(subwords_per_word(tokenizer, tokens), gold):
+    for k, (words, g) in enumerate(zip(subwords_per_word(tokenizer, tokens), gold)):
         ids = [index[t] for t in g] if head.target == "tags" else [(index[t], s, e) for t, s, e in g]
         for f in build_features(words, None, max_length=max_length, overlap=max_length // 4,
                                 wrap=wrap_ids(tokenizer)):
-            rows.append({"input_ids": f["input_ids"], **head.window_targets(f, ids, len(words))})
+            targets = head.window_targets(f, ids, len(words))
+            if known is not None:
+                targets = head.mask_unknown(targets, f, list(known[k]))
+            rows.append({"input_ids": f["input_ids"], **targets})
     return rows
 
 

@@ -2,7 +2,8 @@
 
 CoNLL: one token a line, columns separated by spaces or tabs, the token first and the tag in a
 configurable column (the last by default). ``-DOCSTART-`` lines start a new document; blank or
-whitespace-only lines end a sentence. JSON lines: ``{"tokens": [...], "tags": [...]}`` a line.
+whitespace-only lines end a sentence. The tag ``?`` marks a word whose annotation is unknown
+(partial annotation: it may or may not be part of an entity). JSON lines: ``{"tokens": [...], "tags": [...]}`` a line.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..errors import DataError
 from .schemes import spans_to_tags, split_tag
 
 _COLUMN_SPLIT = re.compile(r"[ \t]+")
+UNKNOWN_TAG = "?"  # CoNLL: a word whose annotation is unknown (partial annotation)
 
 
 @dataclass
@@ -36,6 +38,9 @@ class Sentence:
     # entity spans (type, start, end) as given by a span-annotated file; may nest or overlap.
     # Then ``tags`` are those spans in IOB2 when they do not overlap, else None
     spans: list[tuple[str, int, int]] | None = None
+    # partial annotation: per word, whether its annotation is known (None: every word is);
+    # an unknown word's tag is "O" in ``tags`` but means "not annotated", not "no entity"
+    known: list[bool] | None = None
 
     def gold_spans(self, scheme: str) -> list[tuple[str, int, int]]:
         """The gold entities ``(type, start, end)``: the given spans, or the tags read in
@@ -108,11 +113,18 @@ def read_conll(path: str | os.PathLike, *, tag_column: int = -1, member: str | N
     doc_id, first_line = 0, 0
     need = max(2, tag_column + 1 if tag_column >= 0 else 1 - tag_column)
 
+    unknown: list[int] = []
+
     def flush() -> None:
-        nonlocal tokens, tags
+        nonlocal tokens, tags, unknown
         if tokens:
-            sentences.append(Sentence(tokens, tags, doc_id, first_line, path=name))
-        tokens, tags = [], []
+            sent = Sentence(tokens, tags, doc_id, first_line, path=name)
+            if unknown:
+                sent.known = [True] * len(tokens)
+                for k in unknown:
+                    sent.known[k] = False
+            sentences.append(sent)
+        tokens, tags, unknown = [], [], []
 
     for lineno, raw_line in enumerate(io.StringIO(text), start=1):
         line = raw_line.rstrip("\r\n")
@@ -129,10 +141,14 @@ def read_conll(path: str | os.PathLike, *, tag_column: int = -1, member: str | N
             raise DataError(f"expected at least {need} columns (token ... tag), found {len(cols)}: "
                             f"{line.strip()!r}", name, lineno)
         tag = cols[tag_column]
+        if tag == UNKNOWN_TAG:
+            unknown.append(len(tokens))
+            tag = "O"
         try:
             split_tag(tag)
         except ValueError as exc:
-            raise DataError(str(exc), name, lineno) from None
+            raise DataError(f"{exc} (or {UNKNOWN_TAG!r} for a word whose annotation is unknown)",
+                            name, lineno) from None
         token = cols[0] if token_transform is None else token_transform(cols[0])
         if not tokens:
             first_line = lineno
@@ -174,29 +190,63 @@ def read_jsonl(path: str | os.PathLike) -> list[Sentence]:
         doc = obj.get("doc_id", 0)
         if isinstance(doc, bool) or not isinstance(doc, int):
             raise DataError(f"doc_id must be an integer, got {doc!r}", name, lineno)
+        partial = obj.get("partial", False)
+        if not isinstance(partial, bool):
+            raise DataError(f'"partial" must be true or false, got {json.dumps(partial)}',
+                            name, lineno)
         if "entities" in obj:
             spans = _read_entities(obj["entities"], len(toks), name, lineno)
             if not toks:
                 continue
             sent = Sentence(toks, [], doc, lineno, path=name, one_line=True, spans=spans)
             sent.tags = None if sent.overlap() else spans_to_tags(spans, len(toks), "iob2")
+            if "known" in obj or partial:
+                sent.known = _known_regions(obj.get("known", []), spans, len(toks), name, lineno)
             sentences.append(sent)
             continue
+        if "known" in obj:
+            raise DataError('"known" regions go with "entities"; with "tags", mark an unknown '
+                            "word's tag null", name, lineno)
         tgs = obj["tags"]
         if len(toks) != len(tgs):
             raise DataError(f"{len(toks)} tokens but {len(tgs)} tags", name, lineno)
         if not toks:
             continue
+        known = [t is not None and not (partial and t == "O") for t in tgs]
+        tgs = ["O" if t is None else t for t in tgs]
         for tag in tgs:
             try:
                 split_tag(str(tag))
             except ValueError as exc:
-                raise DataError(str(exc), name, lineno) from None
-        sentences.append(Sentence(toks, [str(t) for t in tgs], doc, lineno, path=name,
-                                  one_line=True))
+                raise DataError(f"{exc} (or null for a word whose annotation is unknown)", name,
+                                lineno) from None
+        sent = Sentence(toks, [str(t) for t in tgs], doc, lineno, path=name, one_line=True)
+        if not all(known):
+            sent.known = known
+        sentences.append(sent)
     if not sentences:
         raise DataError("no sentences found (the file is empty)", name)
     return sentences
+
+
+def _known_regions(regions, spans, n: int, name: str, lineno: int) -> list[bool]:
+    """Per word, whether it is annotated: inside a ``"known"`` region ``[start, end)`` (fully
+    annotated there) or inside an annotated entity."""
+    known = [False] * n
+    if not isinstance(regions, list):
+        raise DataError('"known" must be a list of [start, end] word ranges', name, lineno)
+    for k, r in enumerate(regions, start=1):
+        if not (isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) and
+                                                            not isinstance(x, bool) for x in r)
+                and 0 <= r[0] < r[1] <= n):
+            raise DataError(f"known region {k}: expected [start, end) word indices with "
+                            f"0 <= start < end <= {n}, got {json.dumps(r)}", name, lineno)
+        for w in range(r[0], r[1]):
+            known[w] = True
+    for _, s, e in spans:
+        for w in range(s, e):
+            known[w] = True
+    return known
 
 
 def _read_entities(entities: list, n: int, name: str, lineno: int) -> list[tuple[str, int, int]]:

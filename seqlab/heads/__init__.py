@@ -63,6 +63,8 @@ class Head:
     subword_labels: ClassVar[bool] = False    # model.label_subwords: all applies
     data_nested: bool = False                 # its training data has nested or overlapping
                                               # entities (set by the task, or from the run)
+    partial: bool = False                     # it trains from partial annotation (set by the
+                                              # task: some words are unknown, not O)
 
     def __init__(self, cfg, labels: list[str] | None = None):
         self.cfg = cfg
@@ -146,6 +148,19 @@ class Head:
         """The configured loss; ``options`` replace the configured options (class weights)."""
         return self.make_loss(self.cfg.loss.name,
                               self.cfg.loss.options if options is None else options)
+
+    def mask_unknown(self, targets: dict, feature: dict, known: list[bool]) -> dict:
+        """A window's training targets (:meth:`window_targets`) with the sentence's unknown
+        words (``known[w]`` false: partial annotation) taken out of what counts as a negative.
+
+        Raises:
+            DataError: this head cannot train from partial annotation.
+        """
+        from ..errors import DataError
+
+        raise DataError(f"the {self.name} head cannot train from partial annotation "
+                        "(data.annotation: partial); heads that can: softmax, crf, "
+                        "global_pointer")
 
     def loss(self, model, batch: dict[str, torch.Tensor], loss_fn, num_items_in_batch=None
              ) -> torch.Tensor:

@@ -86,13 +86,35 @@ def path_score(emissions: Tensor, tags: Tensor, mask: Tensor, transitions: Tenso
     return score + end.gather(1, last).squeeze(1)
 
 
+UNKNOWN = -1  # a word's tag in partial annotation: any tag may stand there (never -100)
+
+
+def consistent_log_partition(emissions: Tensor, tags: Tensor, mask: Tensor, transitions: Tensor,
+                             start: Tensor, end: Tensor) -> Tensor:
+    """``log`` of the summed scores of every path that agrees with ``tags`` ``(B, W)`` where
+    they are known (:data:`UNKNOWN` elsewhere): the forward algorithm with the other tags'
+    emissions of a known word at :data:`IMPOSSIBLE`. With every tag known it is the gold
+    path's score."""
+    C = emissions.shape[2]
+    free = (tags < 0).unsqueeze(2)
+    gold = torch.nn.functional.one_hot(tags.clamp_min(0), C).bool()
+    return log_partition(emissions.masked_fill(~(free | gold), IMPOSSIBLE), mask, transitions,
+                         start, end)
+
+
 def crf_nll(emissions: Tensor, tags: Tensor, mask: Tensor, transitions: Tensor, start: Tensor,
-            end: Tensor) -> Tensor:
+            end: Tensor, *, partial: bool = False) -> Tensor:
     r"""Negative log-likelihood :math:`\log Z - s(y)` of each row's gold path ``(B,)``, in
-    float32 (float64 stays float64); a row with no real word gives 0."""
+    float32 (float64 stays float64); a row with no real word gives 0.
+
+    ``partial``: ``tags`` may hold :data:`UNKNOWN`; the likelihood is then that of every path
+    consistent with the known tags (the partial, or fuzzy, CRF of Tsuboi et al., 2008):
+    :math:`\log Z - \log \sum_{y \sim \text{known}} e^{s(y)}`, exact by dynamic programming."""
     dtype = torch.float64 if emissions.dtype == torch.float64 else torch.float32
     e, tr, st, en = (x.to(dtype) for x in (emissions, transitions, start, end))
-    nll = log_partition(e, mask, tr, st, en) - path_score(e, tags, mask, tr, st, en)
+    gold = (consistent_log_partition(e, tags, mask, tr, st, en) if partial else
+            path_score(e, tags, mask, tr, st, en))
+    nll = log_partition(e, mask, tr, st, en) - gold
     return nll.masked_fill(~mask.any(1), 0.0)
 
 

@@ -25,7 +25,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from . import register_head
-from ._chain import allowed_transitions, constrained, crf_nll, marginals, viterbi
+from ._chain import UNKNOWN, allowed_transitions, constrained, crf_nll, marginals, viterbi
 from ._encoder import EncoderWithHead, load_encoder_model
 from .tokens import TokenHead, compact_words, pad_scores
 
@@ -71,6 +71,10 @@ class CrfLoss(nn.Module):
     by the number of labelled words (or by ``num_items_in_batch``), so that its scale is that of
     a token loss and gradient accumulation stays exact."""
 
+    def __init__(self, partial: bool = False):
+        super().__init__()
+        self.partial = partial  # labels may hold UNKNOWN words (partial annotation)
+
     def forward(self, outputs, labels: torch.Tensor, num_items_in_batch=None, *,
                 at_start: torch.Tensor | None = None, at_end: torch.Tensor | None = None):
         scores, tags, mask = compact_words(outputs["logits"], labels)
@@ -80,7 +84,8 @@ class CrfLoss(nn.Module):
             start = torch.where(at_start.bool().view(B, 1), start.expand(B, C), 0.0)
         if at_end is not None:
             end = torch.where(at_end.bool().view(B, 1), end.expand(B, C), 0.0)
-        total = crf_nll(scores, tags, mask, outputs["transitions"], start, end).sum()
+        total = crf_nll(scores, tags, mask, outputs["transitions"], start, end,
+                        partial=self.partial).sum()
         n = self.count_items(labels) if num_items_in_batch is None else num_items_in_batch
         if isinstance(n, torch.Tensor):
             return total / n.to(total.dtype).clamp_min(1.0)
@@ -113,9 +118,14 @@ class CrfHead(TokenHead):
     def load_model(cls, directory, meta):
         return load_encoder_model(CrfTagger, directory)
 
+    unknown_label = UNKNOWN  # an unknown word stays in the chain, any tag free there
+
     @classmethod
     def make_loss(cls, name, options):
-        return CrfLoss()
+        return CrfLoss(partial=bool(options.get("partial", False)))  # seqlab.hf: partial=True
+
+    def build_loss(self, options=None):
+        return CrfLoss(partial=self.partial)
 
     def window_targets(self, feature, gold, n_words):
         start, end = feature["window"]

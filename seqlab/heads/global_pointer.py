@@ -166,6 +166,12 @@ class GlobalPointerHead(Head):
     def meta(self) -> dict:
         return {**super().meta(), "allow_nested": self.keep_nested}
 
+    def mask_unknown(self, targets: dict, feature: dict, known: list[bool]) -> dict:
+        """Partial annotation: a candidate span over an unknown word is no negative (its
+        label becomes IGNORE in :meth:`collate`); gold spans stay positives."""
+        ws, we = feature["window"]
+        return {**targets, "unknown": [w - ws for w in range(ws, we) if not known[w]]}
+
     def candidates(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Word pairs ``(i, j)``, ``i <= j``, of the candidate spans among ``n`` words."""
         i, j = torch.triu_indices(n, n)
@@ -184,6 +190,12 @@ class GlobalPointerHead(Head):
             first, last = torch.tensor(r["word_first"]), torch.tensor(r["word_last"])
             i, j = self.candidates(len(first))
             labels[b, :, first[i], last[j]] = 0
+            if r.get("unknown"):  # candidates that hold an unknown word: not negatives
+                unk = torch.zeros(len(first) + 1, dtype=torch.long)
+                unk[torch.tensor(r["unknown"]) + 1] = 1
+                unk = unk.cumsum(0)
+                hit = (unk[j + 1] - unk[i]) > 0
+                labels[b, :, first[i[hit]], last[j[hit]]] = IGNORE
             for t, s, e in r["spans"]:
                 labels[b, t, first[s], last[e]] = 1
         batch["labels"] = labels

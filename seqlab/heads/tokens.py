@@ -41,6 +41,21 @@ class TokenHead(Head):
                 labels[k] = inside[gold[word]]
         return {"labels": labels}
 
+    # the label of an unknown word's first subword in partial annotation: out of the loss (the
+    # softmax head, the weak baseline); the CRF keeps it in its chain as a free tag
+    unknown_label = IGNORE
+
+    def mask_unknown(self, targets: dict, feature: dict, known: list[bool]) -> dict:
+        labels, word = list(targets["labels"]), None
+        for k, w in enumerate(feature["word_index"]):
+            if w >= 0:
+                word = w
+                if not known[w]:
+                    labels[k] = self.unknown_label
+            elif word is not None and not known[word] and 0 < k < len(labels) - 1:
+                labels[k] = IGNORE  # label_subwords: all: the word's later subwords too
+        return {**targets, "labels": labels}
+
     def _continuation(self) -> list[int]:
         """Per label id, the id of the label a word's later subword takes (``B-X`` -> ``I-X``)."""
         from ..data.schemes import split_tag

@@ -110,6 +110,7 @@ def load_corpus(cfg: Config, labels: list[str] | None = None) -> NerCorpus:
             if split in splits:
                 splits[split] = splits[split][: d.eval_limit]
     scheme = resolve_scheme(splits, declared)
+    mark_partial(splits, scheme, d.annotation)
     if labels is None:
         if "train" not in splits:
             raise DataError("no training split: set data.train_file")
@@ -125,6 +126,30 @@ def load_corpus(cfg: Config, labels: list[str] | None = None) -> NerCorpus:
         labels = (label_set(sorted(train_types), cfg.data.train_scheme) if head.target == "tags"
                   else sorted(train_types))
     return NerCorpus(splits, scheme, cfg.data.train_scheme, labels, name)
+
+
+def mark_partial(splits: dict[str, list[Sentence]], scheme: str, annotation: str) -> None:
+    """Partial annotation: with ``data.annotation: partial`` every training word outside an
+    annotated entity is unknown (where the file marks no words of its own); evaluation data
+    must be complete.
+
+    Raises:
+        DataError: a dev or test sentence with unknown words (naming its file and line).
+    """
+    if annotation == "partial":
+        for s in splits.get("train", []):
+            if s.known is None:
+                s.known = [False] * len(s.tokens)
+                for _, a, b in s.gold_spans(scheme):
+                    s.known[a:b] = [True] * (b - a)
+    for split, sentences in splits.items():
+        if split == "train":
+            continue
+        for s in sentences:
+            if s.known is not None and not all(s.known):
+                raise DataError(f"{s.where(s.known.index(False))}: the {split} split has words "
+                                "whose annotation is unknown; evaluation data must be completely "
+                                "annotated (partial annotation is for training only)")
 
 
 def class_weights(counts: Sequence[int], kind: str) -> list[float]:
@@ -182,6 +207,7 @@ class NerTask(Task):
         self.corpus = corpus
         self.head = get_head(cfg.model.head)(cfg, corpus.labels)
         self.head.data_nested = any(s.overlap() for s in corpus.splits.get("train", []))
+        self.head.partial = any(s.known is not None for s in corpus.splits.get("train", []))
         self.label2id = {l: i for i, l in enumerate(corpus.labels)}
         self.prediction_ext = "conll" if self.head.target == "tags" else "jsonl"
         opts = dict(cfg.loss.options)
@@ -197,8 +223,10 @@ class NerTask(Task):
         scheme)."""
         counts = [0] * len(self.corpus.labels)
         for s in self.corpus.splits.get("train", []):
-            for t in gold_in_scheme(s, self.corpus.scheme, self.corpus.train_scheme):
-                counts[self.label2id[t]] += 1
+            tags = gold_in_scheme(s, self.corpus.scheme, self.corpus.train_scheme)
+            for k, t in enumerate(tags):
+                if s.known is None or s.known[k]:  # an unknown word is no O
+                    counts[self.label2id[t]] += 1
         return counts
 
     def has_split(self, split: str) -> bool:
@@ -262,8 +290,10 @@ class NerTask(Task):
             gold = self._gold(sent)
             for f in build_features(words, None, max_length=m.max_length, overlap=m.window_overlap,
                                     wrap=wrap_ids(tok)):
-                row = {"input_ids": f["input_ids"], "length": len(f["input_ids"]),
-                       **self.head.window_targets(f, gold, len(words))}
+                targets = self.head.window_targets(f, gold, len(words))
+                if self.head.partial and split == "train":  # every row, so the keys agree
+                    targets = self.head.mask_unknown(targets, f, sent.known or [True] * len(words))
+                row = {"input_ids": f["input_ids"], "length": len(f["input_ids"]), **targets}
                 for k, v in row.items():
                     rows.setdefault(k, []).append(v)
         return datasets.Dataset.from_dict(rows)
