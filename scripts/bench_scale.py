@@ -96,7 +96,7 @@ def main() -> int:
     splits, _ = load_named("conll2003")
     texts = [" ".join(s.tokens) for s in splits["test"]] * args.repeat
     times = {"serial": [], "ray": []}
-    same = None
+    same, score_diff = None, 0.0
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         shards = tmp / "in"
@@ -118,23 +118,31 @@ def main() -> int:
                            "--workers", "2", "--output", str(out), "--no-progress"]
                 times[backend].append(_timed(cmd))
                 print(f"predict trial {trial + 1}, {backend}: {times[backend][-1]:.1f} s")
-            if same is None:
+            if same is None:  # entities by (type, start, end); scores to their 4 decimals
                 serial = [json.loads(l)["entities"] for l in
                           (tmp / "serial.jsonl").read_text().splitlines()]
                 rows = [json.loads(l) for f in sorted((tmp / "ray-0").glob("*.json*"))
                         for l in f.read_text().splitlines()]
                 rows.sort(key=lambda r: (r["source"], r["line"]))
-                same = [r["entities"] for r in rows] == serial
+                spans = [[(e["type"], e["start"], e["end"]) for e in es] for es in serial]
+                same = [[(e["type"], e["start"], e["end"]) for e in r["entities"]]
+                        for r in rows] == spans
+                score_diff = max((abs(a["score"] - b["score"]) for es, r in zip(serial, rows)
+                                  for a, b in zip(es, r["entities"])), default=0.0)
     n = len(texts)
-    result["predict"] = {"sentences": n, "same_entities": same, **{
+    result["predict"] = {"sentences": n, "same_entities": same,
+                         "max_score_diff": round(score_diff, 6), **{
         b: {"median_s": round(statistics.median(v), 1), "all_s": [round(x, 1) for x in v],
             "sentences_per_s": round(n / statistics.median(v), 1)} for b, v in times.items()}}
     p = result["predict"]
     print(f"bulk prediction, CoNLL-2003 test x {args.repeat} ({n} sentences): serial "
           f"{p['serial']['median_s']:.1f} s ({p['serial']['sentences_per_s']:.0f} sent/s), Ray "
           f"2 workers x 1 thread {p['ray']['median_s']:.1f} s ({p['ray']['sentences_per_s']:.0f} "
-          f"sent/s); the same entities: {same}")
+          f"sent/s); the same entities (type and span) on every line: {same}, scores within "
+          f"{score_diff:.4f} (batches of other texts change the float sums)")
     out = Path(args.output)
+    if args.skip_grid and out.is_file() and "grid" in json.loads(out.read_text()):
+        result["grid"] = json.loads(out.read_text())["grid"]  # measured by an earlier run
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"written to {out}")

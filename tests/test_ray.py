@@ -32,17 +32,18 @@ def _ray_down():
         ray.shutdown()
 
 
-def _study(tmp_path: Path, fixtures: Path, encoder: Path, out: str, **study) -> Path:
+def _study(tmp_path: Path, fixtures: Path, encoder: Path, out: str, seeds=(1, 2),
+           **study) -> Path:
     base = {"task": "ner",
             "data": {"train_file": str(fixtures / "train.conll"),
                      "dev_file": str(fixtures / "dev.conll"),
                      "test_file": str(fixtures / "test.conll")},
             "model": {"encoder": str(encoder), "max_length": 24},
-            "train": {"epochs": 2, "batch_size": 4, "learning_rate": 2e-3, "warmup_ratio": 0,
+            "train": {"epochs": 1, "batch_size": 4, "learning_rate": 2e-3, "warmup_ratio": 0,
                       "num_threads": 1}}
     path = tmp_path / f"study-{out}.yaml"
     path.write_text(yaml.safe_dump({
-        "study": {"output_dir": str(tmp_path / out), "seeds": [1, 2], "baseline": "ce",
+        "study": {"output_dir": str(tmp_path / out), "seeds": list(seeds), "baseline": "ce",
                   "resources": {"cpu": 1}, "max_concurrent": 2, **study},
         "base": base, "losses": {"ce": {"name": "ce"}, "focal": {"name": "focal", "gamma": 2.0}}},
         sort_keys=False))
@@ -76,17 +77,17 @@ def test_a_grid_on_ray_equals_the_serial_grid(tmp_path, fixtures, tiny_encoder, 
 
 
 def test_a_failing_cell_is_retried(tmp_path, fixtures, tiny_encoder, monkeypatch):
-    path = _study(tmp_path, fixtures, tiny_encoder, "retry", max_failures=1)
+    path = _study(tmp_path, fixtures, tiny_encoder, "retry", seeds=(1,), max_failures=1)
     markers = tmp_path / "markers"
     monkeypatch.setenv("SEQLAB_STUDY_FAIL_ONCE", str(markers))
     assert main(["study", str(path), "--backend", "ray", "--no-progress"]) == 0
-    assert len(list(markers.iterdir())) == 4  # every cell failed once, then finished
+    assert len(list(markers.iterdir())) == 2  # every cell failed once, then finished
     assert all(r.finished() for r in load_study(path).runs())
 
 
 def test_a_killed_driver_is_picked_up_and_trains_only_the_missing_cells(tmp_path, fixtures,
                                                                          tiny_encoder):
-    path = _study(tmp_path, fixtures, tiny_encoder, "killed", max_concurrent=1)
+    path = _study(tmp_path, fixtures, tiny_encoder, "killed", seeds=(1,), max_concurrent=1)
     study = load_study(path)
     cmd = [sys.executable, "-m", "seqlab.cli", "study", str(path), "--backend", "ray",
            "--no-progress"]
@@ -99,7 +100,7 @@ def test_a_killed_driver_is_picked_up_and_trains_only_the_missing_cells(tmp_path
     proc.wait()
     done = {r.name: (r.directory / "metrics.json").stat().st_mtime
             for r in study.runs() if r.finished()}
-    assert 1 <= len(done) < 4, done
+    assert len(done) == 1, done
     subprocess.run(["ray", "stop", "--force"], capture_output=True,
                    env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
     assert main(["study", str(path), "--backend", "ray", "--no-progress"]) == 0
@@ -138,5 +139,10 @@ def test_bulk_prediction_on_ray_equals_serial_predict(ner_run, tmp_path):
         rows += [json.loads(l) for l in f.read_text().splitlines()]
     rows.sort(key=lambda r: (r["source"], r["line"]))  # the order of the input, restored
     assert [r["text"] for r in rows] == lines
-    assert [r["entities"] for r in rows] == [w["entities"] for w in want]
+    spans = [[(e["type"], e["start"], e["end"], e["text"]) for e in r["entities"]] for r in rows]
+    assert spans == [[(e["type"], e["start"], e["end"], e["text"]) for e in w["entities"]]
+                     for w in want]
+    # scores to their fourth decimal: a text batched beside others sums its floats otherwise
+    assert [e["score"] for r in rows for e in r["entities"]] == pytest.approx(
+        [e["score"] for w in want for e in w["entities"]], abs=1e-3)
     assert sum(len(r["entities"]) for r in rows) > 0
