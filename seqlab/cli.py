@@ -276,11 +276,6 @@ def _datasets(args) -> int:
         found = "yes" if dataset_found(spec, root) else "no"
         files = ", ".join(f"{k}={v}" for k, v in spec.files.items())
         print(f"{name:<22}{spec.task:<6}{spec.scheme:<8}{spec.language:<6}{found:<7}{files}")
-    from .readers import READERS
-
-    print("readers (data.format; auto picks by suffix): " + ", ".join(
-        f"{name} ({' '.join(r.suffixes + (('directories',) if r.directories else ())) or '-'})"
-        for name, r in READERS.items()))
     return 0
 
 
