@@ -43,7 +43,6 @@ def main() -> int:
     import seqlab
     from seqlab.data.alignment import running_text
     from seqlab.data.registry import load_named
-    from seqlab.data.schemes import tags_to_spans
 
     splits, spec = load_named(args.dataset)
     sents = splits[args.split][: args.limit]

@@ -23,7 +23,6 @@ Trainer's ``hyperparameter_search`` (which pickles the Trainer) is not used.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from ..errors import SeqlabError
