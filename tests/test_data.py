@@ -281,3 +281,25 @@ def test_one_registry_for_every_task(data_dir, capsys):
     assert rows["cmrc2018"][1:2] == ["qa"] and rows["cmrc2018"][4] == "yes"
     assert rows["squad-v1.1"][4] == "no"  # the train file is not in the shared data
     assert rows["conll2003"][1] == "ner" and rows["conll2003"][4] == "yes"
+
+
+@pytest.mark.slow  # tokenises whole corpora
+@pytest.mark.parametrize("name", ["conll2003", "wnut17", "weibo"])
+def test_running_text_alignment_keeps_the_embedded_encoders_subwords(name, data_dir,
+                                                                      minilm_tokenizer):
+    """For WordPiece (the embedded MiniLM) the subwords of running text are those the
+    pre-split words always had (`is_split_into_words`), on every sentence of the corpus: the
+    alignment change leaves `make train` as it was."""
+    tok = minilm_tokenizer
+    splits, _ = load_named(name, data_dir)
+    sents = [s.tokens for split in splits.values() for s in split]
+    enc = tok([list(s) for s in sents], is_split_into_words=True, add_special_tokens=False,
+              truncation=False)
+    old = []
+    for i, words in enumerate(sents):
+        per_word = [[] for _ in words]
+        for tid, wid in zip(enc["input_ids"][i], enc.word_ids(i)):
+            if wid is not None:
+                per_word[wid].append(tid)
+        old.append([sub or [tok.unk_token_id] for sub in per_word])
+    assert subwords_per_word(tok, sents) == old
