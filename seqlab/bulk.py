@@ -63,10 +63,10 @@ def _rows(item: dict) -> list[dict]:
         return [{"source": str(path), "line": k, "text": str(t)}
                 for k, t in enumerate(table.column("text").to_pylist(), start=1)]
     rows = []
-    text = path.read_text(encoding="utf-8")
-    for k, line in enumerate(text.split("\n"), start=1):
-        if k == text.count("\n") + 1 and line == "":
-            break  # the newline that ends the file starts no text
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the file starts no text
+    for k, line in enumerate(lines, start=1):
         line = line.removesuffix("\r")
         if path.suffix in (".jsonl", ".json"):
             if not line.strip():

@@ -63,7 +63,6 @@ def test_parquet_csv_and_arrow_files_are_data(tmp_path, suffix):
             f'{json.dumps([names[i] for i in g]).replace(chr(34), chr(34) * 2)}"\n'
             for t, g in zip(ROWS["tokens"], ROWS["ner_tags"])))
     else:
-        ds.with_format("arrow")
         import pyarrow as pa
 
         table = ds.data.table

@@ -136,28 +136,21 @@ def run_grid_ray(study, *, address: str | None = None, progress: bool = True,
         return {"loss": run.loss, "seed": run.seed, "directory": str(run.directory.resolve()),
                 "config": raw, "cwd": cwd, "cpus": cpus}
 
-    experiment = storage / name
-    tuners = []
-    if tune.Tuner.can_restore(str(experiment)):  # a driver that was stopped: pick it up
-        tuners.append(tune.Tuner.restore(str(experiment), trainable=trainable,
-                                         resume_unfinished=True, restart_errored=True))
-    run_config = tune.RunConfig(
-        name=name, storage_path=str(storage), verbose=1 if progress else 0,
-        failure_config=tune.FailureConfig(max_failures=study.max_failures))
-    tune_config = tune.TuneConfig(max_concurrent_trials=study.max_concurrent)
-    for tuner in tuners:
-        tuner.fit()
+    def run_config(experiment: str):
+        return tune.RunConfig(name=experiment, storage_path=str(storage),
+                              verbose=1 if progress else 0,
+                              failure_config=tune.FailureConfig(max_failures=study.max_failures))
+
+    restored = tune.Tuner.can_restore(str(storage / name))
+    if restored:  # a driver that was stopped: pick its experiment up
+        tune.Tuner.restore(str(storage / name), trainable=trainable, resume_unfinished=True,
+                           restart_errored=True).fit()
     missing = [r for r in todo if not r.finished()]
     if missing:  # cells the restored experiment did not hold (or no experiment yet)
-        if tuners:
-            run_config = tune.RunConfig(
-                name=f"{name}-{len(list(storage.glob(name + '*')))}", storage_path=str(storage),
-                verbose=1 if progress else 0,
-                failure_config=tune.FailureConfig(max_failures=study.max_failures))
-        tuner = tune.Tuner(trainable,
-                           param_space={"cell": tune.grid_search([cell(r) for r in missing])},
-                           tune_config=tune_config, run_config=run_config)
-        tuner.fit()
+        fresh = f"{name}-{len(list(storage.glob(name + '*')))}" if restored else name
+        tune.Tuner(trainable, param_space={"cell": tune.grid_search([cell(r) for r in missing])},
+                   tune_config=tune.TuneConfig(max_concurrent_trials=study.max_concurrent),
+                   run_config=run_config(fresh)).fit()
     failed = [r.name for r in todo if not r.finished()]
     if failed:
         raise SeqlabError(f"{len(failed)} cells failed after {study.max_failures} retries: "
