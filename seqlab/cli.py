@@ -146,6 +146,8 @@ def _parser() -> argparse.ArgumentParser:
     co.add_argument("--data-dir", help="data directory (default: $SEQLAB_DATA)")
     co.add_argument("--p", type=float, required=True, help="the probability an entity is removed")
     co.add_argument("--seed", type=int, default=1, help="the draw's seed (default 1)")
+    co.add_argument("--limit", type=int, help="only the first N sentences (as data.limit; "
+                    "data.remove_entities draws the same entities)")
     co.add_argument("--mode", choices=["partial", "wrong"], default="partial",
                     help="partial: unannotated words unknown; wrong: written as complete "
                          "(removed entities become O)")
@@ -297,12 +299,17 @@ def _corrupt(args) -> int:
     else:
         sents = load_files(args.file, None, None, options=DataConfig())["train"]
         scheme, source = resolve_scheme({"train": sents}, "auto"), args.file
+    if args.limit is not None:
+        if args.limit < 1:
+            raise SeqlabError(f"--limit: expected a number of sentences >= 1, got {args.limit}")
+        sents = sents[: args.limit]
     try:
         rows, stats = corrupt(sents, scheme, p=args.p, seed=args.seed, mode=args.mode)
     except ValueError as exc:
         raise SeqlabError(str(exc)) from None
     write_corrupted(rows, stats, out, {"source": source, "scheme": scheme, "p": args.p,
-                                       "seed": args.seed, "mode": args.mode})
+                                       "seed": args.seed, "mode": args.mode,
+                                       "limit": args.limit})
     print(f"{stats['removed']} of {stats['entities']} entities removed "
           f"({len(rows)} sentences, {args.mode}) -> {out}")
     return 0

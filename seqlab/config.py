@@ -7,6 +7,7 @@ reads ``5e-5`` as a string) or rejected with the key's dotted name.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +37,11 @@ class DataConfig:
     spans_column: str | None = None   # or entity spans {start, end, type} (nested data)
     annotation: str = "complete"      # training data: complete, or partial (a word outside
                                       # every annotated entity is unknown, not O)
+    remove_entities: float | None = None  # synthetic missing annotation: each training entity
+                                      # removed with this probability (as `seqlab corrupt`),
+                                      # after limit; partial annotation: its words unknown,
+                                      # complete: O (trained as negatives)
+    remove_seed: int = 1              # the removal's seed
     tag_column: int = -1              # tag column of CoNLL files (negative: from the end)
     scheme: str = "auto"              # scheme of the files: auto, iob1, iob2, bioes, bmes
     train_scheme: str = "iob2"        # scheme the model learns: iob2 or bioes
@@ -64,9 +70,19 @@ class LossConfig:
     # per-class weights from the training label counts n_c: inverse (1 / n_c) or inverse_sqrt
     # (1 / sqrt(n_c)), scaled to a mean of 1 over training tokens; exclusive with weight
     class_weight: str | None = None
+    # span heads: the negative spans trained on, per window: all, or a sample of
+    # floor(ratio * words) + 1 of them drawn afresh each step (negative sampling, Li et al. 2021);
+    # None: all on complete data, NEGATIVE_RATE on partial data (data.annotation: partial)
+    negatives: float | str | None = None
+    negative_sampling: str = "uniform"  # uniform, or weighted toward high-scoring negatives
+    negative_temperature: float = 1.0   # weighted: probability proportional to exp(score / T)
 
 
 CLASS_WEIGHTS = ("inverse", "inverse_sqrt")
+NEGATIVE_SAMPLING = ("uniform", "weighted")
+# The rate of the authors' released code for Li et al. (2021), `--negative_rate 0.7`: a sentence
+# of n words trains on floor(0.7 n) + 1 negative spans drawn uniformly among its non-entity spans.
+NEGATIVE_RATE = 0.7
 
 
 @dataclass
@@ -135,6 +151,10 @@ class Config:
         d["loss"] = {"name": self.loss.name, **self.loss.options}
         if self.loss.class_weight:
             d["loss"]["class_weight"] = self.loss.class_weight
+        for key in ("negatives", "negative_sampling", "negative_temperature"):
+            value = getattr(self.loss, key)
+            if value != getattr(LossConfig, key):
+                d["loss"][key] = value
         for name, section in self.sections.items():
             d[name] = dataclasses.asdict(section) if dataclasses.is_dataclass(section) else section
         return d
@@ -303,11 +323,12 @@ def _build_loss(raw: Any, head) -> LossConfig:
         raise ConfigError(f"loss.class_weight: the {head.name} head has no per-class weights "
                           "(they apply to the softmax head's labels)")
     head.check_loss(name)  # one line when the loss does not fit the head
+    sampling = _negative_sampling(raw, head)
     if name not in loss_registry:  # a head's own loss (the CRF's likelihood) takes no options
         if raw:
             raise ConfigError(f"unknown config key loss.{next(iter(raw))} for loss {name!r}; "
                               "it takes no options")
-        return LossConfig(name=name, options={}, class_weight=class_weight)
+        return LossConfig(name=name, options={}, class_weight=class_weight, **sampling)
     types = loss_option_types(name)
     for key in raw:
         if key not in types:
@@ -327,7 +348,46 @@ def _build_loss(raw: Any, head) -> LossConfig:
                    **{k: v for k, v in options.items() if k != "weight"})
     except ValueError as exc:
         raise ConfigError(f"loss: {exc}") from None
-    return LossConfig(name=name, options=options, class_weight=class_weight)
+    return LossConfig(name=name, options=options, class_weight=class_weight, **sampling)
+
+
+def _negative_sampling(raw: dict, head) -> dict:
+    """``loss.negatives``, ``loss.negative_sampling`` and ``loss.negative_temperature``, popped
+    from ``raw`` and checked (span heads only)."""
+    given = {k: raw.pop(k) for k in ("negatives", "negative_sampling", "negative_temperature")
+             if k in raw}
+    if not given:
+        return {}
+    if not head.samples_negatives:
+        raise ConfigError(f"loss.{next(iter(given))}: the {head.name} head has no negative spans "
+                          "to sample (it applies to global_pointer)")
+    out = {}
+    negatives = given.get("negatives")
+    if negatives is not None:
+        if isinstance(negatives, str) and negatives.strip().lower() == "all":
+            negatives = "all"
+        else:
+            try:
+                negatives = float(negatives)
+            except (TypeError, ValueError):
+                negatives = None
+            if negatives is None or not (negatives > 0 and math.isfinite(negatives)):
+                raise ConfigError(f"loss.negatives: expected all or a positive ratio of negative "
+                                  f"spans per word (like {NEGATIVE_RATE}), got "
+                                  f"{given['negatives']!r}")
+        out["negatives"] = negatives
+    if "negative_sampling" in given:
+        how = str(given["negative_sampling"])
+        if how not in NEGATIVE_SAMPLING:
+            raise ConfigError(f"loss.negative_sampling: expected one of "
+                              f"{', '.join(NEGATIVE_SAMPLING)}, got {how!r}")
+        out["negative_sampling"] = how
+    if "negative_temperature" in given:
+        t = coerce("loss.negative_temperature", given["negative_temperature"], float)
+        if not t > 0:
+            raise ConfigError(f"loss.negative_temperature: expected > 0, got {t}")
+        out["negative_temperature"] = t
+    return out
 
 
 def config_from_dict(raw: dict) -> Config:
@@ -383,6 +443,9 @@ def _check_data(d: DataConfig) -> None:
         if unknown:
             raise ConfigError(f"data.splits: unknown split {unknown[0]!r}; expected train, dev, "
                               "test")
+    if d.remove_entities is not None and not 0 <= d.remove_entities <= 1:
+        raise ConfigError(f"data.remove_entities: expected a probability in [0, 1], got "
+                          f"{d.remove_entities}")
 
 
 def _check_values(cfg: Config) -> None:
@@ -454,7 +517,7 @@ def loss_for_overrides(raw: dict, overrides: list[str]) -> dict:
     loss = raw.get("loss")
     loss = dict(loss) if isinstance(loss, dict) else {}
     file_name = loss.get("name")
-    kept = {k: v for k, v in loss.items() if k == "class_weight"}
+    kept = {k: v for k, v in loss.items() if k in _HEAD_LOSS_KEYS}
     if "loss.name" in keys:
         new = next(parse_override(o)[1] for o in reversed(overrides)
                    if ".".join(parse_override(o)[0]) == "loss.name")
@@ -481,7 +544,12 @@ def loss_for_overrides(raw: dict, overrides: list[str]) -> dict:
             print(f"seqlab: loss.name {file_name!r} {why} the {head_name} head; training with "
                   f"its default loss, {head.default_loss!r} (name a loss on the command line to "
                   "choose another)", file=sys.stderr)
-    return {**raw, "loss": {k: v for k, v in kept.items() if head.class_weights}}
+    return {**raw, "loss": {k: v for k, v in kept.items()
+                            if (head.class_weights if k == "class_weight" else head.samples_negatives)}}
+
+
+# loss keys that belong to the head's training, not to a loss's options: a change of loss keeps them
+_HEAD_LOSS_KEYS = ("class_weight", "negatives", "negative_sampling", "negative_temperature")
 
 
 def read_yaml(path: str | Path, what: str = "config") -> dict:

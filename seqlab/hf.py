@@ -137,14 +137,29 @@ def features(model, tokenizer, tokens: Sequence[Sequence[str]], gold: Sequence, 
 
 class DataCollator:
     """Batches of :func:`features` for ``model``'s head (padding, and the head's label
-    tensors)."""
+    tensors). ``negatives``: for the span head, negative sampling as ``loss.negatives`` does in
+    ``seqlab train`` (``floor(negatives * words) + 1`` negative spans a window, drawn uniformly
+    afresh for every batch from torch's generator); the weighted draw needs the model's scores
+    and is ``seqlab train``'s only."""
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, *, negatives: float | None = None):
         self.head = head_of(model)
         self.pad_id = tokenizer.pad_token_id
+        if negatives is not None and not self.head.samples_negatives:
+            raise ValueError(f"negatives: the {self.head.name} head has no negative spans to "
+                             "sample (it applies to global_pointer)")
+        if negatives is not None and not negatives > 0:
+            raise ValueError(f"negatives: expected a positive ratio, got {negatives}")
+        self.negatives = negatives
 
     def __call__(self, rows: list[dict]) -> dict:
-        return self.head.collate(rows, self.pad_id)
+        batch = self.head.collate(rows, self.pad_id)
+        words = batch.pop("words", None)
+        if self.negatives is not None:
+            from .heads.global_pointer import sample_negatives
+
+            batch["labels"] = sample_negatives(batch["labels"], words, self.negatives)
+        return batch
 
 
 def load_model(directory: str):

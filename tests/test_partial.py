@@ -84,6 +84,117 @@ def test_a_span_masked_as_unknown_gets_no_gradient(tiny_encoder):
     assert grad[1, 1, 1] != 0 and grad[0, 1, 1] != 0
 
 
+def _span_labels(words: list[int], types: int = 2, gold=((0, 0, 0),)) -> torch.Tensor:
+    """Span labels ``(B, types, L, L)`` as the span head's collate makes them, one word a
+    position: 0 at the candidates, 1 at ``gold`` (type, first, last), IGNORE elsewhere."""
+    L = max(words)
+    labels = torch.full((len(words), types, L, L), IGNORE, dtype=torch.int8)
+    for b, n in enumerate(words):
+        i, j = torch.triu_indices(n, n)
+        labels[b, :, i, j] = 0
+        for t, a, e in gold:
+            labels[b, t, a, e] = 1
+    return labels
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.7, 2.0])
+def test_negative_sampling_draws_the_stated_fraction_under_a_seed(rate):
+    from seqlab.heads.global_pointer import sample_negatives
+
+    words = torch.tensor([3, 9, 20])
+    labels = _span_labels(words.tolist())
+    draws = []
+    for seed in (0, 0, 1):
+        torch.manual_seed(seed)
+        draws.append(sample_negatives(labels, words, rate))
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+    out = draws[0]
+    for b, n in enumerate(words.tolist()):
+        negatives = n * (n + 1) // 2 - 1                  # candidates minus the gold span
+        kept = (out[b] == 0).all(0).sum().item()
+        assert kept == min(math.floor(rate * n) + 1, negatives)
+        assert (out[b, 0, 0, 0] == 1) and (out[b, 1, 0, 0] == 0)  # positives and their other types stay
+        # a span is kept or dropped for every type at once, and nothing else changes
+        assert ((out[b] == IGNORE).all(0) | (out[b] != IGNORE).all(0)).all()
+        assert ((out[b] == labels[b]) | (out[b] == IGNORE)).all()
+    # spans already ignored (unknown words) are never drawn back in
+    unknown = labels.clone()
+    unknown[:, :, 1, :] = IGNORE
+    torch.manual_seed(0)
+    assert (sample_negatives(unknown, words, rate)[:, :, 1, :] == IGNORE).all()
+
+
+def test_weighted_negative_sampling_prefers_the_high_scoring_negatives():
+    from seqlab.heads.global_pointer import sample_negatives
+
+    words = torch.tensor([12])
+    labels = _span_labels([12])
+    scores = torch.full(labels.shape, -5.0)
+    hard = [(1, 4), (2, 2), (7, 9)]                        # three negatives the model calls entities
+    for i, j in hard:
+        scores[0, 1, i, j] = 8.0
+    hits = {h: 0 for h in hard}
+    uniform_hits = 0
+    torch.manual_seed(0)
+    for _ in range(200):
+        out = sample_negatives(labels, words, 0.1, scores=scores)   # 2 negatives of 77
+        for h in hard:
+            hits[h] += int((out[0, :, h[0], h[1]] == 0).all())
+        uniform_hits += int((sample_negatives(labels, words, 0.1)[0, :, 1, 4] == 0).all())
+    assert all(v > 100 for v in hits.values())            # near 2/3 of the draws each
+    assert uniform_hits < 20                              # uniform: 2/77 of them
+    # a high temperature flattens the draw back toward uniform
+    torch.manual_seed(0)
+    flat = sum(int((sample_negatives(labels, words, 0.1, scores=scores, temperature=1e4)
+                    [0, :, 1, 4] == 0).all()) for _ in range(200))
+    assert flat < 20
+
+
+def test_loss_negatives_is_checked_and_defaults_to_the_rate_on_partial_data(tiny_encoder):
+    from seqlab.config import NEGATIVE_RATE
+    from seqlab.errors import ConfigError
+    from seqlab.heads import get_head
+
+    def head(data, loss):
+        cfg = config_from_dict({"data": data, "loss": loss,
+                                "model": {"head": "global_pointer", "encoder": str(tiny_encoder)}})
+        return get_head("global_pointer")(cfg, ["LOC", "PER"])
+
+    assert head({}, {}).negative_rate is None
+    assert head({"annotation": "partial"}, {}).negative_rate == NEGATIVE_RATE
+    assert head({"annotation": "partial"}, {"negatives": "all"}).negative_rate is None
+    assert head({}, {"negatives": "0.35"}).negative_rate == 0.35
+    cfg = config_from_dict({"model": {"head": "global_pointer"},
+                            "loss": {"negatives": 0.5, "negative_sampling": "weighted"}})
+    assert cfg.to_dict()["loss"] == {"name": "multilabel_ce", "negatives": 0.5,
+                                     "negative_sampling": "weighted"}
+    for loss, message in (({"negatives": -1}, "loss.negatives: expected all or a positive"),
+                          ({"negatives": "some"}, "loss.negatives: expected all"),
+                          ({"negative_sampling": "hard"}, "loss.negative_sampling: expected one"),
+                          ({"negative_temperature": 0}, "loss.negative_temperature")):
+        with pytest.raises(ConfigError, match=message):
+            config_from_dict({"model": {"head": "global_pointer"}, "loss": loss})
+    with pytest.raises(ConfigError, match="the softmax head has no negative spans"):
+        config_from_dict({"loss": {"negatives": 0.7}})
+
+
+def test_the_span_heads_count_of_items_is_that_of_its_sampled_labels(tiny_encoder):
+    from seqlab.heads import get_head
+    from seqlab.losses import build_loss
+
+    for name in ("multilabel_ce", "focal"):
+        cfg = config_from_dict({"model": {"head": "global_pointer", "encoder": str(tiny_encoder)},
+                                "loss": {"name": name, "negatives": 0.3}})
+        head = get_head("global_pointer")(cfg, ["LOC", "PER"])
+        loss_fn = build_loss(name, binary=True)
+        batch = {"labels": _span_labels([4, 10]), "words": torch.tensor([4, 10])}
+        torch.manual_seed(3)
+        drawn = head.training_labels(batch, torch.randn(batch["labels"].shape))
+        assert head.count_items(batch, loss_fn) == loss_fn.count_items(drawn.flatten(-2))
+        assert head.count_items(batch, loss_fn) < loss_fn.count_items(batch["labels"].flatten(-2)) \
+            or name == "multilabel_ce"
+
+
 def test_the_softmax_head_leaves_unknown_words_out_and_the_crf_keeps_them_free():
     from seqlab.heads import get_head
 
@@ -202,3 +313,29 @@ def test_corrupt_regenerates_the_same_file_byte_for_byte(tmp_path, fixtures, cap
     assert main(["corrupt", "--file", str(fixtures / "train.conll"), "--p", "1.5", "--output",
                  str(tmp_path / "x.jsonl")]) == 2
     assert "p must be in [0, 1]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("annotation", ["partial", "complete"])
+def test_data_remove_entities_trains_on_what_seqlab_corrupt_writes(annotation, tmp_path, fixtures):
+    """The grid's data option and the command draw the same entities: the training split of
+    ``data.remove_entities`` equals the file ``seqlab corrupt`` writes, read back."""
+    from seqlab.cli import main
+    from seqlab.tasks.ner import load_corpus
+
+    out = tmp_path / "c.jsonl"
+    mode = "partial" if annotation == "partial" else "wrong"
+    assert main(["corrupt", "--file", str(fixtures / "train.conll"), "--p", "0.5", "--seed",
+                 "3", "--limit", "5", "--mode", mode, "--output", str(out)]) == 0
+    cfg = config_from_dict({"data": {"train_file": str(fixtures / "train.conll"), "limit": 5,
+                                     "remove_entities": 0.5, "remove_seed": 3,
+                                     "annotation": annotation}})
+    got = load_corpus(cfg).splits["train"]
+    want = read_jsonl(out)
+    assert len(got) == len(want) == 5
+    for g, w in zip(got, want):
+        assert g.tokens == w.tokens and g.gold_spans("iob2") == w.gold_spans("iob2")
+        assert g.known == (w.known if annotation == "partial" else None)
+    assert sum(len(g.gold_spans("iob2")) for g in got) < sum(
+        len(s.gold_spans("iob1")) for s in read_conll(fixtures / "train.conll")[:5])
+    with pytest.raises(Exception, match="data.remove_entities: expected a probability"):
+        config_from_dict({"data": {"remove_entities": 1.5}})

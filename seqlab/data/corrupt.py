@@ -45,6 +45,29 @@ def corrupt(sentences, scheme: str, *, p: float, seed: int, mode: str = "partial
     return rows, {"entities": total, "removed": removed}
 
 
+def remove_entities(sentences, scheme: str, *, p: float, seed: int, partial: bool
+                    ) -> tuple[list, dict]:
+    """The training sentences as :func:`corrupt` makes them (``data.remove_entities``), as the
+    JSON lines reader reads back what ``seqlab corrupt`` writes: the kept entities as spans,
+    and with ``partial`` every word outside them unknown."""
+    from dataclasses import replace
+
+    from .schemes import spans_to_tags
+
+    rows, stats = corrupt(sentences, scheme, p=p, seed=seed, mode="partial" if partial else "wrong")
+    out = []
+    for s, row in zip(sentences, rows):
+        spans = [(e["type"], e["start"], e["end"]) for e in row["entities"]]
+        n = len(s.tokens)
+        known = None
+        if partial:
+            known = [False] * n
+            for _, a, b in spans:
+                known[a:b] = [True] * (b - a)
+        out.append(replace(s, tags=spans_to_tags(spans, n, "iob2"), spans=spans, known=known))
+    return out, stats
+
+
 def write_corrupted(rows: list[dict], stats: dict, output: str | Path, provenance: dict) -> Path:
     """The rows as JSON lines at ``output``, and ``output`` + ``.json`` saying how they were
     made (source, p, seed, mode, counts)."""

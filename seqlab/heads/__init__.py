@@ -55,6 +55,7 @@ class Head:
                                                      # registered loss)
     binary_losses: ClassVar[bool] = False     # registered losses apply in their binary form
     class_weights: ClassVar[bool] = False     # loss.class_weight applies
+    samples_negatives: ClassVar[bool] = False  # loss.negatives (negative span sampling) applies
     decodes: ClassVar[tuple[str, ...]] = ()   # eval.decode values it accepts
     default_decode: ClassVar[str | None] = None
     output_names: ClassVar[tuple[str, ...]] = ("logits",)  # what its model returns, in order

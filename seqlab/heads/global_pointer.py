@@ -128,6 +128,7 @@ class GlobalPointerHead(Head):
 
     target = "spans"
     binary_losses = True
+    samples_negatives = True
     default_loss = "multilabel_ce"
     options = GlobalPointerOptions
 
@@ -199,14 +200,38 @@ class GlobalPointerHead(Head):
             for t, s, e in r["spans"]:
                 labels[b, t, first[s], last[e]] = 1
         batch["labels"] = labels
+        batch["words"] = torch.tensor([len(r["word_first"]) for r in rows])
         return batch
+
+    @property
+    def negative_rate(self) -> float | None:
+        """Negative spans trained on per word of a window (``loss.negatives``), None for all;
+        unset, all on complete data and :data:`~seqlab.config.NEGATIVE_RATE` on partial data."""
+        from ..config import NEGATIVE_RATE
+
+        chosen = self.cfg.loss.negatives
+        if chosen is None:
+            chosen = NEGATIVE_RATE if self.cfg.data.annotation == "partial" else "all"
+        return None if chosen == "all" else float(chosen)
+
+    def training_labels(self, batch, logits=None, *, draw: bool = True) -> torch.Tensor:
+        """The batch's span labels, with negative sampling applied when it is on."""
+        rate = self.negative_rate
+        if rate is None:
+            return batch["labels"]
+        weighted = self.cfg.loss.negative_sampling == "weighted"
+        return sample_negatives(batch["labels"], batch["words"], rate,
+                                scores=logits if (weighted and draw) else None,
+                                temperature=self.cfg.loss.negative_temperature, draw=draw)
 
     def loss(self, model, batch, loss_fn, num_items_in_batch=None):
         logits = model(**model_inputs(batch)).logits
-        return loss_fn(logits.flatten(-2), batch["labels"].flatten(-2), num_items_in_batch)
+        labels = self.training_labels(batch, logits)
+        return loss_fn(logits.flatten(-2), labels.flatten(-2), num_items_in_batch)
 
     def count_items(self, batch, loss_fn):
-        return loss_fn.count_items(batch["labels"].flatten(-2))
+        # every draw keeps the same number of negatives per window: count one drawn without noise
+        return loss_fn.count_items(self.training_labels(batch, draw=False).flatten(-2))
 
     @classmethod
     def accepts_outputs(cls, outputs) -> bool:
@@ -254,6 +279,39 @@ class GlobalPointerHead(Head):
             kept.sort(key=lambda x: (x[1], x[2], x[0]))
             preds.append(SentencePrediction([(t, s, e, _sigmoid(score)) for t, s, e, score in kept]))
         return {"spans": preds}
+
+
+def sample_negatives(labels: torch.Tensor, words: torch.Tensor, rate: float, *,
+                     scores: torch.Tensor | None = None, temperature: float = 1.0,
+                     draw: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Negative sampling (Li et al., 2021): of each window's negative spans (a candidate that is
+    no gold span of any type and holds no unknown word), ``floor(rate * words) + 1`` are kept,
+    the others become :data:`IGNORE` for every type.
+
+    The sample is uniform, or, given the span scores ``(B, types, L, L)``, weighted toward the
+    hard negatives (the idea of Li et al., 2022): drawn without replacement with probability
+    proportional to ``exp(max over types of the score / temperature)``, by the Gumbel top-k
+    trick. One draw per call from torch's generator (the run's seeded state), on the labels'
+    device, with no host synchronisation; ``draw=False`` keeps the first spans in order, the
+    same count as any draw.
+    """
+    B, T, L, _ = labels.shape
+    negative = (labels == 0).all(1).flatten(1)                              # (B, L*L)
+    if not draw:
+        key = -torch.arange(L * L, device=labels.device, dtype=torch.float32).expand(B, -1)
+    elif scores is None:
+        key = torch.rand(negative.shape, device=labels.device, generator=generator)
+    else:
+        u = torch.rand(negative.shape, device=labels.device, generator=generator)
+        gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
+        key = scores.detach().float().amax(1).flatten(1) / temperature + gumbel
+    key = key.masked_fill(~negative, float("-inf"))
+    order = key.argsort(dim=1, descending=True)
+    rank = torch.empty_like(order).scatter_(
+        1, order, torch.arange(L * L, device=labels.device).expand(B, -1))
+    keep = torch.floor(rate * words.to(labels.device).float()).long() + 1
+    drop = negative & (rank >= keep.unsqueeze(1))
+    return labels.masked_fill(drop.view(B, 1, L, L), IGNORE)
 
 
 def _sigmoid(x: float) -> float:

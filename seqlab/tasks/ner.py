@@ -110,6 +110,11 @@ def load_corpus(cfg: Config, labels: list[str] | None = None) -> NerCorpus:
             if split in splits:
                 splits[split] = splits[split][: d.eval_limit]
     scheme = resolve_scheme(splits, declared)
+    if d.remove_entities is not None and "train" in splits:
+        from ..data.corrupt import remove_entities
+
+        splits["train"], _ = remove_entities(splits["train"], scheme, p=d.remove_entities,
+                                             seed=d.remove_seed, partial=d.annotation == "partial")
     mark_partial(splits, scheme, d.annotation)
     if labels is None:
         if "train" not in splits:
