@@ -11,7 +11,7 @@ export SEQLAB_DATA
 
 STAMP := $(VENV)/.seqlab-installed
 
-.PHONY: install train test test-fast bench-losses bench-ner bench-onnx bench-qa bench-heads \
+.PHONY: install train test test-fast browser bench-losses bench-ner bench-onnx bench-qa bench-heads \
 	bench-serve bench-scale check-gpu clean
 
 install: $(STAMP)
@@ -35,8 +35,17 @@ train: $(STAMP)
 # time is single-threaded (imports in the subprocesses it starts, tiny models), so two processes
 # use a 2-core machine's second core.
 PYTEST_WORKERS ?= 2
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+# The browser tests drive Debian's Chromium (headless, through Playwright): installed here where
+# it is missing (apt-get, as root or through sudo); where that fails they are skipped, said once.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  ( S=""; [ "$$(id -u)" -eq 0 ] || S=sudo; \
+	    ($$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq \
+	      chromium) >/dev/null 2>&1 || \
+	    echo "make: chromium could not be installed; the browser tests will be skipped" )
 
 # The unit tests only: no end-to-end training (the `slow` marker), under a minute.
 test-fast: $(STAMP)

@@ -11,6 +11,15 @@
    the end (``/proc``).
 3. A burst of malformed and oversized requests mixed with good ones, 32 at a time: every bad one
    must get its 4xx, every good one its right answer (the entities `seqlab predict` gives).
+4. A maximal request (64 texts of 10,000 characters, test sentences run together) while one
+   client sends one sentence a request back to back: the small requests' p50/p99 latency
+   during it, beside the same client's alone (step 2, 1 client), and the maximal one's time.
+5. Abandoned requests: ``--abandon`` clients each send a large request (16 texts of 2,000
+   characters) and hang up at once; the time until a small request is answered and until
+   ``/health`` shows nothing waiting (recovery), and how many were dropped.
+6. Slow and idle clients: ``--idle`` connections that send nothing and 20 that send half their
+   headers; how many the server still holds (its open descriptors) after the header timeout.
+7. A soak of ``--soak`` seconds with 8 clients: the server's resident memory every 10 s.
 
 The clients run in this process (asyncio; a minimal HTTP/1.1 client for the load, httpx for the
 burst) and share the machine's cores with the server.
@@ -131,14 +140,23 @@ async def faults(url: str, texts: list[str], expected: dict[str, dict], n: int =
     jobs = [("bad", *rng.choice(BAD)) if rng.random() < 0.5 else ("good", rng.choice(texts))
             for _ in range(n)]
     sem = asyncio.Semaphore(32)
-    wrong = []
+    wrong, closed = [], []
 
     async def one(c, job):
         async with sem:
             if job[0] == "bad":
                 body, status = job[1], job[2]
-                r = await c.post(url + "/predict", content=body,
-                                 headers={"content-type": "application/json"}, timeout=120)
+                try:
+                    r = await c.post(url + "/predict", content=body,
+                                     headers={"content-type": "application/json"}, timeout=120)
+                except httpx.TransportError:
+                    # the server answers a body declared over the limit at once and closes the
+                    # connection: a client still uploading (httpx sends no Expect: 100-continue)
+                    # may see the connection reset rather than the 413
+                    if len(body) > 1_000_000:
+                        closed.append(1)
+                        return
+                    raise
                 if r.status_code != status or "error" not in r.json():
                     wrong.append((job[0], status, r.status_code))
             else:
@@ -149,7 +167,109 @@ async def faults(url: str, texts: list[str], expected: dict[str, dict], n: int =
     async with httpx.AsyncClient() as c:
         await asyncio.gather(*[one(c, j) for j in jobs])
     return {"requests": n, "bad": sum(j[0] == "bad" for j in jobs),
-            "good": sum(j[0] == "good" for j in jobs), "wrong": wrong}
+            "good": sum(j[0] == "good" for j in jobs), "wrong": wrong,
+            "oversized_reset_before_413": len(closed)}
+
+
+def _long_texts(texts: list[str], chars: int, count: int) -> list[str]:
+    """``count`` texts of ``chars`` characters: test sentences run together (then cut)."""
+    out, k = [], 0
+    for _ in range(count):
+        parts, n = [], 0
+        while n < chars:
+            parts.append(texts[k % len(texts)])
+            n += len(parts[-1]) + 1
+            k += 1
+        out.append(" ".join(parts)[:chars].rstrip())
+    return out
+
+
+async def small_during_big(url: str, texts: list[str]) -> dict:
+    """One client's one-sentence requests, back to back, while a maximal request runs."""
+    import httpx
+
+    big = {"texts": _long_texts(texts, 10_000, 64)}
+    latencies = []
+    async with httpx.AsyncClient(timeout=600) as c:
+        t0 = time.perf_counter()
+        task = asyncio.ensure_future(c.post(url + "/predict", json=big))
+        await asyncio.sleep(0.2)
+        k = 0
+        while not task.done():
+            s0 = time.perf_counter()
+            r = await c.post(url + "/predict", json={"texts": [texts[k % len(texts)]]})
+            if r.status_code == 200:
+                latencies.append(time.perf_counter() - s0)
+            k += 1
+        r = await task
+        big_s = time.perf_counter() - t0
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
+    return {"big_status": r.status_code, "big_s": big_s, "small_requests": len(latencies),
+            "small_p50_ms": 1000 * q[49], "small_p99_ms": 1000 * q[98],
+            "small_max_ms": 1000 * max(latencies, default=float("nan"))}
+
+
+def abandoned(url: str, texts: list[str], clients: int) -> dict:
+    """``clients`` large requests whose clients hang up at once; the time to recover."""
+    import httpx
+
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({"texts": _long_texts(texts, 2_000, 16)}).encode()
+    head = (f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    before = httpx.get(url + "/health").json()
+    t0 = time.perf_counter()
+    for _ in range(clients):
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(head + body)
+            time.sleep(0.01)
+    r = httpx.post(url + "/predict", json={"texts": [texts[0]]}, timeout=600)
+    answered = time.perf_counter() - t0
+    while httpx.get(url + "/health").json()["waiting"] and time.perf_counter() - t0 < 600:
+        time.sleep(0.05)
+    after = httpx.get(url + "/health").json()
+    return {"clients": clients, "small_status": r.status_code, "small_answered_s": answered,
+            "recovered_s": time.perf_counter() - t0,
+            "dropped": after["dropped"] - before["dropped"],
+            "items_predicted": after["items"] - before["items"], "items_sent": 16 * clients}
+
+
+def open_descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def slow_clients(url: str, pid: int, idle: int, wait_s: float) -> dict:
+    host, port = url.removeprefix("http://").split(":")
+    base = open_descriptors(pid)
+    socks = []
+    for k in range(idle + 20):
+        try:
+            s = socket.create_connection((host, int(port)), timeout=5)
+        except OSError:
+            continue
+        if k >= idle:
+            s.sendall(f"POST /predict HTTP/1.1\r\nHost: {host}\r\n".encode())
+        socks.append(s)
+    opened = len(socks)
+    time.sleep(0.5)
+    held_at_once = open_descriptors(pid) - base
+    time.sleep(wait_s)
+    held_after = open_descriptors(pid) - base
+    for s in socks:
+        s.close()
+    return {"connections": idle + 20, "opened": opened, "held_at_once": held_at_once,
+            "held_after_s": wait_s, "held_after": held_after}
+
+
+def soak(url: str, texts: list[str], pid: int, seconds: float) -> dict:
+    samples = [rss_mib(pid)]
+    rows = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        rows.append(asyncio.run(load(url, texts, 8, min(10.0, end - time.perf_counter()))))
+        samples.append(rss_mib(pid))
+    return {"seconds": seconds, "rss_mib": samples, "requests": sum(r["requests"] for r in rows),
+            "errors": sum(r["errors"] for r in rows)}
 
 
 def main(argv=None) -> int:
@@ -160,6 +280,9 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=30)
     p.add_argument("--clients", default="1,8,32")
     p.add_argument("--data-dir", default=os.environ.get("SEQLAB_DATA"))
+    p.add_argument("--abandon", type=int, default=50, help="abandoned large requests (step 5)")
+    p.add_argument("--idle", type=int, default=1000, help="idle connections (step 6)")
+    p.add_argument("--soak", type=float, default=120, help="seconds of the soak (step 7; 0: none)")
     p.add_argument("--output", help="write the figures as JSON here")
     args = p.parse_args(argv)
     from seqlab.data.registry import load_named
@@ -174,8 +297,14 @@ def main(argv=None) -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    log = open(Path(args.output).with_suffix(".log") if args.output else os.devnull, "w")
     server = subprocess.Popen([sys.executable, "-m", "seqlab.cli", "serve", args.run, "--port",
-                               str(port)], cwd=ROOT)
+                               str(port)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    import threading
+
+    server_log: list[str] = []
+    threading.Thread(target=lambda: [server_log.append(line) or log.write(line)
+                                     for line in server.stderr], daemon=True).start()
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -195,9 +324,19 @@ def main(argv=None) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
         burst = asyncio.run(faults(url, texts, expected))
+        during = asyncio.run(small_during_big(url, texts))
+        print(json.dumps({"small_during_big": during}), flush=True)
+        gone = abandoned(url, texts, args.abandon)
+        print(json.dumps({"abandoned": gone}), flush=True)
+        slow = slow_clients(url, server.pid, args.idle, 11.0)
+        print(json.dumps({"slow_clients": slow}), flush=True)
+        soaked = soak(url, texts, server.pid, args.soak) if args.soak else None
+        print(json.dumps({"soak": soaked}), flush=True)
     finally:
         server.terminate()
         server.wait(timeout=120)
+    time.sleep(0.5)
+    log_tracebacks = sum("Traceback" in line for line in server_log)
     print("\n| clients | requests/s | sentences/s | p50 (ms) | p95 (ms) | p99 (ms) | errors | "
           "server RSS start -> end (MiB) | mean batch |\n|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for r in rows:
@@ -209,12 +348,36 @@ def main(argv=None) -> int:
           f"{last['sentences_per_s']:.1f} / {batch_rate:.1f} = {last['sentences_per_s'] / batch_rate:.2f}x "
           f"(in-process sets of {top}: {set_rate:.1f})")
     print(f"fault burst: {burst['requests']} requests ({burst['bad']} malformed or oversized, "
-          f"{burst['good']} good): {len(burst['wrong'])} answered wrongly {burst['wrong'][:5]}")
+          f"{burst['good']} good): {len(burst['wrong'])} answered wrongly {burst['wrong'][:5]}; "
+          f"{burst['oversized_reset_before_413']} oversized uploads cut off by the early 413")
+    alone = next((r for r in rows if r["clients"] == 1), rows[0])
+    print(f"a maximal request (64 x 10,000 characters, status {during['big_status']}) took "
+          f"{during['big_s']:.1f} s; one client's sentences meanwhile: p50 "
+          f"{during['small_p50_ms']:.0f} ms, p99 {during['small_p99_ms']:.0f} ms, max "
+          f"{during['small_max_ms']:.0f} ms over {during['small_requests']} requests (alone: p50 "
+          f"{alone['p50_ms']:.0f} ms, p99 {alone['p99_ms']:.0f} ms)")
+    print(f"{gone['clients']} abandoned requests: a small one answered after "
+          f"{gone['small_answered_s']:.2f} s, nothing waiting after {gone['recovered_s']:.2f} s; "
+          f"{gone['dropped']} dropped, {gone['items_predicted']} of {gone['items_sent']} texts "
+          "predicted anyway")
+    print(f"slow clients: {slow['connections']} connections ({slow['opened']} opened; 20 half "
+          f"their headers), {slow['held_at_once']} held at once, {slow['held_after']} after "
+          f"{slow['held_after_s']:.0f} s")
+    if soaked:
+        print(f"soak: {soaked['seconds']:.0f} s at 8 clients, {soaked['requests']} requests, "
+              f"{soaked['errors']} errors; RSS (MiB) "
+              + " -> ".join(f"{x:.0f}" for x in soaked["rss_mib"]))
+    print(f"tracebacks in the server's log: {log_tracebacks}")
     if args.output:
         Path(args.output).write_text(json.dumps({"batch_sentences_per_s": batch_rate,
                                                  "set_size": top, "set_sentences_per_s": set_rate,
-                                                 "load": rows, "burst": burst}, indent=1) + "\n")
-    return 0 if not burst["wrong"] and all(r["errors"] == 0 for r in rows) else 1
+                                                 "load": rows, "burst": burst,
+                                                 "small_during_big": during, "abandoned": gone,
+                                                 "slow_clients": slow, "soak": soaked,
+                                                 "log_tracebacks": log_tracebacks},
+                                                indent=1) + "\n")
+    return 0 if not burst["wrong"] and all(r["errors"] == 0 for r in rows) \
+        and not log_tracebacks else 1
 
 
 if __name__ == "__main__":

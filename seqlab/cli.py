@@ -135,6 +135,21 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-chars", type=int, default=10_000, help="characters per text at most")
     sv.add_argument("--max-body-bytes", type=int, default=1_000_000,
                     help="request body size at most (bytes)")
+    sv.add_argument("--step-chars", type=int, default=8_000,
+                    help="characters predicted in one step at most; the steps interleave "
+                         "requests, so a small one is not held behind a large one")
+    sv.add_argument("--timeout", type=float, default=60.0,
+                    help="seconds a request may take, queued and predicted (then 504)")
+    sv.add_argument("--max-queue-chars", type=int, default=4_000_000,
+                    help="characters waiting at most (then 503 with Retry-After)")
+    sv.add_argument("--body-timeout", type=float, default=10.0,
+                    help="seconds to receive a request body (then 408)")
+    sv.add_argument("--header-timeout", type=float, default=10.0,
+                    help="seconds to receive a request's headers (then the connection is closed)")
+    sv.add_argument("--keep-alive", type=float, default=5.0,
+                    help="seconds an idle keep-alive connection is kept open")
+    sv.add_argument("--max-connections", type=int, default=256,
+                    help="open connections at most (more are closed at once)")
     _progress_option(sv)
 
     co = sub.add_parser("corrupt", help="remove each entity with probability P under a seed: "
@@ -335,7 +350,10 @@ def _serve(args) -> int:
         backend=args.backend, threads=args.threads, host=args.host, port=args.port,
         max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
         max_texts=args.max_texts, max_chars=args.max_chars,
-        max_body_bytes=args.max_body_bytes))
+        max_body_bytes=args.max_body_bytes, step_chars=args.step_chars, timeout=args.timeout,
+        max_queue_chars=args.max_queue_chars, body_timeout=args.body_timeout,
+        header_timeout=args.header_timeout, keep_alive=args.keep_alive,
+        max_connections=args.max_connections))
 
 
 def _heads(args) -> int:

@@ -200,18 +200,24 @@ mark.gold{background:#cdebc9}mark.pred{background:#fde0b6}pre{background:#f7f7f7
 """
 
 SCRIPT = """
+let pattern='';
 function applyFilters(){
   const t=document.getElementById('ftype').value, c=document.getElementById('fcat').value,
         q=document.getElementById('ftext').value.toLowerCase();
   let shown=0;
   document.querySelectorAll('.sent').forEach(el=>{
-    const ok=(!t||el.dataset.types.split(' ').includes(t))&&(!c||el.dataset.cats.split(' ').includes(c))
+    const errs=el.dataset.errors?el.dataset.errors.split(' ').map(x=>x.split(':')):[];
+    const pats=el.dataset.patterns?el.dataset.patterns.split('|'):[];
+    const ok=(pattern?pats.includes(pattern):(!t&&!c)||errs.some(([ec,et])=>(!c||ec===c)&&(!t||et===t)))
       &&(!q||el.textContent.toLowerCase().includes(q));
     el.style.display=ok?'':'none'; if(ok) shown++;});
   document.getElementById('shown').textContent=shown;
+  const chip=document.getElementById('fpat');
+  if(chip){chip.hidden=!pattern;chip.querySelector('b').textContent=pattern;}
 }
-function pick(type,cat){document.getElementById('ftype').value=type;
-  document.getElementById('fcat').value=cat;applyFilters();
+function byMenu(){pattern='';applyFilters();}
+function pick(p){pattern=p;document.getElementById('ftype').value='';
+  document.getElementById('fcat').value='';applyFilters();
   document.getElementById('sentences').scrollIntoView();}
 """
 
@@ -285,8 +291,10 @@ def ner_sections(data: dict) -> tuple[list[str], dict]:
     conf = "".join(f"<li>{html.escape(k)}: {n}</li>" for k, n in counts["confusions"].items()) or \
         "<li>none</li>"
     out.append('<section id="errors"><h2>Error categories (SemEval-2013)</h2>'
-               "<p>Each prediction is matched with a gold entity (the same span, else the first "
-               "overlapping one not matched yet). exact: right boundaries and type; type: right "
+               "<p>Each prediction is matched with at most one gold entity and each gold entity "
+               "with at most one prediction: the exact pairs first, then the most overlapping "
+               "pairs (the same boundaries, then the same type, then the larger overlap "
+               "preferred), an optimal matching. exact: right boundaries and type; type: right "
                "boundaries, other type; boundary: overlapping, right type; boundary+type: "
                "overlapping, other type; missed: a gold entity left unmatched; spurious: a "
                "prediction left unmatched. Per type: the gold entity's type (the prediction's "
@@ -302,9 +310,13 @@ def ner_sections(data: dict) -> tuple[list[str], dict]:
         out.append('<section id="calibration"><h2>Calibration</h2><p>This head scores spans, '
                    "not words: no per-word probability to calibrate.</p></section>")
     freq = Counter(pattern(e) for errs in errors for e in errs if e["category"] != "exact")
+    holding = Counter(p for errs in errors
+                      for p in {pattern(e) for e in errs if e["category"] != "exact"})
     pats = "".join(
-        f'<li onclick="pick(\'{html.escape(p.split()[-1])}\',\'{html.escape(p.split()[0])}\')">'
-        f"{html.escape(p)}: {n}</li>" for p, n in freq.most_common(25))
+        f'<li data-pattern="{html.escape(p)}" data-sentences="{holding[p]}" '
+        f'onclick="pick(this.dataset.pattern)">{html.escape(p)}: {n} '
+        f'({holding[p]} sentence{"s" if holding[p] != 1 else ""})</li>'
+        for p, n in freq.most_common(25))
     out.append(f'<section id="patterns"><h2>Most frequent error patterns</h2><ol class="patterns">'
                f"{pats or '<li>no errors</li>'}</ol></section>")
     wrong = [(s, errs) for s, errs in zip(sents, errors)
@@ -313,10 +325,13 @@ def ner_sections(data: dict) -> tuple[list[str], dict]:
     blocks = []
     for s, errs in wrong[:MAX_SENTENCES]:
         bad = [e for e in errs if e["category"] != "exact"]
-        ts = sorted({(e["gold"] or e["pred"])[0] for e in bad} | {e["pred"][0] for e in bad if e["pred"]})
-        cats = sorted({e["category"] for e in bad})
+        # each error as category:type for the menus (both types of a confusion), its pattern
+        # for the list above: a filter shows the sentences holding such an error, no others
+        keys = sorted({f"{e['category']}:{x[0]}" for e in bad for x in (e["gold"], e["pred"]) if x})
+        pats_here = sorted({pattern(e) for e in bad})
         tags = "".join(f"<span>{html.escape(pattern(e))}</span>" for e in bad)
-        blocks.append(f'<div class="sent" data-types="{" ".join(ts)}" data-cats="{" ".join(cats)}">'
+        blocks.append(f'<div class="sent" data-errors="{html.escape(" ".join(keys))}" '
+                      f'data-patterns="{html.escape("|".join(pats_here))}">'
                       f'<div class="row"><span class="who">gold</span>{highlight(s["tokens"], s["gold"], colors)}</div>'
                       f'<div class="row"><span class="who">predicted</span>{highlight(s["tokens"], s["pred"], colors)}</div>'
                       f'<div class="tags">{tags}</div></div>')
@@ -324,10 +339,12 @@ def ner_sections(data: dict) -> tuple[list[str], dict]:
     cat_opts = "".join(f'<option value="{c}">{c}</option>' for c in CATEGORIES if c != "exact")
     note = (f" (the first {MAX_SENTENCES} shown)" if len(wrong) > MAX_SENTENCES else "")
     out.append(f'<section id="sentences"><h2>Sentences with errors: {len(wrong)} of {len(sents)}'
-               f"{note}</h2><div class=\"filters\">type <select id=\"ftype\" onchange=\"applyFilters()\">"
+               f"{note}</h2><div class=\"filters\">type <select id=\"ftype\" onchange=\"byMenu()\">"
                f'<option value="">all</option>{options}</select> category <select id="fcat" '
-               f'onchange="applyFilters()"><option value="">all</option>{cat_opts}</select> text '
-               f'<input id="ftext" oninput="applyFilters()" placeholder="search"> shown: '
+               f'onchange="byMenu()"><option value="">all</option>{cat_opts}</select> text '
+               f'<input id="ftext" oninput="applyFilters()" placeholder="search"> '
+               f'<span id="fpat" hidden>pattern <b></b> <a href="#" onclick="pick(\'\');'
+               f'return false">(all)</a></span> shown: '
                f'<span id="shown">{min(len(wrong), MAX_SENTENCES)}</span></div>{"".join(blocks)}</section>')
     summary = {"categories": counts, "sentences": len(sents), "with_errors": len(wrong)}
     return out, summary
@@ -360,7 +377,7 @@ def qa_sections(data: dict) -> tuple[list[str], dict]:
             text.append(html.escape(ctx[pos:a]) + f'<mark class="{cls}">{html.escape(ctx[a:b])}</mark>')
             pos = b
         text.append(html.escape(ctx[pos:]))
-        blocks.append(f'<div class="sent" data-types="" data-cats="{"missed" if not r["prediction"] else "wrong"}">'
+        blocks.append(f'<div class="sent" data-errors="{"missed" if not r["prediction"] else "wrong"}:">'
                       f'<div class="row"><b>{html.escape(r["question"])}</b> <span class="tags">'
                       f'<span>F1 {100 * r["f1"]:.0f}</span><span>answer: {html.escape(" | ".join(r["answers"]))}'
                       f'</span><span>predicted: {html.escape(r["prediction"] or "(none)")}</span></span></div>'

@@ -55,6 +55,104 @@ def test_each_prediction_gets_one_category():
                     ("missed", ("PER", 5, 6), None)]
 
 
+def _brute_force_best(gold, pred):
+    """The best one-to-one matching by enumeration: the most exact pairs, then the most
+    overlapping pairs, then the most same-boundary pairs, then same-type pairs; its category
+    counts."""
+    import itertools
+    from collections import Counter
+
+    from seqlab.error_analysis import _overlap
+
+    best, best_key = None, None
+    slots = list(range(len(gold))) + [None] * len(pred)
+    for perm in set(itertools.permutations(slots, len(pred))):
+        if any(g is not None and _overlap(gold[g], p) == 0 for g, p in zip(perm, pred)):
+            continue
+        pairs = [(gold[g], p) for g, p in zip(perm, pred) if g is not None]
+        key = (sum(g == p for g, p in pairs), len(pairs),
+               sum(g[1:] == p[1:] for g, p in pairs), sum(g[0] == p[0] for g, p in pairs))
+        if best_key is None or key > best_key:
+            best_key, best = key, pairs
+    cats = Counter(("exact" if g[0] == p[0] else "type") if g[1:] == p[1:] else
+                   ("boundary" if g[0] == p[0] else "boundary+type") for g, p in best)
+    cats["missed"] = len(gold) - len(best)
+    cats["spurious"] = len(pred) - len(best)
+    return cats
+
+
+def _random_nested(rng, n_words=8):
+    types = ["PER", "LOC", "SURNAME"]
+    spans = set()
+    for _ in range(rng.randint(0, 4)):
+        a = rng.randrange(n_words)
+        spans.add((rng.choice(types), a, rng.randint(a + 1, min(n_words, a + 4))))
+    return sorted(spans, key=lambda x: (x[1], x[2], x[0]))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_nested_error_categories_are_the_optimal_matching(seed):
+    """On nested data a prediction may overlap several gold entities and several predictions
+    one; the categories are those of the best one-to-one matching (against brute force), and
+    exact per type is the strict true positives."""
+    from collections import Counter
+
+    rng = random.Random(seed)
+    for _ in range(300):
+        gold, pred = _random_nested(rng), _random_nested(rng)
+        got = Counter(e["category"] for e in categorise(gold, pred))
+        want = _brute_force_best(gold, pred)
+        assert all(got[c] == want[c] for c in ("exact", "type", "boundary", "boundary+type",
+                                                "missed", "spurious")), (gold, pred, got, want)
+        per_type = count([categorise(gold, pred)])["per_type"]
+        for t in {g[0] for g in gold} | {p[0] for p in pred}:
+            assert per_type.get(t, {}).get("exact", 0) == len(set(gold) & set(pred) & {
+                x for x in gold + pred if x[0] == t})
+
+
+def nested_run(tmp_path: Path) -> tuple[Path, list[dict]]:
+    """A finished span-head run written by hand: 60 sentences of random nested gold and
+    predicted entities."""
+    run = tmp_path / "nested"
+    run.mkdir()
+    (run / "seqlab.json").write_text(json.dumps({"task": "ner", "head": "global_pointer",
+                                                 "labels": ["LOC", "PER", "SURNAME"],
+                                                 "allow_nested": True}))
+    (run / "config.yaml").write_text("task: ner\nmodel: {head: global_pointer}\n")
+    rng = random.Random(5)
+    rows = []
+    for k in range(60):
+        gold, pred = _random_nested(rng), _random_nested(rng)
+        rows.append({"tokens": [f"w{k}_{i}" for i in range(8)],
+                     "gold": [{"type": t, "start": a, "end": b} for t, a, b in gold],
+                     "pred": [{"type": t, "start": a, "end": b, "score": 0.9}
+                                   for t, a, b in pred]})
+    with gzip.open(run / "predictions_test.jsonl.gz", "wt") as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "metrics.json").write_text(json.dumps({"test": {"default": {"f1": 0.5}}}))
+    return run, rows
+
+
+def test_the_nested_report_counts_are_recomputed_from_its_predictions_file(tmp_path):
+    """A span run's report: the error counts on the page equal a recomputation from
+    predictions_test.jsonl.gz, and exact per type equals the strict true positives."""
+    from seqlab.report import read_run, render
+
+    run, rows = nested_run(tmp_path)
+    page, summary = render(read_run(run, "test"))
+    from collections import Counter
+
+    want = Counter()
+    tp = Counter()
+    for r in rows:
+        gold = [(e["type"], e["start"], e["end"]) for e in r["gold"]]
+        pred = [(e["type"], e["start"], e["end"]) for e in r["pred"]]
+        want.update(_brute_force_best(gold, pred))
+        tp.update(t for t, *_ in set(gold) & set(pred))
+    assert summary["categories"]["overall"] == {c: want[c] for c in summary["categories"]["overall"]}
+    assert {t: v["exact"] for t, v in summary["categories"]["per_type"].items() if v["exact"]} == dict(tp)
+
+
 def fake_ner_run(root: Path) -> Path:
     """A finished run directory written by hand: what the report reads, nothing else."""
     run = root / "fake-ner"
@@ -103,7 +201,7 @@ def test_the_report_reads_the_run_directory_alone(tmp_path, capsys):
                  "Sentences with errors: 3 of 4"):
         assert name in page, name
     assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page  # words are escaped
-    assert 'data-cats="missed"' in page
+    assert 'data-errors="missed:PER"' in page
     # another split that is not there: one line
     assert main(["report", str(run), "--split", "dev"]) == 2
     assert "no predictions of the dev split (predictions_test.conll.gz)" in capsys.readouterr().err

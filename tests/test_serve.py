@@ -200,3 +200,183 @@ def test_a_client_that_disconnects_mid_body_is_one_log_line(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "disconnected before its body was read" in err
     assert "Traceback" not in err
+
+
+class CostlyPredictor(EchoPredictor):
+    """An echo whose time grows with the characters of a batch, as a model's does."""
+
+    def __init__(self, s_per_char: float):
+        super().__init__()
+        self.s_per_char, self.seen = s_per_char, []
+
+    def predict(self, items):
+        self.seen.append(list(items))
+        time.sleep(self.s_per_char * sum(len(t) for t in items))
+        return super().predict(items)
+
+
+def _asgi_run(app, coroutine):
+    async def run():
+        async with app.router.lifespan_context(app):
+            import httpx
+
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t",
+                                         timeout=60) as client:
+                return await coroutine(client)
+
+    return asyncio.run(run())
+
+
+def test_a_small_request_is_not_held_behind_a_maximal_one():
+    predictor = CostlyPredictor(2e-6)                     # 64 x 10,000 chars: 1.3 s in all
+    app = _app(predictor, step_chars=20_000, batch_window_ms=1)
+    big = {"texts": [("x" * 9_999 + str(k % 10)) for k in range(64)]}
+
+    async def go(client):
+        t0 = time.perf_counter()
+        big_task = asyncio.ensure_future(client.post("/predict", json=big))
+        await asyncio.sleep(0.1)                          # the big one is being predicted
+        small = await client.post("/predict", json={"texts": ["Peter"]})
+        small_done = time.perf_counter() - t0
+        r = await big_task
+        return small, small_done, r, time.perf_counter() - t0
+
+    small, small_done, r, big_done = _asgi_run(app, go)
+    assert small.status_code == 200 and small.json()["results"][0]["text"] == "Peter"
+    assert r.status_code == 200 and [x["text"] for x in r.json()["results"]] == big["texts"]
+    assert small_done < big_done / 2                      # answered long before the big one
+    # steps hold at most step_chars (or one item), and the small text shared a step
+    assert all(sum(map(len, b)) <= 20_000 or len(b) == 1 for b in predictor.seen)
+    assert any("Peter" in b and len(b) > 1 for b in predictor.seen)
+
+
+def test_a_request_past_its_deadline_is_a_504_and_its_work_is_dropped():
+    predictor = CostlyPredictor(1e-4)                     # 1 s a 10,000-character text
+    app = _app(predictor, step_chars=10_000, timeout=0.5, batch_window_ms=1)
+
+    async def go(client):
+        late = await client.post("/predict", json={"texts": ["x" * 10_000] * 8})
+        await asyncio.sleep(1.2)                           # the step in flight ends
+        health = (await client.get("/health")).json()
+        fine = await client.post("/predict", json={"texts": ["ok"]})
+        return late, health, fine
+
+    late, health, fine = _asgi_run(app, go)
+    assert late.status_code == 504 and "--timeout" in late.json()["error"]
+    assert health["dropped"] == 1 and health["items"] < 8   # the rest was never predicted
+    assert fine.status_code == 200
+
+
+def test_a_full_queue_is_a_503_with_retry_after():
+    predictor = CostlyPredictor(1e-4)
+    app = _app(predictor, step_chars=10_000, max_queue_chars=25_000, batch_window_ms=1)
+
+    async def go(client):
+        first = asyncio.ensure_future(client.post("/predict", json={"texts": ["x" * 10_000] * 3}))
+        await asyncio.sleep(0.2)
+        refused = await client.post("/predict", json={"texts": ["y" * 10_000] * 2})
+        return refused, await first
+
+    refused, first = _asgi_run(app, go)
+    assert refused.status_code == 503 and "busy" in refused.json()["error"]
+    assert int(refused.headers["retry-after"]) >= 1
+    assert first.status_code == 200
+
+
+@pytest.fixture
+def echo_server(capfd):
+    """The echo app behind uvicorn with the server's guarded protocol, in a thread."""
+    import uvicorn
+
+    from seqlab.serve import guarded_protocol
+
+    def start(predictor, **opts):
+        opts = ServeOptions(port=_free_port(), **opts)
+        app = create_app(predictor, meta={"task": "ner", "head": "echo"}, name="echo",
+                         backend="torch", opts=opts)
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=opts.port,
+                                               log_level="warning", http=guarded_protocol(opts),
+                                               timeout_keep_alive=opts.keep_alive,
+                                               limit_concurrency=opts.max_connections))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        started.append((server, thread))
+        return opts.port
+
+    started: list = []
+    yield start
+    for server, thread in started:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bool:
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1024) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_slow_and_idle_clients_are_cut_off_and_oversized_bodies_refused_unread(echo_server, capfd):
+    port = echo_server(EchoPredictor(), header_timeout=0.5, keep_alive=0.5, max_connections=8,
+                       max_body_bytes=1000, body_timeout=0.5)
+    idle = socket.create_connection(("127.0.0.1", port))
+    drip = socket.create_connection(("127.0.0.1", port))
+    drip.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")   # and never the rest
+    assert _closed_within(idle, 3) and _closed_within(drip, 3)
+    # connections over the limit are closed at once
+    many = [socket.create_connection(("127.0.0.1", port)) for _ in range(12)]
+    assert sum(_closed_within(s, 0.3) for s in many) >= 4
+    for s in many:
+        s.close()
+    # a body declared too large is refused before a byte of it is sent
+    big = socket.create_connection(("127.0.0.1", port))
+    big.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 50000000\r\nExpect: 100-continue\r\n\r\n")
+    big.settimeout(3)
+    reply = b""
+    while chunk := big.recv(4096):                          # the server closes the connection
+        reply += chunk
+    assert reply.startswith(b"HTTP/1.1 413") and b"at most 1000" in reply
+    assert b"100 Continue" not in reply
+    # a body that stalls: 408 after the body timeout, and the connection closed
+    stall = socket.create_connection(("127.0.0.1", port))
+    stall.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"te")
+    stall.settimeout(5)
+    reply = b""
+    while chunk := stall.recv(4096):
+        reply += chunk
+    assert reply.startswith(b"HTTP/1.1 408") and b"took over 0.5 s" in reply
+    import httpx
+
+    assert httpx.post(f"http://127.0.0.1:{port}/predict", json={"texts": ["fine"]}).status_code == 200
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_work_for_a_client_that_left_is_dropped(echo_server, capfd):
+    import httpx
+
+    predictor = CostlyPredictor(1e-4)                       # 1 s a 10,000-character text
+    port = echo_server(predictor, step_chars=10_000, batch_window_ms=1)
+    body = json.dumps({"texts": ["x" * 10_000] * 6}).encode()
+    for _ in range(3):                                      # three clients that give up at once
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        time.sleep(0.1)
+        s.close()
+    t0 = time.perf_counter()
+    r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"texts": ["quick"]}, timeout=30)
+    waited = time.perf_counter() - t0
+    health = httpx.get(f"http://127.0.0.1:{port}/health").json()
+    assert r.status_code == 200 and waited < 2.5            # not behind 18 s of abandoned work
+    assert health["dropped"] == 3 and health["items"] < 18
+    assert "Traceback" not in capfd.readouterr().err
