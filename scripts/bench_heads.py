@@ -82,7 +82,7 @@ def scores(m: dict, split: str, decoding: str | None) -> float:
 def predict_speed(run: Path, decoding: str | None, repeats: int, data_dir: str | None) -> float:
     """Test sentences/s of `seqlab predict`'s path: words split from the text, predicted,
     decoded to entities with character offsets."""
-    from seqlab.config import load_config
+    from seqlab.assemble import load_config
     from seqlab.data.alignment import split_words
     from seqlab.data.registry import load_named
     from seqlab.export import _load_torch_model
@@ -157,7 +157,7 @@ def train_speed(args, steps: int = 150, warmup: int = 10, repeats: int = 3) -> d
     batches of CoNLL-2003 train, batch 16, max_length 128, fused AdamW), ``steps`` optimizer
     steps after ``warmup``, the heads interleaved, the median of ``repeats``: the same work on
     the same machine minutes apart, unlike the long runs' own figures."""
-    from seqlab.config import config_from_dict
+    from seqlab.assemble import config_from_dict
     from seqlab.tasks import get_task
     from seqlab.train import LengthGroupedBatchSampler, make_optimizer
 

@@ -41,7 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seqlab.config import config_from_dict
+from seqlab.assemble import config_from_dict
 from seqlab.heads import get_head
 from seqlab.data.alignment import split_words
 from seqlab.data.schemes import convert

@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seqlab.config import config_from_dict
+from seqlab.assemble import config_from_dict
 from seqlab.data.alignment import split_words
 from seqlab.export import OrtModel, export
 from seqlab.models import load_token_classifier, load_tokenizer

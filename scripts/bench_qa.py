@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seqlab.config import load_config
+from seqlab.assemble import load_config
 from seqlab.train import train_config
 
 

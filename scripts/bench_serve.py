@@ -56,7 +56,8 @@ def batch_throughput(run: str, texts: list[str], top_clients: int, repeats: int 
     random sets of ``top_clients`` sentences (the most a batch of the server can hold when each
     client sends one): medians of ``repeats``; with the predictions."""
     from seqlab.memory import fix_mmap_threshold
-    from seqlab.tasks import PredictOptions, load_run
+    from seqlab.assemble import load_run
+    from seqlab.tasks import PredictOptions
 
     fix_mmap_threshold()  # as `seqlab predict` and `seqlab serve` run
     task, r = load_run(run)
@@ -283,6 +284,8 @@ def main(argv=None) -> int:
     p.add_argument("--abandon", type=int, default=50, help="abandoned large requests (step 5)")
     p.add_argument("--idle", type=int, default=1000, help="idle connections (step 6)")
     p.add_argument("--soak", type=float, default=120, help="seconds of the soak (step 7; 0: none)")
+    p.add_argument("--server-args", default="", help="more `seqlab serve` options, e.g. "
+                   "'--step-chars 1000000000' (one step a request: no interleaving)")
     p.add_argument("--output", help="write the figures as JSON here")
     args = p.parse_args(argv)
     from seqlab.data.registry import load_named
@@ -299,7 +302,8 @@ def main(argv=None) -> int:
         port = s.getsockname()[1]
     log = open(Path(args.output).with_suffix(".log") if args.output else os.devnull, "w")
     server = subprocess.Popen([sys.executable, "-m", "seqlab.cli", "serve", args.run, "--port",
-                               str(port)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                               str(port), *args.server_args.split()], cwd=ROOT,
+                              stderr=subprocess.PIPE, text=True)
     import threading
 
     server_log: list[str] = []
@@ -374,7 +378,8 @@ def main(argv=None) -> int:
                                                  "load": rows, "burst": burst,
                                                  "small_during_big": during, "abandoned": gone,
                                                  "slow_clients": slow, "soak": soaked,
-                                                 "log_tracebacks": log_tracebacks},
+                                                 "log_tracebacks": log_tracebacks,
+                                                 "server_args": args.server_args},
                                                 indent=1) + "\n")
     return 0 if not burst["wrong"] and all(r["errors"] == 0 for r in rows) \
         and not log_tracebacks else 1

@@ -40,7 +40,7 @@ def sync_free_training(work: Path, data_dir: str | None) -> str:
     """A short CoNLL-2003 run on the GPU, every synchronisation outside the device reads it
     does on purpose an error."""
     import seqlab.train as T
-    from seqlab.config import config_from_dict
+    from seqlab.assemble import config_from_dict
     from seqlab.tasks import get_task
 
     def permitted(fn):

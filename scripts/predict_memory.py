@@ -87,7 +87,8 @@ def in_process(run: str, texts: list[str], n: int) -> int:
     import resource
 
     from seqlab.memory import fix_mmap_threshold
-    from seqlab.tasks import PredictOptions, load_run
+    from seqlab.assemble import load_run
+    from seqlab.tasks import PredictOptions
     from seqlab.tasks.ner import PREDICT_BLOCK_LINES
 
     print(f"mmap threshold fixed: {fix_mmap_threshold()}", flush=True)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from torch.utils.data import DataLoader
 
-from seqlab.config import config_from_dict
+from seqlab.assemble import config_from_dict
 from seqlab.models import load_token_classifier, load_tokenizer
 from seqlab.tasks.ner import NerTask, load_corpus
 from seqlab.train import LengthGroupedBatchSampler, make_optimizer

@@ -30,7 +30,8 @@ class Labeller:
 
     def __init__(self, directory: str | Path, *, backend: str = "torch", batch_size: int = 64,
                  bf16: bool = False, threads: int | None = None):
-        from .tasks import PredictOptions, load_run
+        from .assemble import load_run
+        from .tasks import PredictOptions
 
         self.task, self.run = load_run(directory)
         self.predictor = self.task.predictor(self.run, PredictOptions(

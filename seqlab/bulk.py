@@ -88,7 +88,8 @@ class _Predict:
     def __init__(self, run_dir: str, runtime: str, batch_size: int, threads: int | None):
         import torch
 
-        from .tasks import PredictOptions, load_run
+        from .assemble import load_run
+        from .tasks import PredictOptions
 
         torch.set_num_threads(threads or 1)
         task, run = load_run(run_dir)
@@ -119,7 +120,7 @@ def predict_on_ray(run_dir: str, inputs: list[str], output: str, *, workers: int
             already holds files (all before Ray starts).
     """
     from .study.ray_backend import _need_ray, init_ray
-    from .tasks import load_run
+    from .assemble import load_run
 
     _need_ray()
     task, run = load_run(run_dir)

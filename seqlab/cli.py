@@ -112,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="a trained run in one HTML page: scores, curves, errors "
                         "by category, calibration, the sentences it got wrong")
     rp.add_argument("model_dir")
-    rp.add_argument("--split", default="test", help="the predictions to show (default: test; "
+    rp.add_argument("--split", help="the predictions to show (default: the task's: test; "
                     "dev for QA runs)")
     rp.add_argument("--output", help="the HTML file (default: MODEL_DIR/report_<split>.html)")
     _progress_option(rp)
@@ -333,12 +333,7 @@ def _corrupt(args) -> int:
 def _report(args) -> int:
     from .report import write_report
 
-    split = args.split
-    meta_path = Path(args.model_dir) / "seqlab.json"
-    if split == "test" and meta_path.is_file() and \
-            json.loads(meta_path.read_text(encoding="utf-8")).get("task") == "qa":
-        split = "dev"  # QA runs score their held-out questions as dev
-    out = write_report(args.model_dir, split, args.output)
+    out = write_report(args.model_dir, args.split, args.output)
     print(f"report written to {out}")
     return 0
 
@@ -370,8 +365,9 @@ def _heads(args) -> int:
 
 
 def _train(args) -> int:
-    from .config import load_config
-    from .train import prepare_output_dir, train_config
+    from .assemble import load_config
+    from .rundir import prepare_output_dir
+    from .train import train_config
 
     overrides = list(args.overrides)
     if args.data_dir:
@@ -437,7 +433,7 @@ def _export(args) -> int:
 
 
 def _load_run(model_dir: str):
-    from .tasks import load_run
+    from .assemble import load_run
 
     return load_run(model_dir)
 

@@ -42,7 +42,8 @@ from pathlib import Path
 
 from .errors import SeqlabError
 from .memory import fix_mmap_threshold
-from .tasks import Limits, PredictOptions, RequestError, load_run
+from .assemble import load_run
+from .tasks import Limits, PredictOptions, RequestError
 
 
 @dataclass

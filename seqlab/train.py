@@ -22,7 +22,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -34,15 +33,11 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from . import __version__
-from .config import (RECOVERY_CHANGES, RESUMABLE_CHANGES, Config, changed_keys, save_config,
-                     saved_config)
+from .assemble import saved_config
+from .config import RECOVERY_CHANGES, Config, changed_keys
 from .errors import ConfigError, SeqlabError
 from .files import dumps_line, write_json, write_text
-
-CHECKPOINTS = "checkpoints"
-STATE_FILE = "trainer_state.json"    # written last into a checkpoint; the rename completes it
-FINISHED = "metrics.json"            # written last into a finished run, before the clean-up
-DIVERGED = "diverged.json"           # a run stopped by a non-finite loss, gradient or weight
+from .rundir import CHECKPOINTS, FINISHED, STATE_FILE, RunDir, _crash_point, complete_finished
 
 
 class TrainingDiverged(SeqlabError):
@@ -457,171 +452,6 @@ class NonFiniteGuard:
             "train.max_grad_norm may change too)")
 
 
-# --------------------------------------------------------------------------- the run directory
-
-
-class RunDir:
-    """``OUTPUT_DIR.incomplete`` while training, ``OUTPUT_DIR`` when complete, and the states in
-    between: interrupted (checkpoints), diverged (``diverged.json``), finished but not renamed
-    (``metrics.json``, written last before the clean-up). Nothing is deleted unless
-    ``train.overwrite`` says so."""
-
-    def __init__(self, out: Path, staging: Path, resuming: bool):
-        self.out, self.staging, self.resuming = out, staging, resuming
-        self.done = False  # the run is complete under OUTPUT_DIR
-
-    @classmethod
-    def prepare(cls, cfg: Config, *, recover: bool = False) -> RunDir:
-        """Check the output directory before any work.
-
-        Raises:
-            ConfigError: the directory (or a parent) is a file; it holds a finished run and
-                ``train.overwrite`` is off; an interrupted or finished-but-not-renamed run waits
-                in the staging directory and neither ``train.resume`` nor ``train.overwrite``
-                says what to do with it; ``--resume`` with nothing to resume.
-        """
-        t = cfg.train
-        out = Path(t.output_dir)
-        for up in [out, *out.parents]:
-            if up.exists() and not up.is_dir():
-                raise ConfigError(f"train.output_dir: {out}: {up} is a file, not a directory")
-        run = cls(out, out.with_name(out.name + ".incomplete"), resuming=False)
-        finished, saved = run.finished(), run.checkpoints()
-        occupied = run.staging.is_dir() and any(run.staging.iterdir())
-        resume = t.resume in ("yes", "auto")
-        if finished and not resume and not t.overwrite:
-            raise ConfigError(f"{run.staging} holds a finished run that was not renamed; complete it "
-                              "with `seqlab train CONFIG --resume` (nothing is trained again), or "
-                              "start over with train.overwrite=true")
-        if t.resume in ("yes", "auto") and not (finished or saved or occupied) \
-                and (out / FINISHED).is_file():
-            run.done = True  # complete already: nothing to resume (a moved-aside old run goes)
-            return run
-        if t.resume == "yes" and not (finished or saved):
-            raise ConfigError(f"--resume: no checkpoint to resume from in {run.staging}")
-        if saved and not finished and not resume and not t.overwrite:
-            raise ConfigError(f"{run.staging} holds an interrupted run (last checkpoint "
-                              f"{saved[-1].name}); continue it with `seqlab train CONFIG --resume` "
-                              "(or train.resume=auto), or start over with train.overwrite=true")
-        if occupied and not (finished or saved) and not t.overwrite:
-            raise ConfigError(f"{run.staging} holds an interrupted run with no checkpoint yet; "
-                              "start over with train.overwrite=true")
-        if out.exists() and any(out.iterdir()) and not t.overwrite and not (resume and (finished or saved)):
-            raise ConfigError(f"train.output_dir: {out} exists and is not empty; choose another "
-                              "directory or pass train.overwrite=true")
-        run.resuming = resume and bool(finished or saved)
-        if run.resuming and not finished:
-            _check_resumable(cfg, run.staging, recover or run.is_diverged())
-        return run
-
-    def checkpoints(self) -> list[Path]:
-        """The complete checkpoints, oldest first (a ``.tmp`` one is not complete)."""
-        root = self.staging / CHECKPOINTS
-        if not root.is_dir():
-            return []
-        done = [p for p in root.iterdir() if p.name.startswith("step-") and p.name[5:].isdigit()
-                and (p / STATE_FILE).is_file()]
-        return sorted(done, key=lambda p: int(p.name[5:]))
-
-    def finished(self) -> bool:
-        return (self.staging / FINISHED).is_file()
-
-    def is_diverged(self) -> bool:
-        return (self.staging / DIVERGED).is_file()
-
-    def mark_diverged(self, record: dict) -> None:
-        if self.staging.is_dir() and _is_main():
-            write_json(self.staging / DIVERGED, record)
-
-    def start(self, cfg: Config, accelerator, *, fresh: bool) -> None:
-        """A fresh staging directory (an old one is replaced only under ``train.overwrite``,
-        checked in :meth:`prepare`), and the resolved config in it."""
-        if accelerator.is_main_process:
-            if fresh and self.staging.exists():
-                shutil.rmtree(self.staging)
-            self.staging.mkdir(parents=True, exist_ok=True)
-            (self.staging / DIVERGED).unlink(missing_ok=True)
-            save_config(cfg, self.staging / "config.yaml")
-        accelerator.wait_for_everyone()
-
-    def complete(self) -> dict:
-        """The end of a finished run (main process): its checkpoints and best weights removed,
-        renamed to ``OUTPUT_DIR`` (a previous ``OUTPUT_DIR`` is replaced: only
-        ``train.overwrite`` lets a run start over an existing one). Each step can be interrupted
-        and done again."""
-        shutil.rmtree(self.staging / CHECKPOINTS, ignore_errors=True)
-        _crash_point("finish-checkpoints")
-        shutil.rmtree(self.staging / "best", ignore_errors=True)
-        _crash_point("finish-best")
-        old = self.out.with_name(self.out.name + ".old")
-        if self.out.exists():
-            if old.exists():
-                shutil.rmtree(old)
-            self.out.rename(old)
-            _crash_point("finish-old")
-        self.staging.rename(self.out)
-        _crash_point("finish-rename")
-        if old.exists():
-            shutil.rmtree(old)
-        return json.loads((self.out / FINISHED).read_text(encoding="utf-8"))
-
-
-def _is_main() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
-
-
-def complete_finished(run: RunDir) -> dict:
-    """Complete a run that finished but was not renamed (the main process renames); return its
-    metrics."""
-    from accelerate import PartialState
-
-    state = PartialState()
-    if run.done:
-        old = run.out.with_name(run.out.name + ".old")
-        if state.is_main_process and old.exists():
-            shutil.rmtree(old)
-        return json.loads((run.out / FINISHED).read_text(encoding="utf-8"))
-    result = json.loads((run.staging / FINISHED).read_text(encoding="utf-8"))
-    state.wait_for_everyone()
-    if state.is_main_process:
-        run.complete()
-    state.wait_for_everyone()
-    return result
-
-
-def prepare_output_dir(cfg: Config, *, recover: bool = False) -> RunDir:
-    """Check the output directory before any work (:meth:`RunDir.prepare`)."""
-    return RunDir.prepare(cfg, recover=recover)
-
-
-def _check_resumable(cfg: Config, staging: Path, recovering: bool) -> None:
-    """Refuse to resume under a config that changes the run (anything but its length; after a
-    divergence, or with ``--recover``, also the learning rate, ``on_nonfinite`` and
-    ``max_grad_norm``)."""
-    saved_path = staging / "config.yaml"
-    if not saved_path.is_file():
-        raise ConfigError(f"{staging}: no config.yaml beside the checkpoints; cannot resume")
-    saved = saved_config(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
-    allowed = RESUMABLE_CHANGES + (RECOVERY_CHANGES if recovering else ())
-    differ = [k for k in changed_keys(saved, cfg.to_dict()) if k not in allowed]
-    if differ:
-        hint = "" if recovering else (
-            "; after a divergence, or with --recover, train.learning_rate, train.on_nonfinite "
-            "and train.max_grad_norm may change too" if any(k in RECOVERY_CHANGES for k in differ)
-            else "")
-        raise ConfigError(f"cannot resume {staging}: the config differs from the checkpoint's in "
-                          f"{', '.join(differ)} (only the run's length may change{hint}); restore "
-                          "them, or start over with train.overwrite=true")
-
-
-def _crash_point(name: str) -> None:
-    """Fault injection for the tests: SIGKILL this process here if SEQLAB_CRASH_AT names it."""
-    if os.environ.get("SEQLAB_CRASH_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 # --------------------------------------------------------------------------- checkpoints
 
 
@@ -765,9 +595,11 @@ def evaluate_epoch(task, model, accelerator, state: TrainState, run: RunDir, log
     record = {"event": "eval", "split": "dev", "epoch": state.epoch + 1, "step": state.step,
               "epoch_time_s": epoch_time,
               "train_tokens_per_s": tokens / epoch_time if epoch_time else None}
+    dev = None
+    latest = run.staging / f"predictions_dev.latest.{task.prediction_ext}"
     if task.has_split("dev"):
         dev = task.evaluate(unwrapped, "dev", device=accelerator.device, progress=progress,
-                            accelerator=accelerator, dtype=eval_dtype)
+                            accelerator=accelerator, dtype=eval_dtype, out_file=latest)
         record.update(task.summary(dev))
         score = task.score(dev)
         accelerator.print(f"epoch {state.epoch + 1}: dev {task.primary_metric} {100 * score:.2f}")
@@ -780,6 +612,14 @@ def evaluate_epoch(task, model, accelerator, state: TrainState, run: RunDir, log
             guard.diverged(f"the weights after epoch {state.epoch + 1} are not finite", state.step)
         if accelerator.is_main_process:
             save_weights(unwrapped.state_dict(), run.staging / "best")
+            if dev is not None and latest.is_file():
+                # the best weights' dev evaluation, kept: the end reuses it, not evaluating twice
+                for f in run.staging.glob("predictions_dev.latest*"):
+                    os.replace(f, run.staging / "best" / f.name.replace(".latest", ""))
+                write_json(run.staging / "best" / "dev.json", dev)
+    if accelerator.is_main_process:
+        for f in run.staging.glob("predictions_dev.latest*"):
+            f.unlink()
     patience = t.early_stopping_patience
     if task.has_split("dev") and stop_early(state.best_score, state.best_epoch, state.epoch + 1,
                                             patience):
@@ -813,7 +653,7 @@ def finish(cfg: Config, task, model, tokenizer, accelerator, state: TrainState, 
     finished), then :meth:`RunDir.complete`."""
     from safetensors.torch import load_file
 
-    from .report import model_card
+    from .card import model_card
 
     t = cfg.train
     accelerator.wait_for_everyone()
@@ -833,11 +673,22 @@ def finish(cfg: Config, task, model, tokenizer, accelerator, state: TrainState, 
                     "train_tokens_per_s_with_padding": (state.all_tokens / state.train_time_s
                                                         if state.train_time_s else None),
                     "loss_history": state.history}
+    kept = run.staging / "best" / f"predictions_dev.{task.prediction_ext}"
     for split in ("dev", "test"):  # on every process, each its share
-        if task.has_split(split):
+        if not task.has_split(split):
+            continue
+        out_file = run.staging / f"predictions_{split}.{task.prediction_ext}"
+        if split == "dev" and best.is_file() and kept.is_file() \
+                and (run.staging / "best" / "dev.json").is_file():
+            # the best epoch's own dev evaluation, of these weights: not computed again
+            res = json.loads((run.staging / "best" / "dev.json").read_text(encoding="utf-8"))
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                for f in kept.parent.glob("predictions_dev*"):
+                    shutil.copyfile(f, run.staging / f.name)
+        else:
             res = task.evaluate(model, split, device=accelerator.device, accelerator=accelerator,
-                                dtype=eval_dtype, progress=progress,
-                                out_file=run.staging / f"predictions_{split}.{task.prediction_ext}")
+                                dtype=eval_dtype, progress=progress, out_file=out_file)
             result[split] = res
             log.write({"event": "final", "split": split, **task.summary(res)})
     _crash_point("finish-predictions")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from seqlab.config import load_config
+from seqlab.assemble import load_config
 from seqlab.errors import ConfigError
 from seqlab.losses import build_loss
 
@@ -28,7 +28,7 @@ def test_config_loads_and_validates(path, capsys):
 
 @pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
 def test_study_config_loads_and_every_run_validates(path):
-    from seqlab.config import config_from_dict
+    from seqlab.assemble import config_from_dict
     from seqlab.study import load_study
 
     from seqlab.heads import get_head
@@ -108,7 +108,7 @@ def test_overriding_the_loss_name_replaces_the_losss_options():
 
 
 def test_allow_nested_is_auto_by_default_and_old_booleans_read_as_they_did():
-    from seqlab.config import saved_config
+    from seqlab.assemble import saved_config
 
     assert load_config(CONLL).eval.allow_nested == "auto"
     for value, want in (("true", "true"), ("false", "false"), ("auto", "auto")):

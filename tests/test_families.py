@@ -81,7 +81,7 @@ def test_text_spelling_a_special_token_is_a_word(tokenizers, family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_qa_gold_spans_map_back_to_the_reference_string_exactly(tokenizers, family):
-    from seqlab.config import config_from_dict
+    from seqlab.assemble import config_from_dict
     from seqlab.data.qa import QAExample
     from seqlab.tasks.qa import encode
 

@@ -317,7 +317,7 @@ def test_span_scores_equal_seqeval_default_on_flat_data():
 
 
 def test_losses_that_do_not_fit_a_head_are_refused_at_config_time(tmp_path):
-    from seqlab.config import load_config
+    from seqlab.assemble import load_config
 
     cases = [({"head": "crf"}, {"name": "focal"}, r"'focal' does not apply to the crf head; "
               r"losses for it: crf"),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seqlab.config import config_from_dict
+from seqlab.assemble import config_from_dict
 from seqlab.data.alignment import IGNORE
 from seqlab.data.conll import read_conll, read_jsonl
 from seqlab.errors import DataError

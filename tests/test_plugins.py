@@ -247,7 +247,7 @@ def test_a_task_is_one_class_and_one_line(toys, tmp_path, fixtures, tiny_encoder
     assert len(torch_lines) == 2 and "probability" in torch_lines[0]
     # the task's own config section and CLI option
     with pytest.raises(ConfigError, match="unknown config key toy.kind"):
-        from seqlab.config import load_config
+        from seqlab.assemble import load_config
 
         cfg.write_text(cfg.read_text().replace('"entity_type"', '"kind"'))
         load_config(cfg)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from seqlab.cli import main
-from seqlab.config import config_from_dict
+from seqlab.assemble import config_from_dict
 from seqlab.data.qa import QAExample, locate, read_squad, split_by_title, trainable
 from seqlab.errors import DataError, SeqlabError
 from seqlab.errors import ConfigError
@@ -278,7 +278,8 @@ def test_training_each_head_through_the_cli(tmp_path, tiny_encoder, head, monkey
     from starlette.testclient import TestClient
 
     from seqlab.serve import ServeOptions, create_app
-    from seqlab.tasks import PredictOptions, load_run
+    from seqlab.assemble import load_run
+    from seqlab.tasks import PredictOptions
 
     task, run = load_run(tmp_path / "out")
     app = create_app(task.predictor(run, PredictOptions()), meta=run.meta, name="qa",
@@ -298,7 +299,7 @@ def test_training_each_head_through_the_cli(tmp_path, tiny_encoder, head, monkey
 
 
 def test_the_old_qa_head_key_still_works_with_one_line(tmp_path, capsys):
-    from seqlab.config import load_config
+    from seqlab.assemble import load_config
 
     cfg_path = tmp_path / "old.yaml"
     cfg_path.write_text("task: qa\nmodel: {max_length: 384}\nqa: {head: tagging}\n")

@@ -10,7 +10,7 @@ import pytest
 
 datasets = pytest.importorskip("datasets")
 
-from seqlab.config import config_from_dict  # noqa: E402
+from seqlab.assemble import config_from_dict
 from seqlab.errors import ConfigError, DataError  # noqa: E402
 from seqlab.readers import READERS, reader_for  # noqa: E402
 from seqlab.tasks.ner import load_corpus  # noqa: E402

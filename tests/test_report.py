@@ -227,8 +227,8 @@ def test_a_qa_report_highlights_answer_and_prediction(tmp_path):
 
 
 def test_the_model_card_holds_the_scores(tmp_path, fixtures, tiny_encoder):
-    from seqlab.config import config_from_dict
-    from seqlab.report import model_card
+    from seqlab.assemble import config_from_dict
+    from seqlab.card import model_card
 
     cfg = config_from_dict({"task": "ner", "data": {"dataset": "conll2003"},
                             "loss": {"name": "focal", "gamma": 1.0}})

@@ -211,7 +211,7 @@ def test_an_interrupted_run_is_continued_from_its_checkpoint(tmp_path, capsys):
     """A run left with a complete checkpoint of the same config is continued (the runner gets
     the run with train.resume=auto and its .incomplete directory untouched); one of another
     config, one that diverged, or one with no complete checkpoint is trained afresh."""
-    from seqlab.config import config_from_dict
+    from seqlab.assemble import config_from_dict
 
     study = load_study(_write_study(tmp_path))
     runs = study.runs()

@@ -254,7 +254,7 @@ def _no_dropout(model):
 
 
 def test_gradient_accumulation_takes_the_full_batch_step(tmp_path, fixtures, tiny_encoder):
-    from seqlab.config import config_from_dict
+    from seqlab.assemble import config_from_dict
     from seqlab.tasks import get_task
     from seqlab.train import train
 
@@ -385,7 +385,7 @@ def test_compiled_training_takes_the_eager_steps(tmp_path, fixtures, tiny_encode
     from safetensors.torch import load_file
 
     import seqlab.train
-    from seqlab.config import config_from_dict
+    from seqlab.assemble import config_from_dict
     from seqlab.tasks import get_task
     from seqlab.train import train
 
@@ -452,3 +452,45 @@ def test_early_stopping_needs_a_dev_split(tmp_path, fixtures, tiny_encoder, caps
                              "train.early_stopping_patience=2") if not a.startswith("data.dev_file")]
     assert main(args) == 2
     assert "early stopping needs a dev split" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_dev_is_evaluated_once_an_epoch_and_the_best_epochs_evaluation_is_kept(
+        tmp_path, tiny_encoder, monkeypatch):
+    """The end reuses the best epoch's dev evaluation (the same weights) instead of predicting
+    dev again: dev is evaluated once per epoch, test once, and metrics.json's dev scores are
+    the best epoch's, with its predictions (both decodings) beside them."""
+    from seqlab.cli import main
+    from seqlab.tasks.ner import NerTask
+    from conftest import ner_train_args
+
+    calls = []
+    real = NerTask.evaluate
+
+    def counting(self, model, split, **kw):
+        calls.append(split)
+        return real(self, model, split, **kw)
+
+    monkeypatch.setattr(NerTask, "evaluate", counting)
+    out = tmp_path / "run"
+    assert main(ner_train_args(tiny_encoder, out, "train.epochs=3")) == 0
+    assert calls == ["dev", "dev", "dev", "test"]
+    m = json.loads((out / "metrics.json").read_text())
+    evals = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    best = [e for e in evals if e.get("event") == "eval"][m["best_epoch"] - 1]
+    assert m["dev"]["default"]["f1"] == best["f1"]
+    names = sorted(p.name for p in out.glob("predictions_dev*"))
+    assert names == ["predictions_dev.conll", "predictions_dev.viterbi.conll"]
+    assert not list(out.glob("*latest*")) and not (out / "best").exists()
+
+
+def test_a_run_that_predicts_nothing_right_gets_a_hint():
+    from seqlab.tasks.ner import NerTask
+
+    def result(f1):
+        s = {"precision": f1, "recall": f1, "f1": f1, "support": 12, "per_type": {}}
+        return {"default": s, "strict": s}
+
+    zero = NerTask.report(None, {"dev": result(0.0), "test": result(0.0)})
+    assert "hint: not one entity was predicted right" in zero and "more epochs" in zero
+    assert "hint" not in NerTask.report(None, {"dev": result(0.0), "test": result(0.4)})

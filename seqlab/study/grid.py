@@ -51,8 +51,8 @@ from pathlib import Path
 
 import yaml
 
-from ..config import (RESUMABLE_CHANGES, apply_overrides, changed_keys, config_from_dict,
-                      read_yaml, saved_config)
+from ..assemble import config_from_dict, saved_config
+from ..config import RESUMABLE_CHANGES, apply_overrides, changed_keys, read_yaml
 from ..errors import ConfigError, SeqlabError
 
 
@@ -120,7 +120,16 @@ class Study:
         return [*self.losses, *self.derived]
 
 
-_VARIANT_KEYS = ("loss", "model", "train", "eval", "data", "qa")
+_CORE_SECTIONS = ("loss", "model", "train", "eval", "data")
+
+
+def variant_keys() -> tuple[str, ...]:
+    """The config sections a grid entry may name: the common ones and every registered task's
+    own (``qa`` for span QA)."""
+    from ..tasks import TASKS
+
+    return _CORE_SECTIONS + tuple(name for _, task in TASKS.items()
+                                  for name in task.config_sections)
 _STUDY_KEYS = ("output_dir", "seeds", "baseline", "keep_weights", "name", "resources",
                "max_concurrent", "max_failures")
 
@@ -129,7 +138,8 @@ def variant_config(section: dict) -> dict:
     """A grid entry as the part of a training config it changes: ``{name: focal, gamma: 1}`` is
     a ``loss:`` section; a mapping of config sections (``{loss: {...}, train: {...}}``) is used
     as it is, so a run may change the learning rate or the head beside the loss."""
-    if any(k in _VARIANT_KEYS for k in section):
+    keys = variant_keys()
+    if any(k in keys for k in section):
         return {k: dict(v) if isinstance(v, dict) else v for k, v in section.items()}
     return {"loss": dict(section)}
 
@@ -389,7 +399,7 @@ def _resumable(run: Run) -> bool:
     complete checkpoint (or the finished run, not yet renamed), it did not diverge, and its
     config is the run's but for what a resumed run may change (the length, where and how it
     runs). Says so on stderr either way where there is something to continue."""
-    from ..train import RunDir
+    from ..rundir import RunDir
 
     staging = run.directory.with_name(run.directory.name + ".incomplete")
     left = RunDir(run.directory, staging, resuming=False)

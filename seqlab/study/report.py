@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SeqlabError
+from ..figures import pyplot, save_figure
 from ..files import write_json, write_text
 from . import stats
 from .grid import Study, check_finished_runs
@@ -40,7 +41,7 @@ def same_start(a: dict, b: dict) -> bool:
 def _documents(study: Study, task, split: str, config: dict) -> list | None:
     """Each unit's document in ``split``: from ``documents_<split>.json`` beside the report,
     else from the data (then written there), else None (each unit its own)."""
-    from ..config import config_from_dict
+    from ..assemble import config_from_dict
 
     path = study.output_dir / f"documents_{split}.json"
     if path.is_file():
@@ -430,30 +431,6 @@ def markdown(results: dict) -> str:
 
 
 # --------------------------------------------------------------------------- figures
-
-
-def pyplot():
-    """pyplot without a display, writing SVGs whose element ids do not change between runs (so
-    a regenerated figure shows in a diff only where it changed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    matplotlib.rcParams["svg.hashsalt"] = "seqlab"
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(plt, fig, stem: Path) -> list[Path]:
-    """``stem.png`` and ``stem.svg`` (without a date, so unchanged figures stay unchanged)."""
-    written = []
-    for ext in ("png", "svg"):
-        path = stem.with_name(f"{stem.name}.{ext}")
-        fig.savefig(path, dpi=120, bbox_inches="tight",
-                    metadata={"Date": None} if ext == "svg" else None)
-        written.append(path)
-    plt.close(fig)
-    return written
 
 
 def delta_axes(ax, studies: list[dict], names: list[str]) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..errors import DataError, SeqlabError
 from ..files import write_text
-from .report import delta_axes, headline_table, pyplot, save_figure, signed
+from ..figures import pyplot, save_figure
+from .report import delta_axes, headline_table, signed
 
 
 def read_results(directory: str | Path) -> list[dict]:

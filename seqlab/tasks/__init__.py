@@ -162,6 +162,7 @@ class Task:
     prediction_ext: str = "txt"               # the predictions file's extension
     pipeline_tag: ClassVar[str | None] = None  # the transformers pipeline its models load in
     title: ClassVar[str] = ""                  # its name in a model card ("Question Answering")
+    report_split: ClassVar[str] = "test"       # the split `seqlab report` shows by default
     tokenizer: Any = None
     head: Any = None                          # the head instance (seqlab.heads)
 
@@ -283,30 +284,18 @@ class Task:
         raise NotImplementedError
 
     @classmethod
+    def report_sections(cls, data: dict) -> tuple[list[str], dict]:
+        """The task's sections of ``seqlab report``'s page (HTML, the scores first) and the
+        figures they show, from :func:`seqlab.report.read_run`'s ``data``."""
+        from ..errors import SeqlabError
+
+        raise SeqlabError(f"seqlab report: task {cls.name!r} has no report page")
+
+    @classmethod
     def study_documents(cls, cfg: Config, split: str) -> list | None:
         """Each unit's document in ``split`` when the data says (read from the data), else
         None."""
         return None
-
-
-def load_run(model_dir: str | Path) -> tuple[type[Task], Run]:
-    """A trained run (or its export) and its task.
-
-    Raises:
-        SeqlabError: not a seqlab model directory.
-    """
-    import json
-
-    from ..config import load_config
-    from ..errors import SeqlabError
-
-    path = Path(model_dir)
-    meta_path = path / "seqlab.json"
-    if not meta_path.is_file():
-        raise SeqlabError(f"{model_dir}: not a seqlab model directory (no seqlab.json); "
-                          "expected the output_dir of `seqlab train`")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    return get_task(meta["task"]), Run(path, meta, load_config(path / "config.yaml"))
 
 
 def shard_of(n: int, accelerator) -> list[int]:

@@ -183,6 +183,12 @@ class NerTask(Task):
     primary_metric = "entity F1"
     pipeline_tag = "token-classification"
     title = "Named Entity Recognition"
+
+    @classmethod
+    def report_sections(cls, data: dict) -> tuple[list[str], dict]:
+        from .ner_report import ner_sections
+
+        return ner_sections(data)
     unit_name = "sentences"
     default_head = "softmax"
     cli_options = {}
@@ -265,6 +271,12 @@ class NerTask(Task):
                                  if name != r.get("decode"))
                 lines.append(f"{split} entity F1: {100 * r['default']['f1']:.2f} "
                              f"(strict {100 * r['strict']['f1']:.2f}{others})")
+        scored = [result[s] for s in ("dev", "test") if s in result]
+        if scored and all(_primary(r)["f1"] == 0 and _primary(r)["support"] for r in scored):
+            lines.append("hint: not one entity was predicted right. A model that predicts no "
+                         "entity yet needs more training: more epochs or a higher learning rate "
+                         "(the span heads start slowly on small data: README, \"Heads\"); "
+                         "else check that data.scheme fits the files' tags")
         return "\n".join(lines)
 
     def save_extra(self, directory: Path) -> None:

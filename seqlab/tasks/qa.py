@@ -133,6 +133,13 @@ class QATask(Task):
     primary_metric = "F1"
     pipeline_tag = "question-answering"
     title = "Question Answering"
+    report_split = "dev"  # QA runs score their held-out questions as dev
+
+    @classmethod
+    def report_sections(cls, data: dict) -> tuple[list[str], dict]:
+        from .qa_report import qa_sections
+
+        return qa_sections(data)
     unit_name = "questions"
     default_head = "pointer"
     prediction_ext = "jsonl"
