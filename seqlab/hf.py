@@ -155,10 +155,11 @@ class DataCollator:
     def __call__(self, rows: list[dict]) -> dict:
         batch = self.head.collate(rows, self.pad_id)
         words = batch.pop("words", None)
-        if self.negatives is not None:
-            from .heads.global_pointer import sample_negatives
+        if words is not None:  # the span head: unknown spans resolved, negatives sampled
+            from .heads.global_pointer import resolve_unknown, sample_negatives
 
-            batch["labels"] = sample_negatives(batch["labels"], words, self.negatives)
+            batch["labels"] = (resolve_unknown(batch["labels"]) if self.negatives is None else
+                               sample_negatives(batch["labels"], words, self.negatives))
         return batch
 
 

@@ -71,13 +71,20 @@ def test_a_span_masked_as_unknown_gets_no_gradient(tiny_encoder):
     targets = head.window_targets(feature, [(1, 0, 1)], 5)
     targets = head.mask_unknown(targets, feature, [True, False, False, False, False])
     batch = head.collate([{"input_ids": feature["input_ids"], **targets}], pad_id=0)
-    labels = batch["labels"][0]                       # (types, L, L) over subword positions
+    from seqlab.heads.global_pointer import UNKNOWN_SPAN, resolve_unknown
+
+    assert (batch["labels"][0][:, 3, 3] == UNKNOWN_SPAN).all()
+    labels = resolve_unknown(batch["labels"])[0]      # (types, L, L) over subword positions
     assert labels[1, 1, 1] == 1                       # the gold span
     assert labels[0, 1, 1] == 0                       # a known word: a negative of the other type
     assert (labels[:, 3, 3] == IGNORE).all()          # "Anna": unknown, no negative
     assert (labels[:, 1, 3] == IGNORE).all()          # a span over an unknown word
+    # negatives: all (no sampling) is what the head trains on
+    cfg.loss.negatives = "all"
+    assert torch.equal(head.training_labels(batch)[0], labels)
     logits = torch.randn(1, 2, 8, 8, requires_grad=True)
-    loss = build_loss("multilabel_ce", binary=True)(logits.flatten(-2), batch["labels"].flatten(-2))
+    loss = build_loss("multilabel_ce", binary=True)(logits.flatten(-2),
+                                                    resolve_unknown(batch["labels"]).flatten(-2))
     loss.backward()
     grad = logits.grad[0]
     assert (grad[:, 3, 3] == 0).all() and (grad[:, 1, 3] == 0).all()
@@ -117,11 +124,19 @@ def test_negative_sampling_draws_the_stated_fraction_under_a_seed(rate):
         # a span is kept or dropped for every type at once, and nothing else changes
         assert ((out[b] == IGNORE).all(0) | (out[b] != IGNORE).all(0)).all()
         assert ((out[b] == labels[b]) | (out[b] == IGNORE)).all()
-    # spans already ignored (unknown words) are never drawn back in
-    unknown = labels.clone()
-    unknown[:, :, 1, :] = IGNORE
+    # pairs that are no candidates are never drawn in; spans over unknown words may be drawn
+    # as negatives (a random span is rarely an entity), and any not drawn are out of the loss
+    from seqlab.heads.global_pointer import UNKNOWN_SPAN
+
+    partial = labels.clone()
+    partial[:, :, 1, :] = torch.where(partial[:, :, 1, :] == 0, UNKNOWN_SPAN, partial[:, :, 1, :])
+    partial[:, :, 2, 1] = IGNORE if partial.shape[-1] > 2 else partial[:, :, 2, 1]
     torch.manual_seed(0)
-    assert (sample_negatives(unknown, words, rate)[:, :, 1, :] == IGNORE).all()
+    out = sample_negatives(partial, words, rate)
+    assert not (out == UNKNOWN_SPAN).any()
+    assert ((out == 0).all(1).flatten(1).sum(1) == torch.minimum(
+        torch.floor(rate * words).long() + 1, torch.tensor([5, 44, 209]))).all()
+    assert (out[:, :, 2, 1] == IGNORE).all()
 
 
 def test_weighted_negative_sampling_prefers_the_high_scoring_negatives():

@@ -49,6 +49,7 @@ from . import Head, SentencePrediction, model_inputs, register_head
 from ._encoder import EncoderWithHead, load_encoder_model
 
 IGNORE = -100
+UNKNOWN_SPAN = -2  # in collated labels: a candidate over an unknown word (partial annotation)
 
 
 @dataclass
@@ -168,8 +169,9 @@ class GlobalPointerHead(Head):
         return {**super().meta(), "allow_nested": self.keep_nested}
 
     def mask_unknown(self, targets: dict, feature: dict, known: list[bool]) -> dict:
-        """Partial annotation: a candidate span over an unknown word is no negative (its
-        label becomes IGNORE in :meth:`collate`); gold spans stay positives."""
+        """Partial annotation: a candidate span over an unknown word is no certain negative (its
+        label is :data:`UNKNOWN_SPAN` in :meth:`collate`: out of the loss, or a candidate of
+        negative sampling); gold spans stay positives."""
         ws, we = feature["window"]
         return {**targets, "unknown": [w - ws for w in range(ws, we) if not known[w]]}
 
@@ -183,7 +185,9 @@ class GlobalPointerHead(Head):
 
     def collate(self, rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         """Input ids and the span labels ``(B, types, L, L)``: 1 at a gold span, 0 at another
-        candidate, :data:`IGNORE` at every pair that is no candidate."""
+        candidate, :data:`UNKNOWN_SPAN` at a candidate over an unknown word, :data:`IGNORE` at
+        every pair that is no candidate (and ``words``, each window's count). A loss takes them
+        through :meth:`training_labels` (or :func:`resolve_unknown`)."""
         batch = pad_batch([{"input_ids": r["input_ids"]} for r in rows], pad_id)
         B, L = batch["input_ids"].shape
         labels = torch.full((B, len(self.labels), L, L), IGNORE, dtype=torch.int8)
@@ -191,12 +195,12 @@ class GlobalPointerHead(Head):
             first, last = torch.tensor(r["word_first"]), torch.tensor(r["word_last"])
             i, j = self.candidates(len(first))
             labels[b, :, first[i], last[j]] = 0
-            if r.get("unknown"):  # candidates that hold an unknown word: not negatives
+            if r.get("unknown"):  # candidates that hold an unknown word: no certain negatives
                 unk = torch.zeros(len(first) + 1, dtype=torch.long)
                 unk[torch.tensor(r["unknown"]) + 1] = 1
                 unk = unk.cumsum(0)
                 hit = (unk[j + 1] - unk[i]) > 0
-                labels[b, :, first[i[hit]], last[j[hit]]] = IGNORE
+                labels[b, :, first[i[hit]], last[j[hit]]] = UNKNOWN_SPAN
             for t, s, e in r["spans"]:
                 labels[b, t, first[s], last[e]] = 1
         batch["labels"] = labels
@@ -205,8 +209,10 @@ class GlobalPointerHead(Head):
 
     @property
     def negative_rate(self) -> float | None:
-        """Negative spans trained on per word of a window (``loss.negatives``), None for all;
-        unset, all on complete data and :data:`~seqlab.config.NEGATIVE_RATE` on partial data."""
+        """Negative spans trained on per word of a window (``loss.negatives``), None for all
+        (every span known to be no entity; on partial data a span over an unknown word is
+        none); unset, all on complete data and :data:`~seqlab.config.NEGATIVE_RATE` on partial
+        data."""
         from ..config import NEGATIVE_RATE
 
         chosen = self.cfg.loss.negatives
@@ -218,7 +224,7 @@ class GlobalPointerHead(Head):
         """The batch's span labels, with negative sampling applied when it is on."""
         rate = self.negative_rate
         if rate is None:
-            return batch["labels"]
+            return resolve_unknown(batch["labels"])
         weighted = self.cfg.loss.negative_sampling == "weighted"
         return sample_negatives(batch["labels"], batch["words"], rate,
                                 scores=logits if (weighted and draw) else None,
@@ -281,12 +287,19 @@ class GlobalPointerHead(Head):
         return {"spans": preds}
 
 
+def resolve_unknown(labels: torch.Tensor) -> torch.Tensor:
+    """Collated span labels for a loss without negative sampling: a span over an unknown word
+    (:data:`UNKNOWN_SPAN`) is out of it (:data:`IGNORE`)."""
+    return labels.masked_fill(labels == UNKNOWN_SPAN, IGNORE)
+
+
 def sample_negatives(labels: torch.Tensor, words: torch.Tensor, rate: float, *,
                      scores: torch.Tensor | None = None, temperature: float = 1.0,
                      draw: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Negative sampling (Li et al., 2021): of each window's negative spans (a candidate that is
-    no gold span of any type and holds no unknown word), ``floor(rate * words) + 1`` are kept,
-    the others become :data:`IGNORE` for every type.
+    """Negative sampling (Li et al., 2021): of each window's candidate negatives (a candidate
+    that is no gold span of any type; on partial data a span over an unknown word too: a random
+    span is rarely an entity, and a sampled one rarely a missing one), ``floor(rate * words) +
+    1`` are trained on as negatives, the others become :data:`IGNORE` for every type.
 
     The sample is uniform, or, given the span scores ``(B, types, L, L)``, weighted toward the
     hard negatives (the idea of Li et al., 2022): drawn without replacement with probability
@@ -296,7 +309,7 @@ def sample_negatives(labels: torch.Tensor, words: torch.Tensor, rate: float, *,
     same count as any draw.
     """
     B, T, L, _ = labels.shape
-    negative = (labels == 0).all(1).flatten(1)                              # (B, L*L)
+    negative = ((labels == 0) | (labels == UNKNOWN_SPAN)).all(1).flatten(1)  # (B, L*L)
     if not draw:
         key = -torch.arange(L * L, device=labels.device, dtype=torch.float32).expand(B, -1)
     elif scores is None:
@@ -311,7 +324,7 @@ def sample_negatives(labels: torch.Tensor, words: torch.Tensor, rate: float, *,
         1, order, torch.arange(L * L, device=labels.device).expand(B, -1))
     keep = torch.floor(rate * words.to(labels.device).float()).long() + 1
     drop = negative & (rank >= keep.unsqueeze(1))
-    return labels.masked_fill(drop.view(B, 1, L, L), IGNORE)
+    return labels.masked_fill(labels == UNKNOWN_SPAN, 0).masked_fill(drop.view(B, 1, L, L), IGNORE)
 
 
 def _sigmoid(x: float) -> float:
