@@ -134,6 +134,16 @@ BAD = [  # (body, content type, expected status)
 ]
 
 
+def same_entities(a: dict, b: dict, tol: float = 2e-4) -> bool:
+    """The same entities (type and characters) with scores within ``tol``: a batch of other
+    texts pads differently, which moves a score in its last float digits, and that may round
+    its fourth decimal the other way (1 text in 1,200 of CoNLL-2003 test, measured)."""
+    ea, eb = a["entities"], b["entities"]
+    key = [(e["type"], e["start"], e["end"]) for e in ea]
+    return a["text"] == b["text"] and key == [(e["type"], e["start"], e["end"]) for e in eb] \
+        and all(abs(x.get("score", 0) - y.get("score", 0)) <= tol for x, y in zip(ea, eb))
+
+
 async def faults(url: str, texts: list[str], expected: dict[str, dict], n: int = 400) -> dict:
     import httpx
 
@@ -162,7 +172,8 @@ async def faults(url: str, texts: list[str], expected: dict[str, dict], n: int =
                     wrong.append((job[0], status, r.status_code))
             else:
                 r = await c.post(url + "/predict", json={"texts": [job[1]]}, timeout=120)
-                if r.status_code != 200 or r.json()["results"][0] != expected[job[1]]:
+                if r.status_code != 200 or not same_entities(r.json()["results"][0],
+                                                             expected[job[1]]):
                     wrong.append((job[0], 200, r.status_code))
 
     async with httpx.AsyncClient() as c:

@@ -189,9 +189,10 @@ class Batcher:
                 self.idle.set()
                 self.arrived.clear()
                 await self.arrived.wait()
-                # dynamic batching: a lone small request waits the window for company
-                if sum(len(j.items) - j.next for j in self.jobs) < self.max_batch:
-                    await asyncio.sleep(self.window)
+            # dynamic batching: less than a batch waiting waits the window for company (the
+            # clients just answered send their next requests meanwhile)
+            if sum(len(j.items) - j.next for j in self.jobs) < self.max_batch:
+                await asyncio.sleep(self.window)
             taken = self._step()
             if not taken:
                 continue
