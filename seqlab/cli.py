@@ -123,7 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("model_dir", help="a trained run or its ONNX export")
     sv.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
                     help="run the model with torch or ONNX Runtime")
-    sv.add_argument("--threads", type=int, help="onnxruntime: intra-op threads")
+    sv.add_argument("--threads", type=int, help="the model's threads (torch's or ONNX Runtime's "
+                    "intra-op threads; default: one a core)")
     sv.add_argument("--host", default="127.0.0.1",
                     help="the address to listen on (0.0.0.0: every interface)")
     sv.add_argument("--port", type=int, default=8000, help="the TCP port to listen on")
@@ -191,7 +192,8 @@ def _backend_options(p: argparse.ArgumentParser, *, ray: bool = False) -> None:
                         "or a run's export, made once and cached)" + (
                             "; ray: spread large inputs over Ray workers (--output is a "
                             "directory of shards)" if ray else ""))
-    p.add_argument("--threads", type=int, help="onnxruntime: intra-op threads")
+    p.add_argument("--threads", type=int, help="the model's threads (torch's or ONNX Runtime's "
+                   "intra-op threads; default: one a core)")
 
 
 def _task_options(p: argparse.ArgumentParser, command: str) -> None:

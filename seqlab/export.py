@@ -299,4 +299,8 @@ def prediction_model(run, opts):
         return OrtModel(cached_export(directory), threads=opts.threads)
     if is_exported(directory):
         raise SeqlabError(f"{directory}: an exported ONNX directory; use --backend onnxruntime")
+    if opts.threads:
+        import torch
+
+        torch.set_num_threads(opts.threads)  # e.g. 1 beside a training run on a busy core
     return _load_torch_model(directory, run.meta)

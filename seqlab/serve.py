@@ -436,6 +436,12 @@ def serve(model_dir: str, opts: ServeOptions) -> int:
     missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing:
         raise SeqlabError(f"seqlab serve needs {', '.join(missing)}: pip install 'seqlab[serve]'")
+    for name in ("max_batch", "max_texts", "max_chars", "max_body_bytes", "step_chars", "timeout",
+                 "max_queue_chars", "body_timeout", "header_timeout", "keep_alive",
+                 "max_connections"):
+        if not getattr(opts, name) > 0:  # before the model is loaded
+            raise SeqlabError(f"seqlab serve: --{name.replace('_', '-')} must be positive, got "
+                              f"{getattr(opts, name)}")
     fix_mmap_threshold()  # resident memory flat over many batch shapes (seqlab.memory)
     task, run = load_run(model_dir)
     predictor = task.predictor(run, PredictOptions(backend=opts.backend, threads=opts.threads,

@@ -380,3 +380,9 @@ def test_work_for_a_client_that_left_is_dropped(echo_server, capfd):
     assert r.status_code == 200 and waited < 2.5            # not behind 18 s of abandoned work
     assert health["dropped"] == 3 and health["items"] < 18
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_serve_refuses_a_limit_that_is_not_positive_before_loading(tmp_path, capsys):
+    assert main(["serve", str(tmp_path / "no-such-run"), "--timeout", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--timeout must be positive, got 0" in err and "Traceback" not in err
