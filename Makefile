@@ -47,7 +47,8 @@ browser:
 	      chromium) >/dev/null 2>&1 || \
 	    echo "make: chromium could not be installed; the browser tests will be skipped" )
 
-# The unit tests only: no end-to-end training (the `slow` marker), under a minute.
+# The unit tests only: nothing that trains, runs a grid, compiles or starts the CLI in a process
+# of its own (the `slow` marker, tests/conftest.py), in about a minute on one core.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -n 0 -m "not slow" $(PYTEST_ARGS)
 

@@ -22,7 +22,7 @@ def model_card(directory: Path, cfg, meta: dict, metrics: dict) -> str:
     task_cls = get_task(task)
     pipeline = task_cls.pipeline_tag
     dataset = cfg.data.dataset or "custom"
-    spec = DATASETS.get(dataset)
+    spec = DATASETS.get(dataset, None)
     results = []
     for split in ("dev", "test"):
         r = metrics.get(split)

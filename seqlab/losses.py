@@ -51,6 +51,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .registry import Registry
+
 __all__ = [
     "Reduction",
     "cross_entropy",
@@ -69,6 +71,7 @@ __all__ = [
     "build_loss",
     "available_losses",
     "loss_registry",
+    "register_loss",
 ]
 
 Reduction = Literal["none", "mean", "sum"]
@@ -722,14 +725,28 @@ class MultilabelCELoss(_Loss):
 
 # --------------------------------------------------------------------------- registry
 
-loss_registry: dict[str, type[_Loss]] = {
-    "ce": CrossEntropyLoss,
-    "focal": FocalLoss,
-    "soft_truncation": SoftTruncationLoss,
-    "hard_truncation": HardTruncationLoss,
-    "dice": DiceLoss,
-    "multilabel_ce": MultilabelCELoss,
-}
+def _check_loss(cls) -> None:
+    """A loss's contract: a :class:`_Loss` with its forms declared (``multiclass``,
+    ``binary_form``) and ``count_items``, options in its ``__init__`` signature."""
+    if not (isinstance(cls, type) and issubclass(cls, _Loss)):
+        raise TypeError(f"a registered loss is a subclass of seqlab.losses._Loss, got {cls!r}")
+
+
+loss_registry: Registry[type[_Loss]] = Registry("loss.name", None)
+
+
+def register_loss(name: str):
+    """Class decorator: ``@register_loss("my_loss")`` makes ``loss.name: my_loss`` work, its
+    options (its ``__init__``'s keywords) checked at config time. A package outside seqlab
+    declares the module that calls it in the ``seqlab.plugins`` entry-point group."""
+    return loss_registry.register(name, check=_check_loss)
+
+
+for _name, _cls in (("ce", CrossEntropyLoss), ("focal", FocalLoss),
+                    ("soft_truncation", SoftTruncationLoss),
+                    ("hard_truncation", HardTruncationLoss), ("dice", DiceLoss),
+                    ("multilabel_ce", MultilabelCELoss)):
+    register_loss(_name)(_cls)
 
 
 def available_losses() -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -127,9 +128,24 @@ def served_run(ner_run) -> Path:
 _TRAINED = {"trained", "run", "exported", "uninterrupted", "head_runs", "served_run", "ner_run"}
 
 
+# ...and so are tests that train, run a grid or compile themselves, found by what their code does
+_DOES_SLOW_WORK = re.compile(r'ner_train_args\(|main\(\[\s*"train"|"-m",\s*"seqlab\.cli"'
+                             r'|torch\.compile\(|run_grid\((?![^)]*runner=)|\["train", str\(')
+
+
+def _does_slow_work(item) -> bool:
+    import inspect
+
+    fn = getattr(item, "function", None)
+    try:
+        return fn is not None and bool(_DOES_SLOW_WORK.search(inspect.getsource(fn)))
+    except (OSError, TypeError):
+        return False
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
-        if _TRAINED & set(getattr(item, "fixturenames", ())):
+        if _TRAINED & set(getattr(item, "fixturenames", ())) or _does_slow_work(item):
             item.add_marker(pytest.mark.slow)
 
 

@@ -303,3 +303,21 @@ def test_running_text_alignment_keeps_the_embedded_encoders_subwords(name, data_
                 per_word[wid].append(tid)
         old.append([sub or [tok.unk_token_id] for sub in per_word])
     assert subwords_per_word(tok, sents) == old
+
+
+def test_cjk_text_is_split_as_the_runs_training_words_were():
+    """A run trained on character-level Chinese splits text one character a word; a run whose
+    training words hold no CJK keeps a run of CJK characters as one word (東京 is one word, so
+    an English model's entity over it is one entity, not two)."""
+    from seqlab.data.alignment import cjk_character_words, split_words
+    from seqlab.data.conll import Sentence
+
+    text = "Tanaka flew to 東京都 on Monday, 日本."
+    chars, _ = split_words(text)
+    runs, offsets = split_words(text, cjk_characters=False)
+    assert "東" in chars and "京" in chars and "東京都" not in chars
+    assert "東京都" in runs and "日本" in runs and "Tanaka" in runs
+    assert all(text[a:b] == w for w, (a, b) in zip(runs, offsets))
+    assert cjk_character_words([Sentence(list("我爱北京"), ["O"] * 4)])
+    assert not cjk_character_words([Sentence(["Peter", "met", "Anna"], ["O"] * 3)])
+    assert not cjk_character_words([Sentence(["東京", "に", "行く"], ["O"] * 3)])

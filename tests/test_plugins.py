@@ -304,3 +304,98 @@ def test_another_tasks_option_is_refused(toys, tmp_path, capsys):
     (run / "config.yaml").write_text("task: ner\n")
     assert main(["predict", str(run), "--question", "who?"]) == 2
     assert "--question is an option for qa models; this one is ner" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- a distribution
+
+
+PLUGIN = '''"""A plug-in package outside seqlab: a loss and an input format, declared in the seqlab.plugins
+entry-point group of its distribution."""
+from pathlib import Path
+
+from seqlab.data.conll import Sentence
+from seqlab.losses import FocalLoss, register_loss
+from seqlab.readers import Reader, register_reader
+
+
+@register_loss("squared_focal")
+class SquaredFocal(FocalLoss):
+    """Focal loss with gamma 2 by default, under another name."""
+
+    def __init__(self, gamma: float = 2.0, **kwargs):
+        super().__init__(gamma=gamma, **kwargs)
+
+
+@register_reader("pipes")
+class PipesReader(Reader):
+    """One sentence a line, ``word/TAG`` pairs separated by spaces."""
+
+    suffixes = (".pipes",)
+
+    def read_ner(self, path, split):
+        out = []
+        for k, line in enumerate(Path(path).read_text().splitlines(), start=1):
+            pairs = [w.rsplit("/", 1) for w in line.split()]
+            out.append(Sentence([w for w, _ in pairs], [t for _, t in pairs], line=k, path=str(path)))
+        return out
+'''
+
+
+def test_a_distribution_adds_a_loss_and_a_reader_through_entry_points(tmp_path, fixtures):
+    """A package installed beside seqlab (here: on the path, with its dist-info) declares a
+    module in the ``seqlab.plugins`` entry points; the CLI, in a process of its own, then
+    takes its loss by name (checked, its options from its signature) and reads its format."""
+    import subprocess
+
+    site = tmp_path / "site"
+    (site / "seqlab_toyplug").mkdir(parents=True)
+    (site / "seqlab_toyplug" / "__init__.py").write_text(PLUGIN)
+    info = site / "seqlab_toyplug-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: seqlab-toyplug\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[seqlab.plugins]\ntoyplug = seqlab_toyplug\n")
+    data = tmp_path / "train.pipes"
+    data.write_text("".join(" ".join(f"{w}/{t}" for w, t in zip(s.tokens, s.tags)) + "\n"
+                            for s in read_conll(fixtures / "train.conll")))
+    env = {**__import__("os").environ, "PYTHONPATH": f"{site}:{ROOT}"}
+
+    def seqlab(*args):
+        return subprocess.run([sys.executable, "-m", "seqlab.cli", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    out = tmp_path / "c.jsonl"
+    r = seqlab("corrupt", "--file", str(data), "--p", "0", "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(l) for l in out.read_text().splitlines()]
+    assert [r_["tokens"] for r_ in rows] == [s.tokens for s in read_conll(fixtures / "train.conll")]
+    r = seqlab("heads")
+    assert r.returncode == 0 and "squared_focal" in r.stdout, r.stdout + r.stderr
+    check = ("from seqlab.assemble import config_from_dict as c; "
+             "cfg = c({'loss': {'name': 'squared_focal', 'gamma': 3}}); print(cfg.loss.options); "
+             "c({'loss': {'name': 'squared_focal', 'alpha_x': 1}})")
+    r = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert "{'gamma': 3.0}" in r.stdout
+    assert "unknown config key loss.alpha_x for loss 'squared_focal'" in r.stderr
+
+
+def test_a_head_that_breaks_its_tasks_contract_is_refused_at_registration():
+    from seqlab.heads.softmax import SoftmaxHead
+
+    class Half(SoftmaxHead):
+        tasks = ("ner", "qa")                              # QA needs window_answer
+
+    with pytest.raises(TypeError, match="declares task 'qa' but does not implement window_answer"):
+        register_head("half")(Half)
+
+    class NoPrediction(Head):
+        def new_model(self):
+            return None
+
+    with pytest.raises(TypeError, match="load_model, window_targets, collate, start_prediction"):
+        register_head("no_prediction")(NoPrediction)
+    assert "half" not in HEADS and "no_prediction" not in HEADS
+    with pytest.raises(TypeError, match="subclass of seqlab.losses._Loss"):
+        from seqlab.losses import register_loss
+
+        register_loss("not_a_loss")(dict)

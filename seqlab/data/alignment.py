@@ -82,14 +82,17 @@ def _chunk_spans(chunk: str, last: bool = False) -> list[tuple[int, int]]:
     return spans
 
 
-def split_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+def split_words(text: str, *, cjk_characters: bool = True) -> tuple[list[str], list[tuple[int, int]]]:
     """Split raw text into words as CoNLL tokenises them, with half-open character offsets.
 
     Each whitespace-separated chunk is split by NLTK's Treebank rules (``"(U.S.)"`` ->
     ``(``, ``U.S.``, ``)``; ``John's`` -> ``John``, ``'s``; ``10,000``, ``08:40`` and ``1/2``
     stay whole), keeping the final dot of abbreviations, initials and ordinals; CJK characters
-    are one word each. CoNLL-2003's test sentences joined by spaces come back as the same
-    words in every sentence (``tests/test_data.py``)."""
+    are one word each (the words of character-level corpora: MSRA, Weibo, Resume) or, with
+    ``cjk_characters=False``, a run of them is one word (``東京``: what a model trained on
+    whitespace-separated words saw of such text, one word per run). CoNLL-2003's test
+    sentences joined by spaces come back as the same words in every sentence
+    (``tests/test_data.py``)."""
     words, offsets = [], []
     chunks = list(_CHUNK.finditer(text))
     for n, m in enumerate(chunks):
@@ -100,14 +103,28 @@ def split_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
                 chunk)]
             spans = []
             for a, b in parts:
-                spans += [(a, b)] if b - a == 1 and _CJK.match(chunk[a]) else \
-                    [(a + x, a + y) for x, y in _chunk_spans(chunk[a:b], last)]
+                if b - a == 1 and _CJK.match(chunk[a]):
+                    if not cjk_characters and spans and spans[-1][1] == a \
+                            and _CJK.match(chunk[a - 1]):
+                        spans[-1] = (spans[-1][0], b)  # the run goes on
+                    else:
+                        spans.append((a, b))
+                else:
+                    spans += [(a + x, a + y) for x, y in _chunk_spans(chunk[a:b], last)]
         else:
             spans = _chunk_spans(chunk, last)
         for a, b in spans:
             words.append(chunk[a:b])
             offsets.append((base + a, base + b))
     return words, offsets
+
+
+def cjk_character_words(sentences) -> bool:
+    """Whether the words of ``sentences`` that hold CJK characters are mostly one character
+    (a character-level corpus), so text is split one CJK character a word for it. No CJK word
+    at all: False (a run of CJK characters in a text is then one word)."""
+    cjk = [w for s in sentences for w in s.tokens if _CJK.search(w)]
+    return bool(cjk) and sum(len(w) == 1 for w in cjk) >= len(cjk) / 2
 
 
 def pad_batch(rows: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:

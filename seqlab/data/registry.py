@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
+from ..registry import Registry
 from .conll import Sentence, read_conll
 from .schemes import check_tags, detect_scheme
 
@@ -42,7 +43,16 @@ class NamedDataset:
     extra: dict = field(default_factory=dict)
 
 
-DATASETS: dict[str, NamedDataset] = {d.name: d for d in [
+DATASETS: Registry[NamedDataset] = Registry("data.dataset", None)
+
+
+def register_dataset(spec: NamedDataset) -> NamedDataset:
+    """Make ``data.dataset: NAME`` (and ``seqlab datasets``) know ``spec``: a plug-in's data
+    files under the data directory, read as the built-in ones are."""
+    return DATASETS.add(spec)
+
+
+for _spec in [
     NamedDataset("conll2003", {"train": "conll2003/eng.train", "dev": "conll2003/eng.testa",
                                "test": "conll2003/eng.testb"}, "iob1",
                  hub=("eriktks/conll2003", None)),
@@ -81,7 +91,8 @@ DATASETS: dict[str, NamedDataset] = {d.name: d for d in [
     NamedDataset("cmrc2018", {"trial": "cmrc2018/cmrc2018_trial.json",
                               "dev": "cmrc2018/cmrc2018_dev.json"}, "squad", language="zh",
                  task="qa"),
-]}
+]:
+    register_dataset(_spec)
 
 
 def dataset_found(spec: NamedDataset, root: Path | None) -> bool:

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config
-from ..data.alignment import build_features, subwords_per_word, wrap_ids
+from ..data.alignment import build_features, cjk_character_words, subwords_per_word, wrap_ids
 from ..data.conll import Sentence, write_conll
 from ..data.registry import load_files, load_named, load_source, resolve_scheme, unknown_dataset
 from ..data.schemes import label_set, spans_to_tags, tags_to_spans
@@ -286,7 +286,9 @@ class NerTask(Task):
             "seqlab_version": __version__, "task": "ner", "dataset": self.corpus.name,
             "scheme": self.corpus.scheme, "train_scheme": self.corpus.train_scheme,
             "labels": self.corpus.labels, "max_length": self.cfg.model.max_length,
-            "window_overlap": self.cfg.model.window_overlap, **self.head.meta()})
+            "window_overlap": self.cfg.model.window_overlap,
+            "cjk_characters_as_words": cjk_character_words(self.corpus.splits.get("train", [])),
+            **self.head.meta()})
 
     # ----------------------------------------------------------------- features
 
@@ -763,7 +765,7 @@ def _predict_cli(opts: PredictOptions, run: Run) -> int:
         # blocks of lines: bounded memory, and output from the first block on
         for block in blocks(_chain_first(first, lines), PREDICT_BLOCK_LINES):
             texts = [text for text, _, _ in block]
-            split = [split_words(t) for t in texts]
+            split = [split_words(t, cjk_characters=_cjk_words(meta)) for t in texts]
             preds = predict_sentences(model, tokenizer, head, [w for w, _ in split],
                                       max_length=meta["max_length"], overlap=meta["window_overlap"],
                                       batch_size=opts.batch_size, progress=False, dtype=dtype)
@@ -774,6 +776,12 @@ def _predict_cli(opts: PredictOptions, run: Run) -> int:
             bar.update(len(block))
     bar.close()
     return 0
+
+
+def _cjk_words(meta: dict) -> bool:
+    """How the run splits CJK text: a character a word unless its training words said
+    otherwise (runs made before the key: a character a word, as they were)."""
+    return bool(meta.get("cjk_characters_as_words", True))
 
 
 class NerPredictor(Predictor):
@@ -818,7 +826,7 @@ class NerPredictor(Predictor):
         split, joined = [], []
         for t in texts:
             if isinstance(t, str):
-                split.append(split_words(t))
+                split.append(split_words(t, cjk_characters=_cjk_words(self.meta)))
                 joined.append(t)
             else:
                 words = [str(w) for w in t]
