@@ -689,8 +689,8 @@ def finish(cfg: Config, task, model, tokenizer, accelerator, state: TrainState, 
         else:
             res = task.evaluate(model, split, device=accelerator.device, accelerator=accelerator,
                                 dtype=eval_dtype, progress=progress, out_file=out_file)
-            result[split] = res
-            log.write({"event": "final", "split": split, **task.summary(res)})
+        result[split] = res
+        log.write({"event": "final", "split": split, **task.summary(res)})
     _crash_point("finish-predictions")
     if accelerator.is_main_process:
         if t.save_model:

@@ -400,6 +400,7 @@ def test_every_head_exports_and_predicts_alike_under_onnxruntime(head_runs, tmp_
     src = tmp_path / "in.txt"
     src.write_text("Peter Blackburn visited Germany .\nEU rejects German call to boycott "
                    "British lamb .\n\nBonn\n")
+    predicted = set()  # the heads whose comparison below compared entities, not nothing
     for key, run in head_runs.items():
         exported = tmp_path / f"{'-'.join(key[:2])}-{len(key[2])}-onnx"
         assert main(["export", str(run), "--output", str(exported), "--no-progress"]) == 0
@@ -411,12 +412,16 @@ def test_every_head_exports_and_predicts_alike_under_onnxruntime(head_runs, tmp_
             assert main(["predict", str(model_dir), str(src), "--output", str(out),
                          "--backend", backend]) == 0
             outs.append([json.loads(l) for l in out.read_text().splitlines()])
-        assert any(a["entities"] for a in outs[0]), key  # the comparison compares something
+        if any(a["entities"] for a in outs[0]):
+            predicted.add(key[0])
         for a, b in zip(*outs):
             assert [(e["type"], e["start"], e["end"]) for e in a["entities"]] == \
                 [(e["type"], e["start"], e["end"]) for e in b["entities"]], key
             assert [e["score"] for e in a["entities"]] == pytest.approx(
                 [e["score"] for e in b["entities"]], abs=1e-3)
+    # every head predicted entities in one of its runs at least (a run that predicts nothing,
+    # as the span head trained with binary focal loss on this budget, is compared by its logits)
+    assert predicted == {key[0] for key in head_runs}, predicted
 
 
 @pytest.mark.slow

@@ -480,7 +480,7 @@ def test_dev_is_evaluated_once_an_epoch_and_the_best_epochs_evaluation_is_kept(
     best = [e for e in evals if e.get("event") == "eval"][m["best_epoch"] - 1]
     assert m["dev"]["default"]["f1"] == best["f1"]
     names = sorted(p.name for p in out.glob("predictions_dev*"))
-    assert names == ["predictions_dev.conll", "predictions_dev.viterbi.conll"]
+    assert names == ["predictions_dev.argmax.conll", "predictions_dev.conll"]  # viterbi written first
     assert not list(out.glob("*latest*")) and not (out / "best").exists()
 
 
