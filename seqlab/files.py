@@ -21,6 +21,16 @@ from .errors import SeqlabError
 _LINE_BREAKS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\u0085": "\\u0085"}
 
 
+def open_text(path: str | os.PathLike):
+    """A UTF-8 text file to read, gzipped or not (by its ``.gz`` suffix): the one opener of the
+    predictions files the runs write and the study, the report and evaluate read back."""
+    import gzip
+
+    path = Path(path)
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else \
+        open(path, encoding="utf-8")
+
+
 def finite_json(obj, path: str = ""):
     """``obj`` with every NaN or infinity replaced by None, and the dotted paths replaced."""
     replaced: list[str] = []

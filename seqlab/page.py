@@ -6,10 +6,9 @@ names no task; each task's sections (``seqlab/tasks/*_report.py``) draw with it.
 
 from __future__ import annotations
 
-import gzip
 import html
 import io
-from pathlib import Path
+
 
 
 PALETTE = ["#e6550d", "#3182bd", "#31a354", "#756bb1", "#d6616b", "#8c6d31", "#17becf",
@@ -19,9 +18,6 @@ PALETTE = ["#e6550d", "#3182bd", "#31a354", "#756bb1", "#d6616b", "#8c6d31", "#1
 MAX_SENTENCES = 3000   # error sentences shown; the counts cover every one
 
 
-def _open(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else \
-        open(path, encoding="utf-8")
 
 
 def _svg(fig) -> str:

@@ -18,7 +18,8 @@ from seqlab.errors import ConfigError, DataError, SeqlabError
 from seqlab.study import (Run, aggregate, load_study, parse_shard, report, run_grid, shard,
                           write_summary)
 from seqlab.study import stats
-from seqlab.tasks.ner import NerTask, read_predictions
+from seqlab.tasks.ner import NerTask
+from seqlab.tasks.ner_files import read_predictions
 from seqlab.study.summary import read_results, summary_markdown
 
 scipy_stats = pytest.importorskip("scipy.stats")

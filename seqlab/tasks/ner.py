@@ -9,7 +9,6 @@ scores on JSON lines, which equal seqeval's default mode on flat data.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..config import Config
 from ..data.alignment import build_features, cjk_character_words, subwords_per_word, wrap_ids
-from ..data.conll import Sentence, write_conll
+from ..data.conll import Sentence
 from ..data.registry import load_files, load_named, load_source, resolve_scheme, unknown_dataset
 from ..data.schemes import label_set, spans_to_tags, tags_to_spans
 from ..errors import ConfigError, DataError, SeqlabError, first_process
@@ -30,6 +29,8 @@ from ..heads import SentencePrediction, get_head
 from ..metrics import entity_scores, format_scores, span_scores
 from . import (EvaluateOptions, PredictOptions, Predictor, RequestError, Run, StudySplit,
                Task, register_task)
+from .ner_files import (read_predictions, read_span_predictions, write_span_predictions,
+                        write_tag_predictions)
 
 PREDICT_BLOCK_LINES = 2048  # `seqlab predict` reads, predicts and writes this many lines at a time
 
@@ -467,17 +468,7 @@ def score_and_write(sents: Sequence[Sentence], pred_tags: list[list[str]], schem
                                  if scheme == train_scheme else
                                  f"gold and pred in {train_scheme.upper()}: columns 4 and 5")}
     if out_file is not None:
-        rows = []
-        for k, (s, g, p) in enumerate(zip(sents, gold, pred)):
-            cols = [s.tokens, s.tags]
-            if scheme == train_scheme:
-                cols.append(p)
-            else:
-                cols += [spans_to_tags(tags_to_spans(p, train_scheme), len(p), scheme), g, p]
-            if probs is not None:
-                cols.append([f"{q:.4f}" for q in probs[k]])
-            rows.append(list(zip(*cols)))
-        write_conll(out_file, rows)
+        write_tag_predictions(out_file, sents, gold, pred, scheme, train_scheme, probs)
     return result
 
 
@@ -491,39 +482,8 @@ def score_spans(sents: Sequence[Sentence], preds: list[SentencePrediction], sche
               "sentences": len(sents), "words": sum(len(s.tokens) for s in sents),
               "scored": "exact-match spans (type, start, end) of the gold and pred entities"}
     if out_file is not None:
-        with open(out_file, "w", encoding="utf-8") as fh:
-            for s, g, p in zip(sents, gold, preds):
-                fh.write(dumps_line({
-                    "tokens": s.tokens,
-                    "gold": [{"start": a, "end": b, "type": t} for t, a, b in sorted(g, key=lambda x: (x[1], x[2], x[0]))],
-                    "pred": [{"start": a, "end": b, "type": t, "score": round(q, 4)}
-                             for t, a, b, q in p.entities]}))
+        write_span_predictions(out_file, sents, gold, preds)
     return result
-
-
-def read_predictions(path: Path) -> tuple[list[list[str]], list[list[str]], list[list[float]]]:
-    """Gold tags, predicted tags (the scored columns) and predicted-label probabilities of a
-    predictions file written by training (``.conll`` or ``.conll.gz``)."""
-    import gzip
-
-    opener = gzip.open if path.suffix == ".gz" else open
-    gold, pred, prob = [], [], []
-    g, p, q = [], [], []
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            cols = line.split()
-            if not cols:
-                if g:
-                    gold.append(g), pred.append(p), prob.append(q)
-                g, p, q = [], [], []
-                continue
-            if len(cols) not in (4, 6):
-                raise DataError(f"expected 4 or 6 columns (token, gold, pred[, gold, pred in the "
-                                f"model's scheme], probability), found {len(cols)}", str(path), lineno)
-            g.append(cols[-3]), p.append(cols[-2]), q.append(float(cols[-1]))
-    if g:
-        gold.append(g), pred.append(p), prob.append(q)
-    return gold, pred, prob
 
 
 def _read_tag_predictions(path: Path, *, per_type: bool = False) -> StudySplit:
@@ -546,20 +506,11 @@ def _read_tag_predictions(path: Path, *, per_type: bool = False) -> StudySplit:
 
 def _read_span_predictions(path: Path, *, per_type: bool = False) -> StudySplit:
     # ``per_type`` is for a second decoding of a run; a span head has only its own
-    import gzip
-
-    opener = gzip.open if path.suffix == ".gz" else open
     counts = []
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            try:
-                obj = json.loads(line)
-                g = {(e["type"], e["start"], e["end"]) for e in obj["gold"]}
-                p = {(e["type"], e["start"], e["end"]) for e in obj["pred"]}
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise DataError("expected a span prediction line {tokens, gold, pred}",
-                                str(path), lineno) from None
-            counts.append((len(g & p), len(p), len(g)))
+    for row in read_span_predictions(path):
+        g = {e[:3] for e in row["gold"]}
+        p = {e[:3] for e in row["pred"]}
+        counts.append((len(g & p), len(p), len(g)))
     return StudySplit(counts)
 
 

@@ -5,50 +5,25 @@ frequent error patterns and every sentence with an error, filterable."""
 from __future__ import annotations
 
 import html
-import json
 from collections import Counter
 from pathlib import Path
 
 from ..error_analysis import CATEGORIES, categorise, count, pattern
-from ..page import MAX_SENTENCES, _color, _open, _pct, _table, highlight, reliability
+from ..page import MAX_SENTENCES, _color, _pct, _table, highlight, reliability
+from .ner_files import read_span_predictions, read_tag_predictions
 
 
 def _read_tagged(path: Path, scheme: str) -> list[dict]:
-    """Sentences of a CoNLL-style predictions file: tokens, gold and predicted entities, and
+    """Sentences of a tagging head's predictions file: tokens, gold and predicted entities, and
     each word's predicted label with its probability."""
     from ..data.schemes import tags_to_spans
 
-    sents, rows = [], []
-
-    def flush():
-        if rows:
-            toks = [r[0] for r in rows]
-            gold, pred = [r[-3] for r in rows], [r[-2] for r in rows]
-            sents.append({"tokens": toks, "gold": tags_to_spans(gold, scheme),
-                          "pred": tags_to_spans(pred, scheme), "gold_tags": gold,
-                          "pred_tags": pred, "probs": [float(r[-1]) for r in rows]})
-        rows.clear()
-
-    with _open(path) as fh:
-        for line in fh:
-            cols = line.split()
-            if not cols:
-                flush()
-            else:
-                rows.append(cols)
-    flush()
-    return sents
+    return [{**s, "gold": tags_to_spans(s["gold_tags"], scheme),
+             "pred": tags_to_spans(s["pred_tags"], scheme)} for s in read_tag_predictions(path)]
 
 
 def _read_spans(path: Path) -> list[dict]:
-    out = []
-    with _open(path) as fh:
-        for line in fh:
-            r = json.loads(line)
-            out.append({"tokens": r["tokens"],
-                        "gold": [(e["type"], e["start"], e["end"]) for e in r["gold"]],
-                        "pred": [(e["type"], e["start"], e["end"], e.get("score")) for e in r["pred"]]})
-    return out
+    return read_span_predictions(path)
 
 
 def ner_sections(data: dict) -> tuple[list[str], dict]:

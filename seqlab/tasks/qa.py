@@ -342,16 +342,15 @@ class QATask(Task):
     @classmethod
     def study_split(cls, run_dir: Path, split: str, decoding: str | None = None
                     ) -> StudySplit | None:
-        import gzip
-
         import numpy as np
+
+        from ..files import open_text
 
         for path in (run_dir / f"predictions_{split}.jsonl.gz", run_dir / f"predictions_{split}.jsonl"):
             if not path.is_file():
                 continue
-            opener = gzip.open if path.suffix == ".gz" else open
             counts, docs = [], []
-            with opener(path, "rt", encoding="utf-8") as fh:
+            with open_text(path) as fh:
                 for lineno, line in enumerate(fh, start=1):
                     try:
                         r = json.loads(line)

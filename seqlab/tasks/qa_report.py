@@ -7,7 +7,8 @@ import html
 import json
 
 from ..errors import SeqlabError
-from ..page import MAX_SENTENCES, _open, _pct, _table
+from ..files import open_text as _open
+from ..page import MAX_SENTENCES, _pct, _table
 
 
 def qa_sections(data: dict) -> tuple[list[str], dict]:
