@@ -43,6 +43,7 @@ class, :math:`s` the logistic sigmoid, :math:`[\cdot]` is 1 where true and 0 els
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from collections.abc import Callable
 from typing import Literal
@@ -411,7 +412,7 @@ def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, alpha: flo
                        reduction=reduction, num_items_in_batch=num_items_in_batch)
 
 
-def _focal_options(gamma: float = 2.0, alpha: float | None = None, binary: bool = False) -> None:
+def _focal_options(gamma: float, alpha: float | None, binary: bool = False) -> None:
     _check_range("gamma", gamma, 0.0)
     if alpha is not None:
         _check_range("alpha", alpha, 0.0, 1.0)
@@ -478,7 +479,7 @@ def soft_truncation_loss(logits: Tensor, target: Tensor, *, k: float = 1.0,
                        num_items_in_batch=num_items_in_batch)
 
 
-def _soft_truncation_options(k: float = 1.0, form: str = "margin", binary: bool = False) -> None:
+def _soft_truncation_options(k: float, form: str, binary: bool = False) -> None:
     _check_range("k", k, 0.0)
     if form not in ("margin", "softmax"):
         raise ValueError(f"form must be 'margin' or 'softmax', got {form!r}")
@@ -518,7 +519,7 @@ def hard_truncation_loss(logits: Tensor, target: Tensor, *, m: float = 0.5,
                reduction=reduction, num_items_in_batch=num_items_in_batch)
 
 
-def _hard_truncation_options(m: float = 0.5, binary: bool = False) -> None:
+def _hard_truncation_options(m: float, binary: bool = False) -> None:
     _check_range("m", m, 0.0, 1.0, low_open=True)
 
 
@@ -556,7 +557,7 @@ def dice_loss(logits: Tensor, target: Tensor, *, alpha: float = 1.0, smooth: flo
                reduction=reduction, num_items_in_batch=num_items_in_batch)
 
 
-def _dice_options(alpha: float = 1.0, smooth: float = 1.0, binary: bool = False) -> None:
+def _dice_options(alpha: float, smooth: float, binary: bool = False) -> None:
     _check_range("alpha", alpha, 0.0)
     _check_range("smooth", smooth, 0.0)
 
@@ -610,19 +611,54 @@ def multilabel_ce(logits: Tensor, target: Tensor, *, ignore_index: int = -100,
 # --------------------------------------------------------------------------- modules
 
 
+# The keywords every loss shares; a loss's own options are the other keyword-only parameters
+# of its function, written (with their defaults) once, there.
+_SHARED = ("weight", "ignore_index", "reduction", "num_items_in_batch", "binary")
+
+
+def _own_parameters(cls) -> list[inspect.Parameter]:
+    """A loss module's own options: the keyword-only parameters of its function (``fn``) but
+    the shared ones, then any named in an ``__init__`` of its own (a subclass that changes a
+    default) that the function does not take."""
+    own = [p for p in inspect.signature(cls.fn).parameters.values()
+           if p.kind is p.KEYWORD_ONLY and p.name not in _SHARED]
+    init = next((k.__init__ for k in cls.__mro__ if "__init__" in vars(k)), None)
+    if init is not None and init is not _Loss.__init__:
+        names = {p.name for p in own}
+        own += [p for name, p in inspect.signature(init).parameters.items()
+                if name not in names and name != "self" and name not in _SHARED
+                and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    return own
+
+
 class _Loss(nn.Module):
-    """Shared keywords of every loss module; subclasses set ``fn``, ``check`` (which validates
-    their options without running the loss) and their own options."""
+    """Shared keywords of every loss module; subclasses set ``fn`` (whose keyword-only
+    parameters, beyond the shared ones, are the module's options with their defaults) and
+    ``check`` (which validates those options without running the loss)."""
 
     fn: Callable[..., Tensor]
     check: Callable[..., None] = staticmethod(lambda binary=False: None)
     multiclass: bool = True    # takes class-index targets (the softmax and tagging heads)
     binary_form: bool = True   # takes same-shaped 0/1 targets (binary=True; the span head)
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" not in vars(cls) and "fn" in vars(cls):  # help() shows the options
+            shared = [p for name, p in inspect.signature(_Loss.__init__).parameters.items()
+                      if name not in ("self", "options")]
+            cls.__signature__ = inspect.Signature(
+                [p.replace(kind=p.KEYWORD_ONLY) for p in _own_parameters(cls)] + shared)
+
     def __init__(self, *, weight: Tensor | list[float] | None = None, ignore_index: int = -100,
                  reduction: Reduction = "mean", binary: bool = False, **options: float | str | None):
         super().__init__()
         _check_reduction(reduction)
+        own = {p.name: p.default for p in _own_parameters(type(self))}
+        unknown = sorted(set(options) - set(own))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} takes no option {', '.join(map(repr, unknown))}; "
+                            f"its options are: {', '.join(own) or 'none'}")
+        options = {k: options.get(k, v) for k, v in own.items()}
         type(self).check(binary=binary, **options)  # fail now, not at the first batch
         if weight is not None:
             weight = torch.as_tensor(weight, dtype=torch.float32)
@@ -657,18 +693,12 @@ class CrossEntropyLoss(_Loss):
 
     fn = staticmethod(cross_entropy)
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-
 
 class FocalLoss(_Loss):
-    """Module form of :func:`focal_loss`."""
+    """Module form of :func:`focal_loss` (its options and defaults: the function's)."""
 
     fn = staticmethod(focal_loss)
     check = staticmethod(_focal_options)
-
-    def __init__(self, gamma: float = 2.0, alpha: float | None = None, **kwargs):
-        super().__init__(gamma=gamma, alpha=alpha, **kwargs)
 
 
 class SoftTruncationLoss(_Loss):
@@ -677,9 +707,6 @@ class SoftTruncationLoss(_Loss):
     fn = staticmethod(soft_truncation_loss)
     check = staticmethod(_soft_truncation_options)
 
-    def __init__(self, k: float = 1.0, form: Literal["margin", "softmax"] = "margin", **kwargs):
-        super().__init__(k=k, form=form, **kwargs)
-
 
 class HardTruncationLoss(_Loss):
     """Module form of :func:`hard_truncation_loss`."""
@@ -687,18 +714,12 @@ class HardTruncationLoss(_Loss):
     fn = staticmethod(hard_truncation_loss)
     check = staticmethod(_hard_truncation_options)
 
-    def __init__(self, m: float = 0.5, **kwargs):
-        super().__init__(m=m, **kwargs)
-
 
 class DiceLoss(_Loss):
     """Module form of :func:`dice_loss`."""
 
     fn = staticmethod(dice_loss)
     check = staticmethod(_dice_options)
-
-    def __init__(self, alpha: float = 1.0, smooth: float = 1.0, **kwargs):
-        super().__init__(alpha=alpha, smooth=smooth, **kwargs)
 
 
 class MultilabelCELoss(_Loss):
@@ -727,7 +748,7 @@ class MultilabelCELoss(_Loss):
 
 def _check_loss(cls) -> None:
     """A loss's contract: a :class:`_Loss` with its forms declared (``multiclass``,
-    ``binary_form``) and ``count_items``, options in its ``__init__`` signature."""
+    ``binary_form``) and ``count_items``, options in its function's signature."""
     if not (isinstance(cls, type) and issubclass(cls, _Loss)):
         raise TypeError(f"a registered loss is a subclass of seqlab.losses._Loss, got {cls!r}")
 
@@ -756,33 +777,27 @@ def available_losses() -> list[str]:
 
 def loss_options(name: str) -> list[str]:
     """The keyword arguments :func:`build_loss` takes for ``name``."""
-    import inspect
-
-    cls = _lookup(name)
-    own = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "kwargs")]
-    return own + ["weight", "ignore_index", "reduction", "binary"]
+    return [p.name for p in _own_parameters(_lookup(name))] + ["weight", "ignore_index",
+                                                                "reduction", "binary"]
 
 
 def loss_option_types(name: str) -> dict[str, object]:
     """The options of loss ``name`` a config may set, with their types (from the signatures):
     numbers, ``X | None``, strings (``Literal``), and ``weight`` as a list of numbers."""
-    import inspect
     import typing
 
     cls = _lookup(name)
+    namespace = {**globals(), "Tensor": Tensor}
+    hints: dict = {}
+    for fn in (cls.fn, *(k.__init__ for k in reversed(cls.__mro__) if "__init__" in vars(k)
+                         and issubclass(k, _Loss))):
+        with contextlib.suppress(Exception):
+            hints.update(typing.get_type_hints(fn, globalns=namespace))
     out = {}
-    for klass in (cls, _Loss):
-        hints = typing.get_type_hints(klass.__init__, globalns={**globals(), "Tensor": Tensor})
-        for param in inspect.signature(klass.__init__).parameters:
-            if param in ("self", "kwargs", "options", "ignore_index", "reduction", "binary") \
-                    or param in out:
-                continue
-            tp = hints.get(param, float)
-            if typing.get_origin(tp) is Literal:
-                tp = str
-            if param == "weight":
-                tp = list
-            out[param] = tp
+    for p in _own_parameters(cls):
+        tp = hints.get(p.name, float)
+        out[p.name] = str if typing.get_origin(tp) is Literal else tp
+    out["weight"] = list
     return out
 
 

@@ -589,8 +589,11 @@ def test_building_a_loss_runs_no_loss():
     # options are validated without a forward pass: nothing is computed or compiled
     from seqlab import losses
 
+    import functools
+
     calls = []
 
+    @functools.wraps(focal_loss)  # the options are the function's keywords
     def spy(*args, **kwargs):
         calls.append(1)
         return focal_loss(*args, **kwargs)
@@ -605,3 +608,22 @@ def test_building_a_loss_runs_no_loss():
     finally:
         cls.fn = old
     assert calls == []
+
+
+def test_a_loss_modules_options_and_defaults_are_its_functions():
+    # each option is written once, in the function's signature: the module, the config's
+    # checks and build_loss read it from there
+    import inspect
+
+    from seqlab.losses import FocalLoss, loss_option_types, loss_registry
+
+    shared = {"weight", "ignore_index", "reduction", "num_items_in_batch", "binary"}
+    for name in available_losses():
+        cls = loss_registry[name]
+        own = {p.name: p.default for p in inspect.signature(cls.fn).parameters.values()
+               if p.kind is p.KEYWORD_ONLY and p.name not in shared}
+        assert build_loss(name).options == own, name
+        assert set(loss_option_types(name)) == set(own) | {"weight"}, name
+    assert "gamma=2.0" in str(inspect.signature(FocalLoss))
+    with pytest.raises(TypeError, match="FocalLoss takes no option 'k'"):
+        FocalLoss(k=1.0)
