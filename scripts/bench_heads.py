@@ -88,7 +88,7 @@ def predict_speed(run: Path, decoding: str | None, repeats: int, data_dir: str |
     from seqlab.export import _load_torch_model
     from seqlab.heads import get_head
     from seqlab.models import load_tokenizer
-    from seqlab.tasks.ner import entity_records, predict_sentences
+    from seqlab.tasks.ner_inference import entity_records, predict_sentences
 
     meta = json.loads((run / "seqlab.json").read_text())
     cfg = load_config(run / "config.yaml")

@@ -46,14 +46,10 @@ from seqlab.heads import get_head
 from seqlab.data.alignment import split_words
 from seqlab.data.schemes import convert
 from seqlab.models import load_token_classifier, load_tokenizer
-from seqlab.tasks.ner import (
-    NerTask,
-    entity_records,
-    load_corpus,
-    predict_sentences,
-    predict_words,
-    score_and_write,
-)
+from seqlab.tasks.ner import NerTask
+from seqlab.tasks.ner_corpus import load_corpus
+from seqlab.tasks.ner_files import score_and_write
+from seqlab.tasks.ner_inference import entity_records, predict_sentences, predict_words
 from seqlab.train import train
 
 LOOPS = ("seqlab", "seqlab-compile", "seqlab-bf16", "trainer", "reference")

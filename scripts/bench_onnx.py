@@ -29,13 +29,9 @@ from seqlab.data.alignment import split_words
 from seqlab.export import OrtModel, export
 from seqlab.models import load_token_classifier, load_tokenizer
 from seqlab.heads import get_head
-from seqlab.tasks.ner import (
-    entity_records,
-    load_corpus,
-    predict_sentences,
-    predict_words,
-    score_and_write,
-)
+from seqlab.tasks.ner_corpus import load_corpus
+from seqlab.tasks.ner_files import score_and_write
+from seqlab.tasks.ner_inference import entity_records, predict_sentences, predict_words
 
 
 def main(argv=None) -> int:

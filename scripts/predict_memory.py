@@ -89,7 +89,7 @@ def in_process(run: str, texts: list[str], n: int) -> int:
     from seqlab.memory import fix_mmap_threshold
     from seqlab.assemble import load_run
     from seqlab.tasks import PredictOptions
-    from seqlab.tasks.ner import PREDICT_BLOCK_LINES
+    from seqlab.tasks.ner_inference import PREDICT_BLOCK_LINES
 
     print(f"mmap threshold fixed: {fix_mmap_threshold()}", flush=True)
     task, r = load_run(run)

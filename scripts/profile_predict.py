@@ -33,7 +33,7 @@ from seqlab.data.alignment import (
 )
 from seqlab.data.registry import load_named
 from seqlab.models import load_token_classifier, load_tokenizer
-from seqlab.tasks.ner import predict_words
+from seqlab.tasks.ner_inference import predict_words
 
 
 @torch.inference_mode()

@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader
 
 from seqlab.assemble import config_from_dict
 from seqlab.models import load_token_classifier, load_tokenizer
-from seqlab.tasks.ner import NerTask, load_corpus
+from seqlab.tasks.ner import NerTask
+from seqlab.tasks.ner_corpus import load_corpus
 from seqlab.train import LengthGroupedBatchSampler, make_optimizer
 
 PHASES = ("forward + loss", "backward", "clip gradients", "optimizer step")

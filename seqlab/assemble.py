@@ -61,7 +61,7 @@ def heads_for(task_name: str) -> list[tuple[str, Any]]:
 
 
 def _build_loss(raw: Any, head) -> LossConfig:
-    from .losses import build_loss, loss_option_types, loss_registry
+    from .losses import check_loss_options, loss_option_types, loss_registry
 
     if raw is None:
         raw = {}
@@ -100,9 +100,9 @@ def _build_loss(raw: Any, head) -> LossConfig:
             options[key] = value
         else:
             options[key] = coerce(f"loss.{key}", value, types[key])
-    try:
-        build_loss(name, binary=head.binary_losses,
-                   **{k: v for k, v in options.items() if k != "weight"})
+    try:  # the loss's own checks, without building it (the head builds it, once)
+        check_loss_options(name, binary=head.binary_losses,
+                           **{k: v for k, v in options.items() if k != "weight"})
     except ValueError as exc:
         raise ConfigError(f"loss: {exc}") from None
     return LossConfig(name=name, options=options, class_weight=class_weight, **sampling)

@@ -122,10 +122,13 @@ def features(model, tokenizer, tokens: Sequence[Sequence[str]], gold: Sequence, 
     limit = position_limit(tokenizer, model.config)
     max_length = min(max_length, limit) if limit else max_length
     head = head_of(model, max_length=max_length)
+    from .tasks.ner_files import prediction_format
+
     index = {l: i for i, l in enumerate(head.labels)}
+    encode = prediction_format(head).encode  # tags or spans, as the head learns
     rows = []
     for k, (words, g) in enumerate(zip(subwords_per_word(tokenizer, tokens), gold)):
-        ids = [index[t] for t in g] if head.target == "tags" else [(index[t], s, e) for t, s, e in g]
+        ids = encode(g, index)
         for f in build_features(words, None, max_length=max_length, overlap=max_length // 4,
                                 wrap=wrap_ids(tokenizer)):
             targets = head.window_targets(f, ids, len(words))

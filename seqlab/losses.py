@@ -807,6 +807,18 @@ def _lookup(name: str) -> type[_Loss]:
     return loss_registry[name]
 
 
+def check_loss_options(name: str, *, binary: bool = False, **options) -> None:
+    """Check loss ``name``'s options (the rest at their defaults) as building it would, without
+    building it.
+
+    Raises:
+        ValueError: an option out of its range (the loss's own ``check``).
+    """
+    cls = _lookup(name)
+    own = {p.name: p.default for p in _own_parameters(cls)}
+    cls.check(binary=binary, **{k: options.get(k, v) for k, v in own.items()})
+
+
 def build_loss(name: str, **kwargs) -> _Loss:
     """Build a loss module by registry name.
 

@@ -83,7 +83,7 @@ def test_saved_model_loads_in_transformers_pipeline(trained):
 
     from seqlab.data.schemes import tags_to_spans
     from seqlab.models import load_token_classifier, load_tokenizer
-    from seqlab.tasks.ner import predict_words
+    from seqlab.tasks.ner_inference import predict_words
 
     text = "Peter Blackburn said EU rejects German call"
     ner = pipeline("token-classification", model=str(trained), aggregation_strategy="first")
@@ -393,9 +393,9 @@ def test_predict_splits_files_and_stdin_on_newlines_only(trained, tmp_path, monk
 
 
 def test_predict_streams_in_blocks(trained, monkeypatch, capsys):
-    import seqlab.tasks.ner
+    import seqlab.tasks.ner_inference
 
-    monkeypatch.setattr(seqlab.tasks.ner, "PREDICT_BLOCK_LINES", 2)
+    monkeypatch.setattr(seqlab.tasks.ner_inference, "PREDICT_BLOCK_LINES", 2)
     seen = []
 
     def on_read(k):  # when line 5 is read, the first two blocks are already out

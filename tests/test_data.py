@@ -13,7 +13,7 @@ from seqlab.data.registry import available_datasets, load_named, resolve_scheme
 from seqlab.data.schemes import convert, detect_scheme, spans_to_tags, tags_to_spans
 from seqlab.errors import DataError
 from seqlab.data.alignment import pad_batch
-from seqlab.tasks.ner import length_batches, predict_words
+from seqlab.tasks.ner_inference import length_batches, predict_words
 
 # --------------------------------------------------------------------------- schemes
 

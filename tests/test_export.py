@@ -49,7 +49,7 @@ def test_onnx_logits_equal_torch(run, exported, fixtures):
     from seqlab.data.conll import read_conll
     from seqlab.export import OrtModel
     from seqlab.models import load_token_classifier, load_tokenizer
-    from seqlab.tasks.ner import predict_words
+    from seqlab.tasks.ner_inference import predict_words
 
     sents = [s.tokens for s in read_conll(fixtures / "test.conll")]
     tok = load_tokenizer(str(run))

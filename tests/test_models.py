@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from seqlab.data.alignment import build_features, subwords_per_word
-from seqlab.tasks.ner import predict_words
+from seqlab.tasks.ner_inference import predict_words
 
 
 @pytest.fixture(scope="module")

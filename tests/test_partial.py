@@ -195,18 +195,18 @@ def test_loss_negatives_is_checked_and_defaults_to_the_rate_on_partial_data(tiny
 
 def test_the_span_heads_count_of_items_is_that_of_its_sampled_labels(tiny_encoder):
     from seqlab.heads import get_head
-    from seqlab.losses import build_loss
 
     for name in ("multilabel_ce", "focal"):
         cfg = config_from_dict({"model": {"head": "global_pointer", "encoder": str(tiny_encoder)},
                                 "loss": {"name": name, "negatives": 0.3}})
         head = get_head("global_pointer")(cfg, ["LOC", "PER"])
-        loss_fn = build_loss(name, binary=True)
+        loss_fn = head.build_loss()
+        assert head.loss_fn is loss_fn and loss_fn.binary
         batch = {"labels": _span_labels([4, 10]), "words": torch.tensor([4, 10])}
         torch.manual_seed(3)
         drawn = head.training_labels(batch, torch.randn(batch["labels"].shape))
-        assert head.count_items(batch, loss_fn) == loss_fn.count_items(drawn.flatten(-2))
-        assert head.count_items(batch, loss_fn) < loss_fn.count_items(batch["labels"].flatten(-2)) \
+        assert head.count_items(batch) == loss_fn.count_items(drawn.flatten(-2))
+        assert head.count_items(batch) < loss_fn.count_items(batch["labels"].flatten(-2)) \
             or name == "multilabel_ce"
 
 
@@ -247,7 +247,7 @@ def test_partial_data_is_marked_in_conll_and_json_lines(tmp_path):
 
 def test_annotation_partial_makes_unmarked_training_words_unknown_and_refuses_partial_eval(
         tmp_path, fixtures):
-    from seqlab.tasks.ner import load_corpus
+    from seqlab.tasks.ner_corpus import load_corpus
 
     cfg = config_from_dict({"data": {"train_file": str(fixtures / "train.conll"),
                                      "dev_file": str(fixtures / "dev.conll"),
@@ -335,7 +335,7 @@ def test_data_remove_entities_trains_on_what_seqlab_corrupt_writes(annotation, t
     """The grid's data option and the command draw the same entities: the training split of
     ``data.remove_entities`` equals the file ``seqlab corrupt`` writes, read back."""
     from seqlab.cli import main
-    from seqlab.tasks.ner import load_corpus
+    from seqlab.tasks.ner_corpus import load_corpus
 
     out = tmp_path / "c.jsonl"
     mode = "partial" if annotation == "partial" else "wrong"

@@ -13,7 +13,7 @@ datasets = pytest.importorskip("datasets")
 from seqlab.assemble import config_from_dict
 from seqlab.errors import ConfigError, DataError  # noqa: E402
 from seqlab.readers import READERS, reader_for  # noqa: E402
-from seqlab.tasks.ner import load_corpus  # noqa: E402
+from seqlab.tasks.ner_corpus import load_corpus  # noqa: E402
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 ROWS = {"tokens": [["Peter", "Blackburn", "flew", "to", "Brussels"], ["Angela", "Merkel"],

@@ -32,7 +32,7 @@ class EchoPredictor(Predictor):
         self.batches, self.delay = [], delay
 
     def parse(self, payload, limits):
-        from seqlab.tasks.ner import NerPredictor
+        from seqlab.tasks.ner_inference import NerPredictor
 
         return NerPredictor.parse(self, payload, limits)
 

@@ -106,6 +106,7 @@ class Head:
                                               # entities (set by the task, or from the run)
     partial: bool = False                     # it trains from partial annotation (set by the
                                               # task: some words are unknown, not O)
+    loss_fn: Any = None                       # its loss module (:meth:`build_loss`, once)
 
     def __init__(self, cfg, labels: list[str] | None = None):
         self.cfg = cfg
@@ -186,9 +187,11 @@ class Head:
         return build_loss(name, **opts)
 
     def build_loss(self, options: dict | None = None):
-        """The configured loss; ``options`` replace the configured options (class weights)."""
-        return self.make_loss(self.cfg.loss.name,
-                              self.cfg.loss.options if options is None else options)
+        """Build the head's loss once, from the config (``options`` replace the configured
+        options: class weights the task counted), and keep it as :attr:`loss_fn`."""
+        self.loss_fn = self.make_loss(self.cfg.loss.name,
+                                      self.cfg.loss.options if options is None else options)
+        return self.loss_fn
 
     def mask_unknown(self, targets: dict, feature: dict, known: list[bool]) -> dict:
         """A window's training targets (:meth:`window_targets`) with the sentence's unknown
@@ -203,15 +206,16 @@ class Head:
                         "(data.annotation: partial); heads that can: softmax, crf, "
                         "global_pointer")
 
-    def loss(self, model, batch: dict[str, torch.Tensor], loss_fn, num_items_in_batch=None
+    def loss(self, model, batch: dict[str, torch.Tensor], num_items_in_batch=None
              ) -> torch.Tensor:
-        """The loss of a batch; with ``num_items_in_batch``, its sum divided by that count."""
+        """The loss of a batch under :attr:`loss_fn`; with ``num_items_in_batch``, its sum
+        divided by that count."""
         out = model(**model_inputs(batch))
-        return loss_fn(out.logits, batch["labels"], num_items_in_batch)
+        return self.loss_fn(out.logits, batch["labels"], num_items_in_batch)
 
-    def count_items(self, batch: dict[str, torch.Tensor], loss_fn) -> torch.Tensor:
+    def count_items(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """How many items the loss of ``batch`` sums over (for exact gradient accumulation)."""
-        return loss_fn.count_items(batch["labels"])
+        return self.loss_fn.count_items(batch["labels"])
 
     # ------------------------------------------------------------------ the Trainer
 

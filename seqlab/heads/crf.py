@@ -125,7 +125,8 @@ class CrfHead(TokenHead):
         return CrfLoss(partial=bool(options.get("partial", False)))  # seqlab.hf: partial=True
 
     def build_loss(self, options=None):
-        return CrfLoss(partial=self.partial)
+        self.loss_fn = CrfLoss(partial=self.partial)
+        return self.loss_fn
 
     def window_targets(self, feature, gold, n_words):
         start, end = feature["window"]
@@ -140,15 +141,15 @@ class CrfHead(TokenHead):
             batch["at_end"] = torch.tensor([r["at_end"] for r in rows])
         return batch
 
-    def loss(self, model, batch, loss_fn, num_items_in_batch=None):
+    def loss(self, model, batch, num_items_in_batch=None):
         from . import model_inputs
 
         out = model(**model_inputs(batch))
-        return loss_fn(out, batch["labels"], num_items_in_batch, at_start=batch.get("at_start"),
-                       at_end=batch.get("at_end"))
+        return self.loss_fn(out, batch["labels"], num_items_in_batch,
+                            at_start=batch.get("at_start"), at_end=batch.get("at_end"))
 
-    def count_items(self, batch, loss_fn):
-        return loss_fn.count_items(batch["labels"])
+    def count_items(self, batch):
+        return self.loss_fn.count_items(batch["labels"])
 
     def decodings(self, scores, outputs, names):
         if not scores:

@@ -230,14 +230,14 @@ class GlobalPointerHead(Head):
                                 scores=logits if (weighted and draw) else None,
                                 temperature=self.cfg.loss.negative_temperature, draw=draw)
 
-    def loss(self, model, batch, loss_fn, num_items_in_batch=None):
+    def loss(self, model, batch, num_items_in_batch=None):
         logits = model(**model_inputs(batch)).logits
         labels = self.training_labels(batch, logits)
-        return loss_fn(logits.flatten(-2), labels.flatten(-2), num_items_in_batch)
+        return self.loss_fn(logits.flatten(-2), labels.flatten(-2), num_items_in_batch)
 
-    def count_items(self, batch, loss_fn):
+    def count_items(self, batch):
         # every draw keeps the same number of negatives per window: count one drawn without noise
-        return loss_fn.count_items(self.training_labels(batch, draw=False).flatten(-2))
+        return self.loss_fn.count_items(self.training_labels(batch, draw=False).flatten(-2))
 
     @classmethod
     def accepts_outputs(cls, outputs) -> bool:

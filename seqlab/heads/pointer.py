@@ -82,17 +82,17 @@ class PointerHead(Head):
 
         return load_question_answering(str(directory))
 
-    def loss(self, model, batch, loss_fn, num_items_in_batch=None):
+    def loss(self, model, batch, num_items_in_batch=None):
         out = model(**model_inputs(batch))
         # positions outside the context (question, specials, padding) cannot be answers;
         # CLS (position 0) stays for windows without the answer
         allowed = batch["labels"] != IGNORE
         allowed[:, 0] = True
-        return pointer_loss(loss_fn, out.start_logits, out.end_logits, batch["start_positions"],
+        return pointer_loss(self.loss_fn, out.start_logits, out.end_logits, batch["start_positions"],
                             batch["end_positions"], allowed=allowed,
                             num_items_in_batch=num_items_in_batch)
 
-    def count_items(self, batch, loss_fn):
+    def count_items(self, batch):
         return torch.tensor(batch["input_ids"].shape[0])
 
     def window_answer(self, outputs, row: int, feature: dict):

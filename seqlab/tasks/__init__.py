@@ -206,11 +206,11 @@ class Task:
     def compute_loss(self, model, batch: dict[str, torch.Tensor], *,
                      num_items_in_batch=None) -> torch.Tensor:
         """The loss of a batch; with ``num_items_in_batch``, its sum over that count."""
-        return self.head.loss(model, batch, self.loss_fn, num_items_in_batch)
+        return self.head.loss(model, batch, num_items_in_batch)
 
     def count_items(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """How many items the loss of ``batch`` sums over (for exact gradient accumulation)."""
-        return self.head.count_items(batch, self.loss_fn)
+        return self.head.count_items(batch)
 
     def evaluate(self, model, split: str, *, device=None, out_file: Path | None = None,
                  progress: bool = True, accelerator=None, dtype: torch.dtype | None = None

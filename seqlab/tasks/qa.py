@@ -151,7 +151,7 @@ class QATask(Task):
     def __init__(self, cfg: Config, tokenizer, splits: dict[str, list[QAExample]], language: str):
         self.cfg, self.tokenizer, self.splits, self.language = cfg, tokenizer, splits, language
         self.head = get_head(cfg.model.head)(cfg)
-        self.loss_fn = self.head.build_loss()
+        self.head.build_loss()
         self._cache: dict[str, list[dict]] = {}
 
     @classmethod
