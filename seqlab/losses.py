@@ -637,7 +637,7 @@ class _Loss(nn.Module):
     ``check`` (which validates those options without running the loss)."""
 
     fn: Callable[..., Tensor]
-    check: Callable[..., None] = staticmethod(lambda binary=False: None)
+    check: Callable[..., None] = staticmethod(lambda binary=False, **options: None)
     multiclass: bool = True    # takes class-index targets (the softmax and tagging heads)
     binary_form: bool = True   # takes same-shaped 0/1 targets (binary=True; the span head)
 

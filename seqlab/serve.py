@@ -499,9 +499,10 @@ function html(text,nodes,from,to,depth){let out="",pos=from;
 function marked(text,ents){const t=tree(ents);let out=html(text,t.roots,0,text.length,0);
   if(t.crossing.length)out+='<br><span class="note">overlapping, not drawn: '+t.crossing.map(e=>esc(e.type)+" \u201c"+esc(text.slice(e.start,e.end))+"\u201d").join(", ")+"</span>";
   return out;}
-function legend(results){const types=[...new Set(results.flatMap(r=>r.entities.map(e=>e.type)))];
+function fields(x){return Object.entries(x).map(([k,v])=>'<b>'+esc(k)+"</b> "+esc(typeof v==="string"?v:JSON.stringify(v))).join(" \u00b7 ");}
+function legend(results){const types=[...new Set(results.flatMap(r=>(r.entities||[]).map(e=>e.type)))];
   if(!types.length)return "";
-  const nested=results.some(r=>tree(r.entities).roots.some(function deep(n){return n.kids.length>0||n.kids.some(deep);}));
+  const nested=results.some(r=>tree(r.entities||[]).roots.some(function deep(n){return n.kids.length>0||n.kids.some(deep);}));
   return '<div class="legend">'+types.map(t=>'<span style="--c:'+color(t)+'"><i></i>'+esc(t)+"</span>").join("")
     +(nested?'<span id="nested-note">outlined: an entity inside another</span>':"")+"</div>";}
 const form=document.getElementById("f"), qa=form.dataset.form==="question";
@@ -514,6 +515,6 @@ form.addEventListener("submit",async ev=>{ev.preventDefault();const out=document
   const j=await r.json();
   if(!r.ok){out.innerHTML='<p class="err">'+esc(j.error||String(r.status))+"</p>";return;}
   out.innerHTML=qa?"<p>"+(j.start===null?"(no answer)":marked(text,[{start:j.start,end:j.end,type:"answer"}]))+"</p>"
-    :j.results.map(x=>"<p>"+marked(x.text,x.entities)+"</p>").join("")+legend(j.results);});
+    :j.results.map(x=>'<p class="result">'+(Array.isArray(x.entities)?marked(x.text,x.entities):fields(x))+"</p>").join("")+legend(j.results);});
 </script></body></html>
 """

@@ -83,6 +83,46 @@ def test_the_modules_import_each_other_without_a_circle():
     assert "seqlab.report" not in graph["seqlab.train"]
 
 
+# docs/architecture.md, "What each module may import": what each never imports
+COMMANDS = ("seqlab.cli", "seqlab.serve", "seqlab.bulk", "seqlab.api", "seqlab.hf")
+LOOP = ("seqlab.train", "seqlab.rundir", "seqlab.card", "seqlab.report")
+NEVER = {
+    **{m: ("seqlab.data", "seqlab.readers", "seqlab.losses", "seqlab.heads", "seqlab.tasks",
+           "seqlab.assemble", *LOOP, "seqlab.study", *COMMANDS)
+       for m in ("seqlab.config", "seqlab.registry", "seqlab.files", "seqlab.metrics",
+                 "seqlab.figures")},
+    **{m: ("seqlab.heads", "seqlab.tasks", "seqlab.assemble", *LOOP, *COMMANDS)
+       for m in ("seqlab.data", "seqlab.readers", "seqlab.losses", "seqlab.page",
+                 "seqlab.study.stats")},
+    "seqlab.heads": ("seqlab.tasks", "seqlab.assemble", *LOOP, "seqlab.study", *COMMANDS),
+    "seqlab.tasks": ("seqlab.assemble", *LOOP, "seqlab.study.grid", "seqlab.study.report",
+                     *COMMANDS),
+    "seqlab.assemble": (*LOOP, "seqlab.study", *COMMANDS),
+    **{m: ("seqlab.study", *COMMANDS) for m in LOOP},
+    "seqlab.study": ("seqlab.train", "seqlab.report", *COMMANDS),
+}
+
+
+def _inside(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def test_no_module_imports_what_its_layer_never_imports():
+    graph = import_graph()
+    found = []
+    for prefix, never in NEVER.items():
+        for module, deps in graph.items():
+            if not _inside(module, prefix):
+                continue
+            found += [f"{module} imports {d}" for d in sorted(deps)
+                      if any(_inside(d, n) for n in never) and not _inside(d, prefix)
+                      and not (prefix == "seqlab.study" and d == "seqlab.study.stats")]
+    for a in COMMANDS:  # commands import no other command (the CLI dispatches to them)
+        if a != "seqlab.cli":
+            found += [f"{a} imports {d}" for d in graph[a] if d in COMMANDS]
+    assert not found, found
+
+
 def test_a_circle_is_found_where_there_is_one():
     assert _a_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _a_cycle({"a": {"b"}, "b": set()}) is None

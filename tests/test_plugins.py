@@ -1,6 +1,6 @@
 """A task and a head are each one registered class: a toy task (sentence classification) and a
-toy NER head, both defined here, go through train, evaluate, predict and export by the CLI, which
-names neither."""
+toy NER head, both defined here, go through train, evaluate, predict, export, report, study and
+serve by the CLI, which names neither."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -21,7 +22,8 @@ from seqlab.files import dumps_line, iter_lines, write_json
 from seqlab.heads import HEADS, Head, get_head, model_inputs, register_head
 from seqlab.heads._encoder import EncoderWithHead, load_encoder_model
 from seqlab.heads.tokens import TokenHead
-from seqlab.tasks import TASKS, CliOption, Task, get_task, register_task
+from seqlab.tasks import (TASKS, CliOption, Predictor, RequestError, StudySplit, Task, get_task,
+                          register_task)
 
 ROOT = Path(__file__).parents[1]
 
@@ -118,18 +120,61 @@ class ToyTask(Task):
                  accelerator=None, dtype=None):
         data = self.splits[split]
         probs = self.predict(model, [t for t, _ in data])
-        right = [int(p > 0.5) == y for p, (_, y) in zip(probs, data)]
         if out_file is not None:
             with open(out_file, "w") as fh:
                 for (t, y), p in zip(data, probs):
                     fh.write(dumps_line({"text": t, "gold": y, "probability": p}))
-        return {"accuracy": sum(right) / len(right), "sentences": len(right)}
+        counts = [_counts(y, p) for (_, y), p in zip(data, probs)]
+        return {**{k: float(f(torch.tensor(counts).sum(0))) for k, f in self.study_scores().items()},
+                "accuracy": sum(c[0] == c[1] == c[2] for c in counts) / len(counts),
+                "sentences": len(counts)}
 
     def score(self, result):
         return result["accuracy"]
 
     def summary(self, result):
-        return {"accuracy": result["accuracy"]}
+        return {"accuracy": result["accuracy"], "f1": result["f1"]}
+
+    # the report, the study and the server
+
+    @classmethod
+    def report_sections(cls, data):
+        import html
+
+        rows = [json.loads(l) for l in data["predictions"].read_text().splitlines()]
+        wrong = [r for r in rows if (r["probability"] > 0.5) != bool(r["gold"])]
+        scores = data["metrics"][data["split"]]
+        return ([f'<section id="toy-scores"><h2>Scores</h2><p>accuracy '
+                 f'{100 * scores["accuracy"]:.2f}, F1 {100 * scores["f1"]:.2f}</p></section>',
+                 '<section id="toy-errors"><h2>Misclassified</h2><ul>'
+                 + "".join(f"<li>{html.escape(r['text'])}</li>" for r in wrong) + "</ul></section>"],
+                {"accuracy": scores["accuracy"], "misclassified": len(wrong)})
+
+    @classmethod
+    def study_metrics(cls, split_metrics):
+        return {k: split_metrics[k] for k in ("f1", "precision", "recall", "accuracy")}
+
+    @classmethod
+    def study_split(cls, run_dir, split, decoding=None):
+        from seqlab.files import open_text
+
+        for path in (run_dir / f"predictions_{split}.jsonl.gz", run_dir / f"predictions_{split}.jsonl"):
+            if path.is_file():
+                with open_text(path) as fh:
+                    rows = [json.loads(l) for l in fh]
+                return StudySplit(np.array([_counts(r["gold"], r["probability"]) for r in rows]))
+        return None
+
+    @classmethod
+    def study_scores(cls):
+        return {"f1": lambda c: np.where(c[..., 1] + c[..., 2] > 0, 2 * c[..., 0] / np.maximum(
+                    c[..., 1] + c[..., 2], 1), 0.0),
+                "precision": lambda c: np.where(c[..., 1] > 0, c[..., 0] / np.maximum(c[..., 1], 1), 0.0),
+                "recall": lambda c: np.where(c[..., 2] > 0, c[..., 0] / np.maximum(c[..., 2], 1), 0.0)}
+
+    @classmethod
+    def predictor(cls, run, opts):
+        return ToyPredictor(run, opts)
 
     def save_extra(self, directory):
         write_json(directory / "seqlab.json", {"task": "toy", "head": self.head.name,
@@ -161,6 +206,39 @@ class ToyTask(Task):
                 record["probability"] = round(p, 4)
             sys.stdout.write(dumps_line(record))
         return 0
+
+
+def _counts(gold, probability):
+    """(right positive, predicted positive, gold positive) of one sentence."""
+    pred = int(probability > 0.5)
+    return (pred * int(gold), pred, int(gold))
+
+
+class ToyPredictor(Predictor):
+    """``{"texts": [...]}`` in, whether each mentions the type (and how likely) out."""
+
+    def __init__(self, run, opts):
+        from seqlab.export import prediction_model
+        from seqlab.models import load_tokenizer
+
+        self.task = ToyTask(run.config, load_tokenizer(str(run.directory)), {})
+        self.model = prediction_model(run, opts)
+
+    def parse(self, payload, limits):
+        texts = payload.get("texts") if isinstance(payload, dict) else None
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise RequestError(422, 'expected {"texts": ["a sentence", ...]}')
+        return texts
+
+    def size(self, item):
+        return len(item)
+
+    def predict(self, items):
+        return [{"text": t, "mentions": p > 0.5, "probability": round(p, 4)}
+                for t, p in zip(items, self.task.predict(self.model, items))]
+
+    def respond(self, results):
+        return {"results": results}
 
 
 # --------------------------------------------------------------------------- a toy NER head
@@ -245,6 +323,30 @@ def test_a_task_is_one_class_and_one_line(toys, tmp_path, fixtures, tiny_encoder
     assert main(["predict", str(run), str(src), "--show-probability"]) == 0
     torch_lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
     assert len(torch_lines) == 2 and "probability" in torch_lines[0]
+    # the report: the task's own sections on the page, beside the curves every run has
+    assert main(["report", str(run)]) == 0
+    page = (run / "report_test.html").read_text()
+    assert 'id="toy-scores"' in page and 'id="toy-errors"' in page and 'id="curves"' in page
+    # the server: the task's request schema and answers, the same as `seqlab predict`'s
+    from starlette.testclient import TestClient
+
+    from seqlab.assemble import load_run
+    from seqlab.serve import ServeOptions, create_app
+    from seqlab.tasks import PredictOptions
+
+    task, loaded = load_run(run)
+    assert task is ToyTask
+    app = create_app(task.predictor(loaded, PredictOptions()), meta=loaded.meta, name="toy",
+                     backend="torch", opts=ServeOptions())
+    with TestClient(app) as client:
+        r = client.post("/predict", json={"texts": src.read_text().splitlines()})
+        assert r.status_code == 200, r.text
+        served = r.json()["results"]
+        assert [s["mentions"] for s in served] == [l["mentions"] for l in torch_lines]
+        assert [s["probability"] for s in served] == pytest.approx(
+            [l["probability"] for l in torch_lines], abs=1e-4)
+        assert client.post("/predict", json={"question": "?"}).status_code == 422
+        assert 'data-form="texts"' in client.get("/").text
     # the task's own config section and CLI option
     with pytest.raises(ConfigError, match="unknown config key toy.kind"):
         from seqlab.assemble import load_config
@@ -287,6 +389,36 @@ def test_a_head_is_one_class_and_one_line(toys, tmp_path, fixtures, tiny_encoder
     a, b = json.loads(out.read_text()), json.loads(out2.read_text())
     assert [(e["type"], e["start"], e["end"]) for e in a["entities"]] == \
         [(e["type"], e["start"], e["end"]) for e in b["entities"]]
+
+
+@pytest.mark.slow
+def test_a_task_goes_through_the_study(toys, tmp_path, fixtures, tiny_encoder, capsys):
+    import yaml
+
+    base = json.loads(_config(tmp_path, fixtures, tiny_encoder, "toy").read_text())
+    base["train"].update(epochs=2)
+    del base["train"]["output_dir"]
+    path = tmp_path / "study-toy.yaml"
+    path.write_text(yaml.safe_dump({
+        "study": {"output_dir": str(tmp_path / "study"), "seeds": [1, 2], "baseline": "ce"},
+        "base": base,
+        # a grid entry may name the task's own config section
+        "losses": {"ce": {"loss": {"name": "ce"}}, "focal": {"loss": {"name": "focal"}},
+                   "loc": {"toy": {"entity_type": "LOC"}}}}, sort_keys=False))
+    assert main(["study", str(path), "--no-progress"]) == 0
+    res = json.loads((tmp_path / "study" / "results.json").read_text())
+    assert res["task"] == "toy" and res["finished_runs"] == 6
+    assert res["bootstrap"]["units"] == "examples"
+    for name in ("ce", "focal", "loc"):
+        f1 = res["losses"][name]["test"]["f1"]["values"]
+        # the study's F1 recomputed from each run's predictions file equals the run's own
+        for seed, value in zip((1, 2), f1):
+            run = tmp_path / "study" / "runs" / name / f"seed-{seed}"
+            assert value == pytest.approx(json.loads((run / "metrics.json").read_text())["test"]["f1"])
+            counts = ToyTask.study_split(run, "test").counts.sum(0)
+            assert float(ToyTask.study_scores()["f1"](counts)) == pytest.approx(value)
+    assert "bootstrap" in res["losses"]["focal"]["vs_baseline"]
+    assert (tmp_path / "study" / "report.md").is_file()
 
 
 def test_unknown_names_list_the_registered_ones(toys):
@@ -399,3 +531,37 @@ def test_a_head_that_breaks_its_tasks_contract_is_refused_at_registration():
         from seqlab.losses import register_loss
 
         register_loss("not_a_loss")(dict)
+
+
+def test_a_loss_is_a_function_and_a_module_that_names_it(tiny_encoder):
+    # the recipe of docs/architecture.md, "Adding a loss", as written there
+    from torch.nn import functional as F
+
+    from seqlab.assemble import config_from_dict
+    from seqlab.losses import _Loss, cross_entropy, loss_registry, register_loss
+
+    def scaled_ce(logits, target, *, scale: float = 1.0, weight=None, ignore_index=-100,
+                  reduction="mean", num_items_in_batch=None, binary=False):
+        """Cross-entropy times ``scale``."""
+        return scale * cross_entropy(logits, target, weight=weight, ignore_index=ignore_index,
+                                     reduction=reduction, num_items_in_batch=num_items_in_batch)
+
+    @register_loss("scaled_ce")
+    class ScaledCE(_Loss):
+        fn = staticmethod(scaled_ce)
+
+    try:
+        x, t = torch.randn(5, 3), torch.tensor([0, 2, 1, 1, 0])
+        assert ScaledCE(scale=2.0)(x, t) == pytest.approx(float(2 * F.cross_entropy(x, t)))
+        assert ScaledCE().options == {"scale": 1.0}
+        cfg = config_from_dict({"model": {"encoder": str(tiny_encoder)},
+                                "loss": {"name": "scaled_ce", "scale": 3}})
+        assert cfg.loss.options == {"scale": 3.0}
+        head = get_head("softmax")(cfg, ["O", "B-PER", "I-PER"])
+        assert head.build_loss().options == {"scale": 3.0} and head.loss_fn is not None
+        with pytest.raises(ConfigError, match="loss.scale"):
+            config_from_dict({"loss": {"name": "scaled_ce", "scale": "many"}})
+        with pytest.raises(ConfigError, match="unknown config key loss.gamma for loss 'scaled_ce'"):
+            config_from_dict({"loss": {"name": "scaled_ce", "gamma": 2}})
+    finally:
+        loss_registry.unregister("scaled_ce")
