@@ -98,14 +98,29 @@ def minilm_tokenizer():
         pytest.skip(f"embedded encoder unavailable: {exc}")
 
 
+TINY_TRAINING = {"model.max_length": 24, "train.epochs": 15, "train.batch_size": 2,
+                 "train.learning_rate": 2e-3, "train.warmup_ratio": 0, "train.log_every": 5}
+
+
+def train_args(encoder: Path, out: Path, *extra: str, config: str = "conll2003.yaml",
+               train: Path | None = FIXTURES / "train.conll",
+               dev: Path | None = FIXTURES / "dev.conll",
+               test: Path | None = FIXTURES / "test.conll", **keys) -> list[str]:
+    """The one `seqlab train` command line of the tests: a config of configs/ with its named
+    dataset replaced by the files (None: no such split), the encoder and the run directory,
+    then :data:`TINY_TRAINING` with ``keys`` over it (``train__epochs=4`` sets
+    ``train.epochs``; None drops a key), then ``extra`` overrides as they are."""
+    settings = {**TINY_TRAINING, **{k.replace("__", "."): v for k, v in keys.items()}}
+    files = {"data.train_file": train, "data.dev_file": dev, "data.test_file": test}
+    return ["train", str(Path(__file__).parents[1] / "configs" / config), "data.dataset=null",
+            *(f"{k}={v}" for k, v in files.items() if v is not None), f"model.encoder={encoder}",
+            *(f"{k}={v}" for k, v in settings.items() if v is not None),
+            f"train.output_dir={out}", "--no-progress", *extra]
+
+
 def ner_train_args(encoder: Path, out: Path, *extra: str) -> list[str]:
     """`seqlab train` of a tiny NER model on the fixture files."""
-    return ["train", str(Path(__file__).parents[1] / "configs" / "conll2003.yaml"),
-            "data.dataset=null", f"data.train_file={FIXTURES / 'train.conll'}",
-            f"data.dev_file={FIXTURES / 'dev.conll'}", f"data.test_file={FIXTURES / 'test.conll'}",
-            f"model.encoder={encoder}", "model.max_length=24", "train.epochs=15",
-            "train.batch_size=2", "train.learning_rate=2e-3", "train.warmup_ratio=0",
-            f"train.output_dir={out}", "train.log_every=5", "--no-progress", *extra]
+    return train_args(encoder, out, *extra)
 
 
 @pytest.fixture(scope="session")
@@ -129,7 +144,7 @@ _TRAINED = {"trained", "run", "exported", "uninterrupted", "head_runs", "served_
 
 
 # ...and so are tests that train, run a grid or compile themselves, found by what their code does
-_DOES_SLOW_WORK = re.compile(r'ner_train_args\(|main\(\[\s*"train"|"-m",\s*"seqlab\.cli"'
+_DOES_SLOW_WORK = re.compile(r'\b(?:ner_)?train_args\(|main\(\[\s*"train"|"-m",\s*"seqlab\.cli"'
                              r'|torch\.compile\(|run_grid\((?![^)]*runner=)|\["train", str\(')
 
 

@@ -143,13 +143,14 @@ def _run(family: str, encoders: dict[str, Path], data: Path, root: Path) -> Path
 
     if family not in _RUNS:
         out = root / family
-        args = ["train", str(Path(__file__).parents[1] / "configs" / "conll2003.yaml"),
-                "data.dataset=null", f"data.train_file={data / 'train.jsonl'}",
-                f"data.dev_file={data / 'dev.jsonl'}", f"data.test_file={data / 'test.jsonl'}",
-                f"model.encoder={encoders[family]}", "data.scheme=auto", "model.max_length=48", "train.epochs=20",
-                "train.batch_size=8", "train.learning_rate=3e-3", "train.warmup_ratio=0",
-                "train.seed=1", f"train.output_dir={out}", "train.log_every=10", "--no-progress"]
-        assert main(args) == 0
+        from conftest import train_args
+
+        assert main(train_args(encoders[family], out, "data.scheme=auto",
+                               train=data / "train.jsonl", dev=data / "dev.jsonl",
+                               test=data / "test.jsonl", model__max_length=48,
+                               train__epochs=20, train__batch_size=8,
+                               train__learning_rate=3e-3, train__seed=1,
+                               train__log_every=10)) == 0
         _RUNS[family] = out
     return _RUNS[family]
 
@@ -254,12 +255,13 @@ def test_qa_answers_equal_the_reference_strings_exactly(family, family_encoders,
     train = _squad_file(tmp_path / "train.json", 240, 11)
     dev = _squad_file(tmp_path / "dev.json", 60, 12)
     out = tmp_path / "qa"
-    assert main(["train", str(Path(__file__).parents[1] / "configs" / "squad-dev-split.yaml"),
-                 "data.dataset=null", f"data.train_file={train}", f"data.dev_file={dev}",
-                 f"model.encoder={family_encoders[family]}", "model.max_length=64",
-                 "qa.doc_stride=16", "qa.max_query_length=8", "train.epochs=10",
-                 "train.batch_size=8", "train.learning_rate=3e-3", "train.warmup_ratio=0",
-                 f"train.output_dir={out}", "--no-progress"]) == 0
+    from conftest import train_args
+
+    assert main(train_args(family_encoders[family], out, "qa.doc_stride=16",
+                           "qa.max_query_length=8", config="squad-dev-split.yaml",
+                           train=train, dev=dev, test=None, model__max_length=64,
+                           train__epochs=10, train__batch_size=8, train__learning_rate=3e-3,
+                           train__log_every=None)) == 0
     rows = [json.loads(l) for l in (out / "predictions_dev.jsonl").read_text().splitlines()]
     right = [r for r in rows if r["exact_match"] == 1.0]
     assert len(right) >= 0.5 * len(rows), (family, len(right), len(rows))

@@ -14,6 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import train_args
 from seqlab.cli import main
 from seqlab.errors import ConfigError, DataError
 from seqlab.heads._chain import allowed_transitions, constrained, crf_nll, marginals, viterbi
@@ -251,10 +252,9 @@ def test_bad_spans_name_file_and_line(tmp_path, entity, match):
 def test_tagging_heads_refuse_nested_data_in_one_line(tmp_path, fixtures, tiny_encoder, capsys):
     train, dev = _nested_files(tmp_path, fixtures)
     for head, loss in (("softmax", "ce"), ("crf", "crf")):
-        rc = main(["train", str(ROOT / "configs" / "conll2003.yaml"), "data.dataset=null",
-                   f"data.train_file={train}", f"data.dev_file={dev}", "data.scheme=auto",
-                   f"model.encoder={tiny_encoder}", f"model.head={head}", f"loss.name={loss}",
-                   f"train.output_dir={tmp_path / head}", "--no-progress"])
+        rc = main(train_args(tiny_encoder, tmp_path / head, "data.scheme=auto",
+                             f"model.head={head}", f"loss.name={loss}", train=train, dev=dev,
+                             test=None))
         err = capsys.readouterr().err
         assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
         assert "train.jsonl:2: entities PER [0, 2) and HUMAN [0, 2) overlap" in err
@@ -265,11 +265,10 @@ def test_tagging_heads_refuse_nested_data_in_one_line(tmp_path, fixtures, tiny_e
 def test_nested_entities_round_trip_through_the_span_head(tmp_path, fixtures, tiny_encoder):
     train, dev = _nested_files(tmp_path, fixtures)
     out = tmp_path / "gp"
-    assert main(["train", str(ROOT / "configs" / "conll2003.yaml"), "data.dataset=null",
-                 f"data.train_file={train}", f"data.dev_file={dev}", f"data.test_file={dev}",
-                 "data.scheme=auto", f"model.encoder={tiny_encoder}", "model.max_length=24",
-                 "model.head=global_pointer", "train.epochs=12", "train.batch_size=4", "train.learning_rate=5e-3",
-                 "train.warmup_ratio=0", f"train.output_dir={out}", "--no-progress"]) == 0
+    assert main(train_args(tiny_encoder, out, "data.scheme=auto", "model.head=global_pointer",
+                           train=train, dev=dev, test=dev, train__epochs=12,
+                           train__batch_size=4, train__learning_rate=5e-3,
+                           train__log_every=None)) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["loss_history"][-1] < 0.5 * metrics["loss_history"][0]
     # with the defaults (eval.allow_nested: auto, the head's own loss) nested data predicts
@@ -354,14 +353,11 @@ def head_runs(tmp_path_factory, fixtures, tiny_encoder):
     runs = {}
     for head, loss, extra in HEADS:
         out = tmp_path_factory.mktemp("heads") / f"{head}-{loss}"
-        assert main(["train", str(ROOT / "configs" / "conll2003.yaml"), "data.dataset=null",
-                     f"data.train_file={fixtures / 'train.conll'}",
-                     f"data.dev_file={fixtures / 'dev.conll'}",
-                     f"data.test_file={fixtures / 'test.conll'}", f"model.encoder={tiny_encoder}",
-                     "model.max_length=24", "train.epochs=10", "train.batch_size=2",
-                     "train.learning_rate=3e-3", "train.warmup_ratio=0", f"model.head={head}",
-                     f"loss.name={loss}", *extra, f"train.output_dir={out}",
-                     "--no-progress"]) == 0
+        assert main(train_args(tiny_encoder, out, f"model.head={head}", f"loss.name={loss}",
+                               *extra, train=fixtures / "train.conll",
+                               dev=fixtures / "dev.conll", test=fixtures / "test.conll",
+                               train__epochs=10, train__learning_rate=3e-3,
+                               train__log_every=None)) == 0
         runs[(head, loss, tuple(extra))] = out
     return runs
 

@@ -285,18 +285,17 @@ def _partial_train_file(tmp_path: Path, fixtures: Path) -> Path:
 @pytest.mark.parametrize("head", ["softmax", "crf", "global_pointer"])
 def test_every_head_trains_from_partial_data_through_the_cli(head, tmp_path, fixtures,
                                                               tiny_encoder):
+    from conftest import train_args
     from seqlab.cli import main
 
     out = tmp_path / head
-    assert main(["train", str(ROOT / "configs" / "conll2003.yaml"), "data.dataset=null",
-                 f"data.train_file={_partial_train_file(tmp_path, fixtures)}",
-                 f"data.dev_file={fixtures / 'dev.conll'}", "data.scheme=auto",
-                 "data.annotation=partial", f"model.encoder={tiny_encoder}",
-                 "model.max_length=24", f"model.head={head}",
-                 # the span head learns slowly at first (README, "Heads")
-                 f"train.epochs={12 if head == 'global_pointer' else 4}",
-                 "train.batch_size=4", "train.learning_rate=5e-3", "train.warmup_ratio=0",
-                 f"train.output_dir={out}", "--no-progress"]) == 0
+    assert main(train_args(tiny_encoder, out, "data.scheme=auto", "data.annotation=partial",
+                           f"model.head={head}", train=_partial_train_file(tmp_path, fixtures),
+                           dev=fixtures / "dev.conll", test=None,
+                           # the span head learns slowly at first (README, "Heads")
+                           train__epochs=12 if head == "global_pointer" else 4,
+                           train__batch_size=4, train__learning_rate=5e-3,
+                           train__log_every=None)) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert all(math.isfinite(x) for x in m["loss_history"])
     assert m["loss_history"][-1] < m["loss_history"][0]

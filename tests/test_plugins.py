@@ -392,8 +392,24 @@ def test_a_head_is_one_class_and_one_line(toys, tmp_path, fixtures, tiny_encoder
 
 
 @pytest.mark.slow
-def test_a_task_goes_through_the_study(toys, tmp_path, fixtures, tiny_encoder, capsys):
+def test_a_task_goes_through_the_study(toys, tmp_path, fixtures, tiny_encoder, monkeypatch):
+    """The study trains each run in a process of its own: there the toy task and head come
+    from a distribution's entry point, as a package outside seqlab would declare them."""
     import yaml
+
+    site = tmp_path / "site"
+    (site / "seqlab_toytask").mkdir(parents=True)
+    (site / "seqlab_toytask" / "__init__.py").write_text(
+        "from test_plugins import ToyClassifierHead, ToyTask\n"
+        "from seqlab.heads import register_head\n"
+        "from seqlab.tasks import register_task\n"
+        "register_task('toy')(ToyTask)\n"
+        "register_head('toy_classifier')(ToyClassifierHead)\n")
+    info = site / "seqlab_toytask-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: seqlab-toytask\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[seqlab.plugins]\ntoytask = seqlab_toytask\n")
+    monkeypatch.setenv("PYTHONPATH", f"{site}:{Path(__file__).parent}:{ROOT}")
 
     base = json.loads(_config(tmp_path, fixtures, tiny_encoder, "toy").read_text())
     base["train"].update(epochs=2)

@@ -20,12 +20,11 @@ pytestmark = pytest.mark.slow  # every test here trains
 
 
 def _args(fixtures: Path, encoder: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", str(ROOT / "configs" / "conll2003.yaml"),
-            "data.dataset=null", f"data.train_file={fixtures / 'train.conll'}",
-            f"data.dev_file={fixtures / 'dev.conll'}", f"data.test_file={fixtures / 'test.conll'}",
-            f"model.encoder={encoder}", "model.max_length=24", "train.epochs=4",
-            "train.batch_size=2", "train.learning_rate=2e-3", "train.warmup_ratio=0",
-            f"train.output_dir={out}", "train.log_every=1", "--no-progress", *extra]
+    from conftest import train_args
+
+    return train_args(encoder, out, *extra, train=fixtures / "train.conll",
+                      dev=fixtures / "dev.conll", test=fixtures / "test.conll",
+                      train__epochs=4, train__log_every=1)
 
 
 def _subprocess(args: list[str], **env: str) -> subprocess.CompletedProcess:
