@@ -791,7 +791,7 @@ def loss_option_types(name: str) -> dict[str, object]:
     hints: dict = {}
     for fn in (cls.fn, *(k.__init__ for k in reversed(cls.__mro__) if "__init__" in vars(k)
                          and issubclass(k, _Loss))):
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(NameError, TypeError):  # an annotation it cannot resolve: float
             hints.update(typing.get_type_hints(fn, globalns=namespace))
     out = {}
     for p in _own_parameters(cls):
