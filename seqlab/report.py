@@ -27,14 +27,6 @@ from .files import check_output_file, write_text
 from .page import CSS, SCRIPT, curves
 
 
-def _find(run: Path, stem: str, exts: tuple[str, ...]) -> Path | None:
-    for ext in exts:
-        for p in (run / f"{stem}{ext}", run / f"{stem}{ext}.gz"):
-            if p.is_file():
-                return p
-    return None
-
-
 def read_run(run: Path, split: str) -> dict:
     """What the report shows, from the run directory alone.
 
@@ -51,7 +43,9 @@ def read_run(run: Path, split: str) -> dict:
         log = [json.loads(l) for l in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
                if l.strip()]
     config = (run / "config.yaml").read_text(encoding="utf-8") if (run / "config.yaml").is_file() else ""
-    preds = _find(run, f"predictions_{split}", (".conll", ".jsonl", ".json"))
+    from .tasks import get_task
+
+    preds = get_task(meta.get("task", "ner")).prediction_file(run, split)
     if preds is None:
         have = sorted(p.name for p in run.glob("predictions_*"))
         raise SeqlabError(f"{run}: no predictions of the {split} split ({', '.join(have) or 'none'});"

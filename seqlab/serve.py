@@ -478,7 +478,7 @@ mark sub{color:var(--c);font-size:10px;font-weight:600;margin-left:2px}.err{colo
 .note{font-size:13px;color:#8a5300}
 </style></head><body><h1>seqlab: {{name}}</h1>
 <form id="f" data-form="{{form}}">
-<div id="qa" hidden><label>question <input id="question" name="question"></label></div>
+<div id="question-row" hidden><label>question <input id="question" name="question"></label></div>
 <label><span id="what">one text a line</span><textarea id="text" name="text" rows="6"></textarea></label>
 <button id="go" type="submit">predict</button></form><div class="out" id="out"></div>
 <script>
@@ -505,16 +505,16 @@ function legend(results){const types=[...new Set(results.flatMap(r=>(r.entities|
   const nested=results.some(r=>tree(r.entities||[]).roots.some(function deep(n){return n.kids.length>0||n.kids.some(deep);}));
   return '<div class="legend">'+types.map(t=>'<span style="--c:'+color(t)+'"><i></i>'+esc(t)+"</span>").join("")
     +(nested?'<span id="nested-note">outlined: an entity inside another</span>':"")+"</div>";}
-const form=document.getElementById("f"), qa=form.dataset.form==="question";
-if(qa){document.getElementById("qa").hidden=false;document.getElementById("what").textContent="context";}
+const form=document.getElementById("f"), asks=form.dataset.form==="question";
+if(asks){document.getElementById("question-row").hidden=false;document.getElementById("what").textContent="context";}
 form.addEventListener("submit",async ev=>{ev.preventDefault();const out=document.getElementById("out");
   const text=document.getElementById("text").value;
-  const body=qa?{question:document.getElementById("question").value,context:text}:{texts:text.split("\\n").filter(t=>t.trim())};
+  const body=asks?{question:document.getElementById("question").value,context:text}:{texts:text.split("\\n").filter(t=>t.trim())};
   out.innerHTML="…";
   const r=await fetch("predict",{method:"POST",headers:{"content-type":"application/json"},body:JSON.stringify(body)});
   const j=await r.json();
   if(!r.ok){out.innerHTML='<p class="err">'+esc(j.error||String(r.status))+"</p>";return;}
-  out.innerHTML=qa?"<p>"+(j.start===null?"(no answer)":marked(text,[{start:j.start,end:j.end,type:"answer"}]))+"</p>"
+  out.innerHTML=asks?"<p>"+(j.start===null?"(no answer)":marked(text,[{start:j.start,end:j.end,type:"answer"}]))+"</p>"
     :j.results.map(x=>'<p class="result">'+(Array.isArray(x.entities)?marked(x.text,x.entities):fields(x))+"</p>").join("")+legend(j.results);});
 </script></body></html>
 """

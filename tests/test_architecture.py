@@ -7,6 +7,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).parents[1] / "seqlab"
 
 
@@ -135,3 +137,22 @@ def test_no_module_outside_the_tasks_decides_by_a_tasks_name():
              for k, line in enumerate(f.read_text(encoding="utf-8").splitlines(), start=1)
              if decides.search(line)]
     assert not found, found
+
+
+def test_a_runs_predictions_file_is_found_whatever_its_task_writes(tmp_path):
+    from seqlab.errors import DataError
+    from seqlab.tasks import Task
+    from seqlab.tasks.ner_files import SpanFormat, TagFormat, format_of_file
+
+    for name in ("predictions_test.argmax.conll", "predictions_dev.latest.conll",
+                 "predictions_test.conll.gz", "predictions_testing.conll"):
+        (tmp_path / name).write_text("x")
+    assert Task.prediction_file(tmp_path, "test").name == "predictions_test.conll.gz"
+    assert Task.prediction_file(tmp_path, "test", "argmax").name == "predictions_test.argmax.conll"
+    assert Task.prediction_file(tmp_path, "dev") is None  # the latest epoch's is not the run's
+    (tmp_path / "predictions_test.txt").write_text("x")   # a task's own extension, not gzipped
+    assert Task.prediction_file(tmp_path, "test").name == "predictions_test.txt"
+    assert format_of_file(tmp_path / "predictions_test.conll.gz") is TagFormat
+    assert format_of_file(tmp_path / "predictions_test.jsonl") is SpanFormat
+    with pytest.raises(DataError, match="expected .conll or .jsonl"):
+        format_of_file(tmp_path / "predictions_test.txt")

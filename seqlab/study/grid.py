@@ -262,7 +262,7 @@ def shard(runs: list[Run], i: int, n: int) -> list[Run]:
 def keep_predictions(directory: Path) -> None:
     """Keep the predictions of the scored split, gzipped (the bootstrap and calibration read
     them): test's, or dev's when the run has no test split."""
-    files = [f for f in directory.glob("predictions_*") if f.suffix in (".conll", ".jsonl")]
+    files = [f for f in directory.glob("predictions_*") if f.suffix != ".gz" and f.is_file()]
     scored = "test" if any(f.name.startswith("predictions_test") for f in files) else "dev"
     for f in files:
         if f.name.startswith(f"predictions_{scored}"):

@@ -270,6 +270,24 @@ class Task:
         raise NotImplementedError
 
     @classmethod
+    def prediction_file(cls, run_dir: Path, split: str, decoding: str | None = None
+                        ) -> Path | None:
+        """The predictions file a finished run wrote of ``split`` (of ``decoding``, when it
+        wrote several; gzipped or not: the study keeps them gzipped), or None.
+
+        The file is ``predictions_<split>[.<decoding>].<ext>[.gz]``, whatever the task's
+        extension: the report, the study and the tests find it here.
+        """
+        stem = f"predictions_{split}" + (f".{decoding}" if decoding else "")
+        found = []
+        for path in Path(run_dir).glob(f"{stem}.*"):
+            rest = path.name[len(stem) + 1:].removesuffix(".gz")
+            if rest and "." not in rest and path.is_file():
+                found.append(path)
+        # the plain file before its gzipped copy, then by name
+        return min(found, key=lambda p: (p.suffix == ".gz", p.name), default=None)
+
+    @classmethod
     def study_split(cls, run_dir: Path, split: str, decoding: str | None = None
                     ) -> StudySplit | None:
         """The per-unit counts (and calibration data) of a finished run's split, read from

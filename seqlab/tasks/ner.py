@@ -24,7 +24,7 @@ from ..heads import get_head
 from ..metrics import format_scores
 from . import EvaluateOptions, PredictOptions, Run, StudySplit, Task, register_task
 from .ner_corpus import NerCorpus, class_weights, first_unseen_type, load_corpus
-from .ner_files import FORMATS, gold_in_scheme, prediction_format, primary
+from .ner_files import format_of_file, gold_in_scheme, prediction_format, primary
 from .ner_inference import NerPredictor, head_for_run, predict_cli, predict_sentences
 
 
@@ -240,15 +240,13 @@ class NerTask(Task):
     def study_split(cls, run_dir: Path, split: str, decoding: str | None = None) -> StudySplit | None:
         import numpy as np
 
-        stem = f"predictions_{split}" + (f".{decoding}" if decoding else "")
-        for fmt in FORMATS.values():
-            for path in (run_dir / f"{stem}.{fmt.ext}.gz", run_dir / f"{stem}.{fmt.ext}"):
-                if path.is_file():
-                    # per-type figures only for a decoding that metrics.json does not score
-                    got = fmt.read_split(path, per_type=decoding is not None)
-                    got.counts = np.asarray(got.counts, dtype=np.int64).reshape(-1, 3)
-                    return got
-        return None
+        path = cls.prediction_file(run_dir, split, decoding)
+        if path is None:
+            return None
+        # per-type figures only for a decoding that metrics.json does not score
+        got = format_of_file(path).read_split(path, per_type=decoding is not None)
+        got.counts = np.asarray(got.counts, dtype=np.int64).reshape(-1, 3)
+        return got
 
     @classmethod
     def study_documents(cls, cfg: Config, split: str) -> list[int] | None:

@@ -193,6 +193,14 @@ class TagFormat:
         """The study's counts (and calibration) of a predictions file of this format."""
         return tag_study_split(path, per_type=per_type)
 
+    @staticmethod
+    def read_sentences(path: Path, scheme: str) -> list[dict]:
+        """Each sentence of a file of this format: ``tokens``, ``gold`` ``(type, start, end)``
+        and ``pred`` entities, and each word's predicted label (``pred_tags``) with its
+        probability (``probs``); the tags read in ``scheme``, the model's."""
+        return [{**s, "gold": tags_to_spans(s["gold_tags"], scheme),
+                 "pred": tags_to_spans(s["pred_tags"], scheme)} for s in read_tag_predictions(path)]
+
 
 class SpanFormat:
     """What a span head (``target = "spans"``) predicts, learns from and writes: typed word
@@ -232,6 +240,12 @@ class SpanFormat:
     def read_split(path: Path, per_type: bool = False) -> StudySplit:
         return span_study_split(path, per_type=per_type)
 
+    @staticmethod
+    def read_sentences(path: Path, scheme: str) -> list[dict]:
+        """Each sentence of a file of this format: ``tokens``, ``gold`` ``(type, start, end)``
+        and ``pred`` ``(type, start, end, score)``."""
+        return read_span_predictions(path)
+
 
 FORMATS = {"tags": TagFormat, "spans": SpanFormat}
 
@@ -239,6 +253,20 @@ FORMATS = {"tags": TagFormat, "spans": SpanFormat}
 def prediction_format(head) -> type[TagFormat] | type[SpanFormat]:
     """The format of what a NER head predicts (:attr:`seqlab.heads.Head.target`)."""
     return FORMATS[head.target]
+
+
+def format_of_file(path: Path) -> type[TagFormat] | type[SpanFormat]:
+    """The format a predictions file is written in, by its extension (``.gz`` aside).
+
+    Raises:
+        DataError: an extension of no NER predictions format.
+    """
+    ext = Path(path).name.removesuffix(".gz").rsplit(".", 1)[-1]
+    for fmt in FORMATS.values():
+        if fmt.ext == ext:
+            return fmt
+    raise DataError(f"not a NER predictions file: expected .{' or .'.join(f.ext for f in FORMATS.values())}"
+                    f" (gzipped or not), got .{ext}", str(path))
 
 
 def primary(result: dict) -> dict:

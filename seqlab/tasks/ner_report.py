@@ -10,27 +10,14 @@ from pathlib import Path
 
 from ..error_analysis import CATEGORIES, categorise, count, pattern
 from ..page import MAX_SENTENCES, _color, _pct, _table, highlight, reliability
-from .ner_files import read_span_predictions, read_tag_predictions
-
-
-def _read_tagged(path: Path, scheme: str) -> list[dict]:
-    """Sentences of a tagging head's predictions file: tokens, gold and predicted entities, and
-    each word's predicted label with its probability."""
-    from ..data.schemes import tags_to_spans
-
-    return [{**s, "gold": tags_to_spans(s["gold_tags"], scheme),
-             "pred": tags_to_spans(s["pred_tags"], scheme)} for s in read_tag_predictions(path)]
-
-
-def _read_spans(path: Path) -> list[dict]:
-    return read_span_predictions(path)
+from .ner_files import format_of_file
 
 
 def ner_sections(data: dict) -> tuple[list[str], dict]:
     meta, split = data["meta"], data["split"]
     path = data["predictions"]
-    tagged = path.name.split(".")[1] == "conll"
-    sents = _read_tagged(path, meta.get("train_scheme", "iob2")) if tagged else _read_spans(path)
+    fmt = format_of_file(path)
+    sents = fmt.read_sentences(path, meta.get("train_scheme", "iob2"))
     errors = [categorise(s["gold"], s["pred"]) for s in sents]
     counts = count(errors)
     types = sorted({e[0] for s in sents for e in s["gold"]} | {e[0] for s in sents for e in s["pred"]})
@@ -64,7 +51,7 @@ def ner_sections(data: dict) -> tuple[list[str], dict]:
                "for spurious ones).</p>"
                + _table(cat_rows, ["type", *CATEGORIES]) +
                f"<p>Types confused (gold -> predicted):</p><ul>{conf}</ul></section>")
-    if tagged:
+    if sents and "probs" in sents[0]:  # a word's label and its probability
         svg, ece = reliability(sents)
         out.append(f'<section id="calibration"><h2>Calibration</h2>{svg}<p>Expected calibration '
                    f"error (15 bins): {_pct(ece['all'])} over all words, {_pct(ece['entity'])} over "

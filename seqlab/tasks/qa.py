@@ -346,21 +346,20 @@ class QATask(Task):
 
         from ..files import open_text
 
-        for path in (run_dir / f"predictions_{split}.jsonl.gz", run_dir / f"predictions_{split}.jsonl"):
-            if not path.is_file():
-                continue
-            counts, docs = [], []
-            with open_text(path) as fh:
-                for lineno, line in enumerate(fh, start=1):
-                    try:
-                        r = json.loads(line)
-                        counts.append((r["f1"], r["exact_match"], 1.0))
-                        docs.append(r["article"])
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        raise DataError("expected a QA prediction line (id, article, f1, "
-                                        "exact_match, ...)", str(path), lineno) from None
-            return StudySplit(np.asarray(counts, dtype=np.float64).reshape(-1, 3), documents=docs)
-        return None
+        path = cls.prediction_file(run_dir, split)
+        if path is None:
+            return None
+        counts, docs = [], []
+        with open_text(path) as fh:
+            for lineno, line in enumerate(fh, start=1):
+                try:
+                    r = json.loads(line)
+                    counts.append((r["f1"], r["exact_match"], 1.0))
+                    docs.append(r["article"])
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise DataError("expected a QA prediction line (id, article, f1, "
+                                    "exact_match, ...)", str(path), lineno) from None
+        return StudySplit(np.asarray(counts, dtype=np.float64).reshape(-1, 3), documents=docs)
 
     @classmethod
     def study_scores(cls) -> dict:
