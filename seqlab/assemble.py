@@ -331,5 +331,16 @@ def load_run(model_dir: str | Path) -> tuple[type[Task], Run]:
     if not meta_path.is_file():
         raise SeqlabError(f"{model_dir}: not a seqlab model directory (no seqlab.json); "
                           "expected the output_dir of `seqlab train`")
+    if not any((path / f).is_file() for f in _WEIGHTS):
+        raise SeqlabError(f"{model_dir}: this run kept no model weights (trained with "
+                          "train.save_model: false, as a study's runs are unless "
+                          "study.keep_weights: true); its metrics and predictions are there, and "
+                          "`seqlab report` reads them, but evaluating, predicting, serving and "
+                          "exporting need the weights")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     return get_task(meta["task"]), Run(path, meta, load_config(path / "config.yaml"))
+
+
+# a model directory's weights: transformers' files (one or sharded), or an ONNX export's
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+            "pytorch_model.bin.index.json", "model.onnx")

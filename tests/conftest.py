@@ -144,7 +144,7 @@ _TRAINED = {"trained", "run", "exported", "uninterrupted", "head_runs", "served_
 
 
 # ...and so are tests that train, run a grid or compile themselves, found by what their code does
-_DOES_SLOW_WORK = re.compile(r'\b(?:ner_)?train_args\(|main\(\[\s*"train"|"-m",\s*"seqlab\.cli"'
+_DOES_SLOW_WORK = re.compile(r'\b(?:ner_)?train_args\(|main\(\[\s*"train"|-m"?,?\s*"?seqlab\.cli'
                              r'|torch\.compile\(|run_grid\((?![^)]*runner=)|\["train", str\(')
 
 

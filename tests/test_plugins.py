@@ -1,6 +1,8 @@
-"""A task and a head are each one registered class: a toy task (sentence classification) and a
-toy NER head, both defined here, go through train, evaluate, predict, export, report, study and
-serve by the CLI, which names neither."""
+"""A task, a head, a loss and a reader are each one registered class. A toy task (sentence
+classification), defined here, goes through train, evaluate, predict, export, report, study and
+serve by the CLI, which does not name it; a plug-in distribution (tests/plugin) adds a head, a
+loss and a reader through its entry points, used by name in a study, evaluate, predict, report,
+serve and export."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pytest
@@ -20,8 +23,6 @@ from seqlab.data.conll import read_conll
 from seqlab.errors import ConfigError
 from seqlab.files import dumps_line, iter_lines, write_json
 from seqlab.heads import HEADS, Head, get_head, model_inputs, register_head
-from seqlab.heads._encoder import EncoderWithHead, load_encoder_model
-from seqlab.heads.tokens import TokenHead
 from seqlab.tasks import (TASKS, CliOption, Predictor, RequestError, StudySplit, Task, get_task,
                           register_task)
 
@@ -34,6 +35,17 @@ ROOT = Path(__file__).parents[1]
 @dataclass
 class ToyConfig:
     entity_type: str = "PER"   # the task owns this section: `toy: {entity_type: LOC}`
+
+
+class ToyHeadContract(Protocol):
+    """What a head of the toy task implements: a sentence classifier's model and its loss."""
+
+    def new_model(self) -> nn.Module: ...
+
+    @classmethod
+    def load_model(cls, directory, meta) -> nn.Module: ...
+
+    def loss(self, model, batch, num_items_in_batch=None) -> torch.Tensor: ...
 
 
 class ToyClassifierHead(Head):
@@ -69,6 +81,7 @@ class ToyTask(Task):
     default_head = "toy_classifier"
     prediction_ext = "jsonl"
     config_sections = {"toy": ToyConfig}
+    head_contract = ToyHeadContract   # its heads are checked against it when they register
     cli_options = {"predict": [CliOption(("--show-probability",), "toy: print the probability",
                                          {"action": "store_true", "default": None})]}
 
@@ -241,55 +254,43 @@ class ToyPredictor(Predictor):
         return {"results": results}
 
 
-# --------------------------------------------------------------------------- a toy NER head
+# --------------------------------------------------------------------------- the distribution
+
+# A plug-in distribution outside seqlab (tests/plugin): a head, a loss and a reader, one module
+# each, declared in its dist-info's seqlab.plugins entry points
+PLUGIN = Path(__file__).parent / "plugin"
 
 
-class MlpTagger(EncoderWithHead):
-    """The encoder and a two-layer perceptron over each position."""
+@pytest.fixture
+def toyplug(monkeypatch):
+    """The distribution on the path: its entry points seen by the processes started from here,
+    its modules registered in this one (again after an earlier test took them away)."""
+    import importlib
 
-    def __init__(self, config, encoder=None):
-        super().__init__(config, encoder)
-        self.mlp = nn.Sequential(nn.Linear(config.hidden_size, 16), nn.Tanh(),
-                                 nn.Linear(16, config.num_labels))
-        self.post_init()
+    from seqlab.losses import loss_registry, register_loss
+    from seqlab.readers import READERS, register_reader
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, **_):
-        from transformers.modeling_outputs import TokenClassifierOutput
-
-        return TokenClassifierOutput(logits=self.mlp(self.hidden(input_ids, attention_mask)))
-
-
-class MlpHead(TokenHead):
-    """The softmax head's decoding on a perceptron's scores."""
-
-    decodes = ("argmax",)
-    default_decode = "argmax"
-
-    def new_model(self):
-        from seqlab.models import resolve_encoder
-
-        return MlpTagger.on_encoder(resolve_encoder(self.cfg.model.encoder), labels=self.labels,
-                                    head=self.name, options={})
-
-    @classmethod
-    def load_model(cls, directory, meta):
-        return load_encoder_model(MlpTagger, directory)
-
-    def decodings(self, scores, outputs, names):
-        return {"argmax": [(s.argmax(-1).tolist(), s.softmax(-1).max(-1).values.tolist())
-                           for s in scores]}
+    monkeypatch.syspath_prepend(str(PLUGIN))
+    monkeypatch.setenv("PYTHONPATH", f"{PLUGIN}:{ROOT}")
+    head, loss, reader = (importlib.import_module(f"seqlab_toyplug.{m}")
+                          for m in ("head", "loss", "reader"))
+    register_head("toy_mlp")(head.MlpHead)
+    register_loss("squared_focal")(loss.SquaredFocal)
+    register_reader("pipes")(reader.PipesReader)
+    yield
+    HEADS.unregister("toy_mlp")
+    loss_registry.unregister("squared_focal")
+    READERS.unregister("pipes")
 
 
 @pytest.fixture
 def toys():
-    """Register the toy task and head for one test (one line each), then take them away."""
+    """Register the toy task and its head for one test (one line each), then take them away."""
     register_task("toy")(ToyTask)
     register_head("toy_classifier")(ToyClassifierHead)
-    register_head("toy_mlp")(MlpHead)
     yield
     TASKS.unregister("toy")
     HEADS.unregister("toy_classifier")
-    HEADS.unregister("toy_mlp")
 
 
 def _config(tmp_path: Path, fixtures: Path, encoder: Path, task: str, **model) -> Path:
@@ -367,7 +368,7 @@ def test_a_task_is_one_class_and_one_line(toys, tmp_path, fixtures, tiny_encoder
 
 
 @pytest.mark.slow
-def test_a_head_is_one_class_and_one_line(toys, tmp_path, fixtures, tiny_encoder, capsys):
+def test_a_head_is_one_class_and_one_line(toyplug, tmp_path, fixtures, tiny_encoder, capsys):
     cfg = _config(tmp_path, fixtures, tiny_encoder, "ner", head="toy_mlp")
     run = tmp_path / "run-ner"
     assert main(["train", str(cfg), "--no-progress", "train.epochs=12"]) == 0
@@ -437,7 +438,7 @@ def test_a_task_goes_through_the_study(toys, tmp_path, fixtures, tiny_encoder, m
     assert (tmp_path / "study" / "report.md").is_file()
 
 
-def test_unknown_names_list_the_registered_ones(toys):
+def test_unknown_names_list_the_registered_ones(toys, toyplug):
     with pytest.raises(ConfigError, match="task: expected one of ner, qa, toy, got 'pos'"):
         get_task("pos")
     with pytest.raises(ConfigError, match="model.head: expected one of crf, global_pointer, "
@@ -450,81 +451,127 @@ def test_another_tasks_option_is_refused(toys, tmp_path, capsys):
     run.mkdir()
     (run / "seqlab.json").write_text(json.dumps({"task": "ner", "labels": ["O"]}))
     (run / "config.yaml").write_text("task: ner\n")
+    (run / "model.safetensors").write_bytes(b"")
     assert main(["predict", str(run), "--question", "who?"]) == 2
     assert "--question is an option for qa models; this one is ner" in capsys.readouterr().err
 
 
-# --------------------------------------------------------------------------- a distribution
+def _pipes(conll: Path, out: Path) -> Path:
+    out.write_text("".join(" ".join(f"{w}/{t}" for w, t in zip(s.tokens, s.tags)) + "\n"
+                           for s in read_conll(conll)))
+    return out
 
 
-PLUGIN = '''"""A plug-in package outside seqlab: a loss and an input format, declared in the seqlab.plugins
-entry-point group of its distribution."""
-from pathlib import Path
-
-from seqlab.data.conll import Sentence
-from seqlab.losses import FocalLoss, register_loss
-from seqlab.readers import Reader, register_reader
-
-
-@register_loss("squared_focal")
-class SquaredFocal(FocalLoss):
-    """Focal loss with gamma 2 by default, under another name."""
-
-    def __init__(self, gamma: float = 2.0, **kwargs):
-        super().__init__(gamma=gamma, **kwargs)
-
-
-@register_reader("pipes")
-class PipesReader(Reader):
-    """One sentence a line, ``word/TAG`` pairs separated by spaces."""
-
-    suffixes = (".pipes",)
-
-    def read_ner(self, path, split):
-        out = []
-        for k, line in enumerate(Path(path).read_text().splitlines(), start=1):
-            pairs = [w.rsplit("/", 1) for w in line.split()]
-            out.append(Sentence([w for w, _ in pairs], [t for _, t in pairs], line=k, path=str(path)))
-        return out
-'''
-
-
-def test_a_distribution_adds_a_loss_and_a_reader_through_entry_points(tmp_path, fixtures):
-    """A package installed beside seqlab (here: on the path, with its dist-info) declares a
-    module in the ``seqlab.plugins`` entry points; the CLI, in a process of its own, then
-    takes its loss by name (checked, its options from its signature) and reads its format."""
+@pytest.mark.slow
+def test_a_distribution_adds_a_head_a_loss_and_a_reader(toyplug, tmp_path, fixtures, tiny_encoder):
+    """Declared in a distribution's entry points, the head, the loss and the reader are used by
+    name from the CLI in processes of their own: a study of the head under cross-entropy and the
+    plug-in loss on files in the reader's format, then evaluate, predict and report on one of its
+    runs, and the server on it (here, where the fixture registered them)."""
+    import os
+    import shutil
     import subprocess
 
-    site = tmp_path / "site"
-    (site / "seqlab_toyplug").mkdir(parents=True)
-    (site / "seqlab_toyplug" / "__init__.py").write_text(PLUGIN)
-    info = site / "seqlab_toyplug-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: seqlab-toyplug\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[seqlab.plugins]\ntoyplug = seqlab_toyplug\n")
-    data = tmp_path / "train.pipes"
-    data.write_text("".join(" ".join(f"{w}/{t}" for w, t in zip(s.tokens, s.tags)) + "\n"
-                            for s in read_conll(fixtures / "train.conll")))
-    env = {**__import__("os").environ, "PYTHONPATH": f"{site}:{ROOT}"}
+    import yaml
+
+    from seqlab.tasks.ner import NerTask
+
+    files = {split: _pipes(fixtures / f"{split}.conll", tmp_path / f"{split}.pipes")
+             for split in ("train", "dev", "test")}
 
     def seqlab(*args):
-        return subprocess.run([sys.executable, "-m", "seqlab.cli", *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=300)
+        r = subprocess.run([sys.executable, "-m", "seqlab.cli", *map(str, args)], cwd=tmp_path,
+                           env=dict(os.environ), capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
 
-    out = tmp_path / "c.jsonl"
-    r = seqlab("corrupt", "--file", str(data), "--p", "0", "--output", str(out))
-    assert r.returncode == 0, r.stderr
-    rows = [json.loads(l) for l in out.read_text().splitlines()]
-    assert [r_["tokens"] for r_ in rows] == [s.tokens for s in read_conll(fixtures / "train.conll")]
-    r = seqlab("heads")
-    assert r.returncode == 0 and "squared_focal" in r.stdout, r.stdout + r.stderr
+    listed = seqlab("heads")
+    assert "toy_mlp" in listed and "squared_focal" in listed
+    # the loss's options come from its function's signature, checked at config time
     check = ("from seqlab.assemble import config_from_dict as c; "
              "cfg = c({'loss': {'name': 'squared_focal', 'gamma': 3}}); print(cfg.loss.options); "
              "c({'loss': {'name': 'squared_focal', 'alpha_x': 1}})")
-    r = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=dict(os.environ),
+                       capture_output=True, text=True, timeout=300)
     assert "{'gamma': 3.0}" in r.stdout
     assert "unknown config key loss.alpha_x for loss 'squared_focal'" in r.stderr
+
+    # the study: the plug-in head under two losses, one of them the plug-in's, on .pipes files
+    # scored on the training sentences (seven of them): a tiny model predicts entities there,
+    # so what is compared below is not nothing to nothing
+    base = {"task": "ner",
+            "data": {"train_file": str(files["train"]), "dev_file": str(files["dev"]),
+                     "test_file": str(files["train"])},
+            "model": {"encoder": str(tiny_encoder), "max_length": 32, "head": "toy_mlp"},
+            "train": {"epochs": 15, "batch_size": 2, "learning_rate": 1e-2, "warmup_ratio": 0}}
+    study = tmp_path / "study"
+    config = tmp_path / "study-plugin.yaml"
+    config.write_text(yaml.safe_dump({
+        # the weights kept: evaluate, predict and serve use a run's below
+        "study": {"output_dir": str(study), "seeds": [1, 2], "baseline": "ce", "keep_weights": True},
+        "base": base,
+        "losses": {"ce": {"loss": {"name": "ce"}},
+                   "squared_focal": {"loss": {"name": "squared_focal", "gamma": 3}}}},
+        sort_keys=False))
+    seqlab("study", config, "--no-progress")
+    res = json.loads((study / "results.json").read_text())
+    assert res["finished_runs"] == 4 and "bootstrap" in res["losses"]["squared_focal"]["vs_baseline"]
+    predicted = 0
+    for name in ("ce", "squared_focal"):
+        for seed, value in zip((1, 2), res["losses"][name]["test"]["f1"]["values"]):
+            run = study / "runs" / name / f"seed-{seed}"
+            assert yaml.safe_load((run / "config.yaml").read_text())["loss"]["name"] == name
+            assert json.loads((run / "seqlab.json").read_text())["head"] == "toy_mlp"
+            # the study's F1 is the run's, and is recomputed from its predictions file
+            assert value == pytest.approx(
+                json.loads((run / "metrics.json").read_text())["test"]["default"]["f1"])
+            counts = NerTask.study_split(run, "test").counts.sum(0)
+            assert float(NerTask.study_scores()["f1"](counts)) == pytest.approx(value)
+            predicted += int(counts[1])
+    assert predicted > 0  # the runs predicted entities: the comparisons above are not 0 == 0
+    assert yaml.safe_load((study / "runs" / "squared_focal" / "seed-1" / "config.yaml")
+                          .read_text())["loss"]["gamma"] == 3.0
+
+    run = study / "runs" / "squared_focal" / "seed-1"
+    metrics = json.loads((run / "metrics.json").read_text())
+    # evaluate on a file in the reader's format: the run's own test score again
+    out = seqlab("evaluate", run, "--file", files["train"], "--output", tmp_path / "eval.conll",
+                 "--no-progress")
+    assert f"{100 * metrics['test']['default']['f1']:.2f}" in out
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(" ".join(s.tokens) for s in read_conll(fixtures / "train.conll")[:3]))
+    seqlab("predict", run, src, "--output", tmp_path / "pred.jsonl")
+    predicted_lines = [json.loads(l) for l in (tmp_path / "pred.jsonl").read_text().splitlines()]
+    assert len(predicted_lines) == 3 and any(x["entities"] for x in predicted_lines)
+    # a run without its weights (a study's, unless study.keep_weights) is said to be one
+    weightless = tmp_path / "weightless"
+    shutil.copytree(run, weightless, ignore=shutil.ignore_patterns("model.safetensors"))
+    r = subprocess.run([sys.executable, "-m", "seqlab.cli", "predict", str(weightless), str(src)],
+                       cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and "this run kept no model weights" in r.stderr
+    assert "Traceback" not in r.stderr
+    # the report: the head labels words, so its page has a calibration figure
+    seqlab("report", run)
+    page = (run / "report_test.html").read_text()
+    assert 'id="scores"' in page and 'id="errors"' in page and "<svg" in page.split(
+        'id="calibration"')[1].split("</section>")[0]
+    # the server: the same answers as `seqlab predict`
+    from starlette.testclient import TestClient
+
+    from seqlab.assemble import load_run
+    from seqlab.serve import ServeOptions, create_app
+    from seqlab.tasks import PredictOptions
+
+    task, loaded = load_run(run)
+    app = create_app(task.predictor(loaded, PredictOptions()), meta=loaded.meta, name="plugin",
+                     backend="torch", opts=ServeOptions())
+    with TestClient(app) as client:
+        r = client.post("/predict", json={"texts": src.read_text().splitlines()})
+        assert r.status_code == 200, r.text
+        assert [[(e["type"], e["start"], e["end"]) for e in x["entities"]]
+                for x in r.json()["results"]] == \
+            [[(e["type"], e["start"], e["end"]) for e in x["entities"]] for x in predicted_lines]
 
 
 def test_a_head_that_breaks_its_tasks_contract_is_refused_at_registration():
@@ -542,7 +589,30 @@ def test_a_head_that_breaks_its_tasks_contract_is_refused_at_registration():
 
     with pytest.raises(TypeError, match="load_model, window_targets, collate, start_prediction"):
         register_head("no_prediction")(NoPrediction)
-    assert "half" not in HEADS and "no_prediction" not in HEADS
+
+    class ShortCollate(SoftmaxHead):
+        def collate(self, rows):                           # the protocol passes pad_id too
+            return {}
+
+    with pytest.raises(TypeError, match=r"do not take the protocol's parameters: collate "
+                                        r"\(takes no pad_id\)"):
+        register_head("short_collate")(ShortCollate)
+
+    class Shapes(SoftmaxHead):
+        target = "boxes"
+
+    with pytest.raises(TypeError, match="target must be one of tags, spans, got 'boxes'"):
+        register_head("shapes")(Shapes)
+    assert not {"half", "no_prediction", "short_collate", "shapes"} & set(HEADS)
+
+
+def test_a_plug_in_tasks_heads_are_checked_against_its_contract(toys):
+    class NoLoading(ToyClassifierHead):
+        load_model = Head.load_model                       # left as the placeholder
+
+    with pytest.raises(TypeError, match="declares task 'toy' but does not implement load_model"):
+        register_head("toy_no_loading")(NoLoading)
+    assert "toy_no_loading" not in HEADS
     with pytest.raises(TypeError, match="subclass of seqlab.losses._Loss"):
         from seqlab.losses import register_loss
 

@@ -30,48 +30,25 @@ from ..registry import Registry
 HEADS: Registry[type[Head]] = Registry("model.head", __name__)
 
 
-# What a head of each task implements beyond :class:`Head` (checked at registration):
-TARGETS = ("tags", "spans")
-CONTRACTS: dict[str, dict] = {
-    # NER: from a window's words and gold (tags or spans, ``target``) to training targets and
-    # batches; prediction in three steps over the windows of many sentences
-    "ner": {"methods": ("new_model", "load_model", "window_targets", "collate",
-                        "start_prediction", "collect_batch", "finish_prediction"),
-            "targets": TARGETS},
-    # span QA: the best answer of one window from the model's outputs
-    "qa": {"methods": ("new_model", "load_model", "window_answer")},
-}
-
-
 def check_head(cls) -> None:
-    """Refuse a head that does not implement the contract of each task it declares (the
-    methods left as :class:`Head`'s placeholders, or missing), or declares an unknown one.
+    """Refuse a head that does not meet the contract of each task it declares
+    (:mod:`seqlab.heads.contracts`: the methods left as :class:`Head`'s placeholders or missing,
+    parameters the protocol passes that it does not take, a ``target`` of no format).
 
     Raises:
         TypeError: naming the head, the task and what is missing.
     """
+    from .contracts import check_contract
+
     if not (isinstance(cls, type) and issubclass(cls, Head)):
         raise TypeError(f"a registered head is a subclass of seqlab.heads.Head, got {cls!r}")
     for task in cls.tasks:
-        if task not in CONTRACTS:
-            continue  # a plug-in task's heads: that task checks them
-        contract = CONTRACTS[task]
-        missing = [m for m in contract["methods"]
-                   if not callable(getattr(cls, m, None)) or getattr(cls, m) is getattr(Head, m, None)
-                   or getattr(getattr(cls, m), "__func__", None) is getattr(
-                       getattr(Head, m, None), "__func__", object())]
-        if missing:
-            raise TypeError(f"head {cls.__name__} declares task {task!r} but does not implement "
-                            f"{', '.join(missing)}")
-        targets = contract.get("targets")
-        if targets and cls.target not in targets:
-            raise TypeError(f"head {cls.__name__}: target must be one of {', '.join(targets)}, "
-                            f"got {cls.target!r}")
+        check_contract(cls, task, Head)
 
 
 def register_head(name: str):
     """Class decorator: ``@register_head("crf")`` makes ``model.head: crf`` work everywhere;
-    the head must meet the contract of each task it declares (:data:`CONTRACTS`)."""
+    the head must meet the contract of each task it declares (:mod:`seqlab.heads.contracts`)."""
     return HEADS.register(name, check=check_head)
 
 

@@ -22,9 +22,19 @@ from ..registry import Registry
 TASKS: Registry[type[Task]] = Registry("task", __name__)
 
 
+def _declare_contract(name: str):
+    def check(cls) -> None:
+        if getattr(cls, "head_contract", None) is not None:
+            from ..heads.contracts import register_contract
+
+            register_contract(name, cls.head_contract)
+    return check
+
+
 def register_task(name: str):
-    """Class decorator: ``@register_task("ner")``."""
-    return TASKS.register(name)
+    """Class decorator: ``@register_task("ner")``; a task's ``head_contract`` (a
+    :class:`~typing.Protocol`) is then what its heads are checked against when they register."""
+    return TASKS.register(name, check=_declare_contract(name))
 
 
 def get_task(name: str) -> type[Task]:
@@ -163,6 +173,8 @@ class Task:
     pipeline_tag: ClassVar[str | None] = None  # the transformers pipeline its models load in
     title: ClassVar[str] = ""                  # its name in a model card ("Question Answering")
     report_split: ClassVar[str] = "test"       # the split `seqlab report` shows by default
+    head_contract: ClassVar[type | None] = None  # a Protocol its heads implement (checked
+                                                 # when they register; seqlab.heads.contracts)
     tokenizer: Any = None
     head: Any = None                          # the head instance (seqlab.heads)
 

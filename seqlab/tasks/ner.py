@@ -21,6 +21,7 @@ from ..data.registry import load_files, load_named, resolve_scheme, unknown_data
 from ..errors import ConfigError, DataError, SeqlabError, first_process
 from ..files import evaluate_output, write_json
 from ..heads import get_head
+from ..heads.contracts import NerHeadContract
 from ..metrics import format_scores
 from . import EvaluateOptions, PredictOptions, Run, StudySplit, Task, register_task
 from .ner_corpus import NerCorpus, class_weights, first_unseen_type, load_corpus
@@ -34,6 +35,7 @@ class NerTask(Task):
 
     primary_metric = "entity F1"
     pipeline_tag = "token-classification"
+    head_contract = NerHeadContract  # what its heads implement (seqlab.heads.contracts)
     title = "Named Entity Recognition"
 
     @classmethod

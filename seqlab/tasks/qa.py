@@ -27,6 +27,7 @@ from ..data.registry import unknown_dataset
 from ..errors import ConfigError, DataError, SeqlabError, first_process
 from ..files import check_output_file, dumps_line, evaluate_output, read_text_file, write_json
 from ..heads import get_head
+from ..heads.contracts import QAHeadContract
 from ..metrics import cmrc_em_f1, squad_em_f1
 from . import (CliOption, EvaluateOptions, PredictOptions, Predictor, RequestError, Run, StudySplit,
                Task, register_task)
@@ -134,6 +135,7 @@ class QATask(Task):
     pipeline_tag = "question-answering"
     title = "Question Answering"
     report_split = "dev"  # QA runs score their held-out questions as dev
+    head_contract = QAHeadContract  # what its heads implement (seqlab.heads.contracts)
 
     @classmethod
     def report_sections(cls, data: dict) -> tuple[list[str], dict]:
