@@ -48,7 +48,7 @@ browser:
 	    echo "make: chromium could not be installed; the browser tests will be skipped" )
 
 # The unit tests only: nothing that trains, runs a grid, compiles or starts the CLI in a process
-# of its own (the `slow` marker, tests/conftest.py), in about a minute on one core.
+# of its own (the `slow` marker, tests/conftest.py), in under a minute in one process.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -n 0 -m "not slow" $(PYTEST_ARGS)
 

@@ -126,13 +126,13 @@ def available_datasets(task: str | None = None) -> list[str]:
     return sorted(n for n, d in DATASETS.items() if task is None or d.task == task)
 
 
-def unknown_dataset(name: str, task: str) -> str | None:
-    """Why ``name`` is not a dataset of ``task`` (a line naming the known ones), or None."""
+def unknown_dataset(name: str, task: str, files: str | None = None) -> str | None:
+    """Why ``name`` is not a dataset of ``task`` (a line naming the known ones and, when given,
+    the config keys of the task's files), or None."""
     if name in DATASETS and DATASETS[name].task == task:
         return None
-    hint = {"ner": "data.train_file/dev_file/test_file", "qa": "data.train_file/dev_file"}.get(task)
     return (f"unknown {task.upper()} dataset {name!r}; known: {', '.join(available_datasets(task))}"
-            + (f" (or give {hint})" if hint else ""))
+            + (f" (or give {files})" if files else ""))
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:

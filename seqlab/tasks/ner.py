@@ -49,7 +49,8 @@ class NerTask(Task):
 
     @classmethod
     def check_config(cls, cfg: Config) -> None:
-        if cfg.data.dataset and (problem := unknown_dataset(cfg.data.dataset, "ner")):
+        if cfg.data.dataset and (problem := unknown_dataset(cfg.data.dataset, "ner",
+                                                             "data.train_file/dev_file/test_file")):
             raise ConfigError(f"data.dataset: {problem}")
 
     @classmethod

@@ -162,7 +162,8 @@ class QATask(Task):
 
     @classmethod
     def check_config(cls, cfg: Config) -> None:
-        if cfg.data.dataset and (problem := unknown_dataset(cfg.data.dataset, "qa")):
+        if cfg.data.dataset and (problem := unknown_dataset(cfg.data.dataset, "qa",
+                                                             "data.train_file/dev_file")):
             raise ConfigError(f"data.dataset: {problem}")
         q = cfg.qa
         if q.max_query_length < 1 or q.doc_stride < 0:
