@@ -62,11 +62,11 @@ def test_overrides_and_coercion(tmp_path):
     ("task: pos\n", [], r"task: expected one of ner, qa"),
     ("train: {}\n", ["train.seed"], r"expected dotted\.key=value"),
     ("data: {dataset: conll2033}\n", [],
-     r"c\.yaml: data\.dataset: unknown NER dataset 'conll2033'; known: bc5cdr, .*conll2003.* "
-     r"\(or give data\.train_file/dev_file/test_file\)"),
+     (r"c\.yaml: data\.dataset: unknown NER dataset 'conll2033'; known: bc5cdr, .*conll2003.* "
+      r"\(or give data\.train_file/dev_file/test_file\)")),
     ("task: qa\ndata: {dataset: conll2003}\n", [],
-     r"data\.dataset: unknown QA dataset 'conll2003'; known: cmrc2018.* \(or give "
-     r"data\.train_file/dev_file\)$"),
+     (r"data\.dataset: unknown QA dataset 'conll2003'; known: cmrc2018.* \(or give "
+      r"data\.train_file/dev_file\)$")),
 ])
 def test_bad_config(tmp_path, text, overrides, match):
     p = tmp_path / "c.yaml"

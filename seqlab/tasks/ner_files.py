@@ -250,12 +250,12 @@ class SpanFormat:
 FORMATS = {"tags": TagFormat, "spans": SpanFormat}
 
 
-def prediction_format(head) -> type[TagFormat] | type[SpanFormat]:
+def prediction_format(head) -> type[TagFormat | SpanFormat]:
     """The format of what a NER head predicts (:attr:`seqlab.heads.Head.target`)."""
     return FORMATS[head.target]
 
 
-def format_of_file(path: Path) -> type[TagFormat] | type[SpanFormat]:
+def format_of_file(path: Path) -> type[TagFormat | SpanFormat]:
     """The format a predictions file is written in, by its extension (``.gz`` aside).
 
     Raises:

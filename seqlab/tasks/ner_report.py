@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 from collections import Counter
-from pathlib import Path
 
 from ..error_analysis import CATEGORIES, categorise, count, pattern
 from ..page import MAX_SENTENCES, _color, _pct, _table, highlight, reliability
